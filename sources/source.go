@@ -1,0 +1,83 @@
+// Package sources defines the contract between a stream source (Kafka,
+// Kinesis) and the host that runs lanes over it. Implementations live in
+// sub-packages; a source only knows how to read, commit, pause and close.
+package sources
+
+import (
+	"context"
+	"time"
+
+	"github.com/weirhq/weir/record"
+)
+
+// StartKind says where a consumer without a committed position for a
+// partition starts reading it. The values are the config file's words.
+type StartKind string
+
+const (
+	// StartEarliest reads from the oldest retained record (the default;
+	// Kinesis: TRIM_HORIZON).
+	StartEarliest StartKind = "earliest"
+	// StartLatest reads only records produced after the partition is first
+	// consumed.
+	StartLatest StartKind = "latest"
+	// StartTime reads from the first record whose timestamp is at or after
+	// Start.Time, or from the end if there is none.
+	StartTime StartKind = "time"
+)
+
+// Start is where a consumer without a committed position begins. A
+// partition with one always resumes there. The zero value is StartEarliest.
+type Start struct {
+	Kind StartKind
+	// Time is required when Kind is StartTime; millisecond precision.
+	Time time.Time
+}
+
+// Claim is a partition newly assigned to this process.
+type Claim struct {
+	Partition record.Partition
+	// Generation is the fencing token of the claim: the consumer group
+	// generation (Kafka) or the lease epoch (Kinesis). A write carrying an
+	// older generation than the partition's current one must be refused.
+	Generation int64
+}
+
+// Lanes is what a source drives. The host implements it. The source calls
+// Assign, Revoke, Lost and Deliver from one goroutine (its poll loop), never
+// concurrently.
+type Lanes interface {
+	// Assign starts a lane for each claimed partition. It does not block on
+	// record processing.
+	Assign(ctx context.Context, claims []Claim)
+	// Revoke stops the lanes of the given partitions: they stop taking
+	// records, finish (or abandon, past their deadline) their in-flight
+	// batches, and commit what completed through Source.Commit. Revoke
+	// returns only when that is done; the source then lets the rebalance go
+	// on. After Revoke returns, nothing commits those partitions.
+	Revoke(ctx context.Context, parts []record.Partition)
+	// Lost drops the lanes of partitions this process no longer owns (its
+	// session expired). Nothing is committed for them.
+	Lost(ctx context.Context, parts []record.Partition)
+	// Deliver hands fetched records of one partition, in order, to its lane.
+	// It never blocks on processing: backpressure is applied by the host
+	// calling Source.Pause. The host owns recs after the call.
+	Deliver(p record.Partition, recs []record.Record)
+}
+
+// Source is one consumer of a stream for one pipeline.
+type Source interface {
+	// Run consumes until ctx is done or a fatal error occurs, calling l as
+	// partitions are assigned, revoked and fetched. Before it returns, every
+	// assigned partition has been revoked (gracefully, on ctx done) or lost.
+	Run(ctx context.Context, l Lanes) error
+	// Commit durably records that every record at or below pos (inclusive)
+	// in each partition is complete. It must only be called for partitions
+	// currently assigned; it is safe for concurrent use with Run.
+	Commit(ctx context.Context, positions map[record.Partition]record.Position) error
+	// Pause stops fetching the given partitions; records already delivered
+	// stay delivered. Safe for concurrent use.
+	Pause(parts ...record.Partition)
+	// Resume undoes Pause. Safe for concurrent use.
+	Resume(parts ...record.Partition)
+}
