@@ -1,0 +1,58 @@
+package config
+
+import (
+	"time"
+)
+
+// Defaults returns a pipeline holding every default value: the values a
+// pipeline gets for the fields its file leaves out. Its Name, Source,
+// Handler.Plugin and Sinks have no default. A Kafka source defaults to
+// group = the pipeline name and start = earliest.
+//
+// Every default of the package is set here, in defaultFile and in
+// defaultKafkaSource; applyDefaults fills the ones derived from other
+// fields.
+func Defaults() Pipeline {
+	return Pipeline{
+		Batch: Batch{
+			MaxRecords: 500,
+			MaxBytes:   1 << 20,
+			MaxWait:    50 * time.Millisecond,
+		},
+		Handler: Handler{
+			Instances: 2,
+			Timeout:   30 * time.Second,
+		},
+		Ordering: OrderingPartition,
+		Retry: Retry{
+			MaxAttempts:    5,
+			InitialBackoff: 100 * time.Millisecond,
+			MaxBackoff:     10 * time.Second,
+			Bisect:         true,
+		},
+		MaxInflightBytes: 64 << 20,
+		ShutdownTimeout:  30 * time.Second,
+	}
+}
+
+// defaultFile is a File before its YAML is decoded onto it.
+func defaultFile() File {
+	return File{
+		Kafka: Kafka{ClientID: "weir"},
+		Redis: Redis{KeyPrefix: "weir:"},
+	}
+}
+
+// defaultKafkaSource is a Kafka source before its YAML is decoded onto it.
+func defaultKafkaSource() *KafkaSource {
+	return &KafkaSource{Start: Start{Kind: StartEarliest}}
+}
+
+// applyDefaults fills the defaults that depend on other fields, once the
+// pipeline is decoded. (Decoding starts from Defaults(), so a field the
+// file sets explicitly, even to zero or false, is kept.)
+func (p *Pipeline) applyDefaults() {
+	if k := p.Source.Kafka; k != nil && k.Group == "" {
+		k.Group = p.Name
+	}
+}

@@ -1,0 +1,237 @@
+package config
+
+import (
+	"time"
+
+	"github.com/weirhq/weir/sources"
+)
+
+// The schema. Each field's doc names its YAML key and its default; a field
+// without a default is required unless its doc says it is optional.
+
+// File is a parsed and validated weir configuration file. Load and Parse
+// return it with every default applied; it is not modified afterwards and
+// is safe to read from many goroutines.
+type File struct {
+	// Path is the name given to Parse, or the path given to Load; it is ""
+	// only for a File built by hand.
+	Path string
+	// Version (YAML: version) is the schema version; required, must be 1.
+	Version int
+	// Kafka (YAML: kafka) is the shared Kafka connection; required when
+	// any pipeline reads or writes Kafka.
+	Kafka Kafka
+	// Redis (YAML: redis) is the shared Redis connection; optional.
+	Redis Redis
+	// Pipelines (YAML: pipelines) are the pipelines, in file order; at
+	// least one, with unique names.
+	Pipelines []Pipeline
+}
+
+// Kafka is the shared Kafka connection (YAML: kafka).
+type Kafka struct {
+	// Brokers (YAML: brokers) are seed brokers as host:port. The single
+	// entry "embedded" starts franz-go's kfake broker inside the process;
+	// it cannot be mixed with other brokers.
+	Brokers []string
+	// ClientID (YAML: client_id) is sent to the brokers. Default "weir".
+	ClientID string
+}
+
+// Embedded reports whether the connection is the in-process broker.
+func (k Kafka) Embedded() bool { return len(k.Brokers) == 1 && k.Brokers[0] == "embedded" }
+
+// Redis is the shared Redis connection (YAML: redis). The section is
+// optional; when present, Addr is required.
+type Redis struct {
+	// Addr (YAML: addr) is host:port, or "embedded" for an in-process
+	// miniredis.
+	Addr string
+	// Username and Password (YAML: username, password) authenticate (ACL);
+	// take the password from the environment with ${VAR}. Optional.
+	Username string
+	Password string
+	// DB (YAML: db) is the database number. Default 0.
+	DB int
+	// KeyPrefix (YAML: key_prefix) is put before every key weir writes.
+	// Default "weir:".
+	KeyPrefix string
+}
+
+// Embedded reports whether the connection is the in-process miniredis.
+func (r Redis) Embedded() bool { return r.Addr == "embedded" }
+
+// Ordering says which records of a partition may be handled concurrently
+// (YAML: ordering: partition | key | none).
+type Ordering string
+
+const (
+	// OrderingPartition allows one batch in flight per partition (default).
+	OrderingPartition Ordering = "partition"
+	// OrderingKey keeps records of one key in order; different keys of a
+	// partition run concurrently.
+	OrderingKey Ordering = "key"
+	// OrderingNone runs batches of a partition concurrently without order.
+	OrderingNone Ordering = "none"
+)
+
+// Pipeline is one source → handler → sinks flow (an item of YAML
+// pipelines). Defaults returns its default values.
+type Pipeline struct {
+	// Name (YAML: name) identifies the pipeline in logs, metrics, DLQ
+	// headers and idempotency keys; required, unique in the file, matching
+	// ^[a-z0-9][a-z0-9_.-]*$.
+	Name string
+	// Source (YAML: source) is where records come from; required.
+	Source Source
+	// Batch (YAML: batch) says when a batch is closed.
+	Batch Batch
+	// Handler (YAML: handler) is the plugin that handles batches; required.
+	Handler Handler
+	// Ordering (YAML: ordering). Default OrderingPartition.
+	Ordering Ordering
+	// Retry (YAML: retry) says how failures are retried.
+	Retry Retry
+	// Sinks by name (YAML: sinks: {NAME: {KIND: ...}}); at least one.
+	// Handler outputs name one of them. A name matches ^[A-Za-z0-9_.-]+$.
+	Sinks map[string]Sink
+	// DLQ (YAML: dlq) receives records that failed for good. nil: a record
+	// that fails for good stops the pipeline instead (nothing is lost
+	// silently). Its topic must not be a source topic of the pipeline.
+	DLQ *DLQ
+	// MaxInflightBytes (YAML: max_inflight_bytes, a size) bounds the bytes
+	// of records read but not yet complete; past it, partitions are
+	// paused. Default 64MiB; at least Batch.MaxBytes.
+	MaxInflightBytes int64
+	// ShutdownTimeout (YAML: shutdown_timeout) bounds how long in-flight
+	// batches may take to finish on shutdown or revoke. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+// UsesKafka reports whether the pipeline reads or writes the shared Kafka
+// connection (source, a sink or the DLQ).
+func (p *Pipeline) UsesKafka() bool {
+	if p.Source.Kafka != nil || p.DLQ != nil && p.DLQ.Kafka != nil {
+		return true
+	}
+	for _, s := range p.Sinks {
+		if s.Kafka != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Source says where a pipeline reads from (YAML: source: {KIND: ...}).
+// Exactly one field is set.
+type Source struct {
+	// Kafka (YAML: kafka) reads Kafka topics.
+	Kafka *KafkaSource
+}
+
+// StartKind says where a new consumer group starts reading: earliest,
+// latest or time (sources.StartKind; one definition for config and sources).
+type StartKind = sources.StartKind
+
+// The start kinds (YAML: earliest | latest | an RFC 3339 time such as
+// 2025-01-31T00:00:00Z).
+const (
+	StartEarliest = sources.StartEarliest
+	StartLatest   = sources.StartLatest
+	StartTime     = sources.StartTime
+)
+
+// Start is where a consumer group without committed offsets begins
+// (YAML: start: earliest | latest | RFC 3339 time).
+type Start = sources.Start
+
+// KafkaSource reads Kafka topics with a consumer group (YAML: source.kafka).
+type KafkaSource struct {
+	// Topics (YAML: topics) are read; at least one, each a valid Kafka
+	// topic name.
+	Topics []string
+	// Group (YAML: group) is the consumer group. Default: the pipeline name.
+	Group string
+	// Start (YAML: start) defaults to earliest.
+	Start Start
+}
+
+// Batch says when a lane closes a batch: whichever limit is hit first
+// (YAML: batch).
+type Batch struct {
+	// MaxRecords (YAML: max_records) default 500.
+	MaxRecords int
+	// MaxBytes (YAML: max_bytes, a size: bytes or 512KiB, 1MiB, 1.5MB...)
+	// default 1MiB; at most MaxInflightBytes.
+	MaxBytes int64
+	// MaxWait (YAML: max_wait, a Go duration like 50ms) default 50ms.
+	MaxWait time.Duration
+}
+
+// Handler says which plugin handles the pipeline's batches (YAML: handler).
+type Handler struct {
+	// Plugin (YAML: plugin) is the path of the plugin executable as written
+	// in the file (resolved relative to the config file's directory in
+	// PluginPath), or "builtin:NAME" for a handler built into the weir
+	// binary. Required.
+	Plugin string
+	// PluginPath is the resolved absolute path of Plugin; "" for builtins.
+	// Set by Load and Parse, not read from the file.
+	PluginPath string
+	// Builtin is NAME of "builtin:NAME"; "" for a plugin file. Set by Load
+	// and Parse, not read from the file.
+	Builtin string
+	// Args (YAML: args) are passed to the plugin process. Optional.
+	Args []string
+	// Env (YAML: env) is the plugin process's extra environment. Optional.
+	Env map[string]string
+	// Outputs (YAML: outputs) optionally lists the sinks the handler emits
+	// to; each must be a declared sink.
+	Outputs []string
+	// Instances (YAML: instances) is the number of plugin processes.
+	// Default 2.
+	Instances int
+	// Timeout (YAML: timeout) bounds one Handle call. Default 30s.
+	Timeout time.Duration
+}
+
+// Retry says how failed records are retried (YAML: retry).
+type Retry struct {
+	// MaxAttempts (YAML: max_attempts) counts the first attempt. Default 5.
+	MaxAttempts int
+	// InitialBackoff (YAML: initial_backoff) default 100ms; doubles per
+	// attempt up to MaxBackoff (YAML: max_backoff, default 10s), with
+	// jitter. InitialBackoff must not exceed MaxBackoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+	// Bisect (YAML: bisect) splits a batch that fails as a whole to isolate
+	// poison records. Default true.
+	Bisect bool
+}
+
+// Sink is one named destination (YAML: sinks.NAME: {KIND: ...}). Exactly
+// one field is set.
+type Sink struct {
+	// Kafka (YAML: kafka: {topic: T}) writes to a topic.
+	Kafka *KafkaSink
+	// Stdout (YAML: stdout: {}) writes to standard output.
+	Stdout *StdoutSink
+}
+
+// KafkaSink writes to a topic of the shared Kafka connection.
+type KafkaSink struct {
+	// Topic (YAML: topic) is required, a valid Kafka topic name, and not a
+	// source topic of the same pipeline.
+	Topic string
+}
+
+// StdoutSink writes one JSON line per output to standard output. It has no
+// fields.
+type StdoutSink struct{}
+
+// DLQ is where records that failed for good are written (YAML: dlq:
+// {KIND: ...}). Exactly one field is set.
+type DLQ struct {
+	// Kafka (YAML: kafka: {topic: T}) writes dead letters to a topic.
+	Kafka *KafkaSink
+}

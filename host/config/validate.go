@@ -1,0 +1,323 @@
+package config
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+var (
+	pipelineName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	sinkName     = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	topicName    = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+)
+
+// validate checks the decoded file, recording a problem at the position of
+// each offending field. It also resolves handler plugins.
+func (d *decoder) validate(f *File) {
+	d.checkVersion(f.Version)
+	d.checkKafka(f)
+	d.checkRedis(f.Redis)
+	if len(f.Pipelines) == 0 {
+		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
+	}
+	first := map[string]int{} // pipeline name → index
+	for i := range f.Pipelines {
+		path := indexPath("pipelines", i)
+		p := &f.Pipelines[i]
+		d.checkName(path, p.Name, first, i)
+		d.checkPipeline(path, p)
+	}
+}
+
+// missing says "is required" for an absent field, "must not be empty" for
+// one set to nothing.
+func (d *decoder) missing(path string) string {
+	if d.has(path) {
+		return "must not be empty"
+	}
+	return "is required"
+}
+
+func (d *decoder) checkVersion(v int) {
+	switch {
+	case !d.has("version"):
+		d.errorAt("version", "is required; write version: 1")
+	case v != 1:
+		d.errorAt("version", "unsupported version %d; this weir reads version 1", v)
+	}
+}
+
+func (d *decoder) checkKafka(f *File) {
+	brokers := f.Kafka.Brokers
+	if len(brokers) == 0 {
+		for _, p := range f.Pipelines {
+			if p.UsesKafka() {
+				d.errorAt("kafka.brokers", "%s: pipeline %q uses Kafka", d.missing("kafka.brokers"), p.Name)
+				return
+			}
+		}
+	}
+	for i, b := range brokers {
+		path := indexPath("kafka.brokers", i)
+		switch {
+		case b == "":
+			d.errorAt(path, "must not be empty")
+		case b == "embedded" && len(brokers) > 1:
+			d.errorAt(path, "embedded cannot be mixed with other brokers")
+		}
+	}
+}
+
+func (d *decoder) checkRedis(r Redis) {
+	if d.has("redis") && r.Addr == "" {
+		d.errorAt("redis.addr", "%s; write host:port or embedded", d.missing("redis.addr"))
+	}
+	if r.DB < 0 {
+		d.errorAt("redis.db", "must not be negative, got %d", r.DB)
+	}
+}
+
+func (d *decoder) checkName(path, name string, first map[string]int, i int) {
+	path += ".name"
+	switch {
+	case name == "":
+		d.errorAt(path, "%s", d.missing(path))
+	case !pipelineName.MatchString(name):
+		d.errorAt(path, "%q is not a valid name; use a-z, 0-9, '.', '_' and '-', starting with a letter or digit", name)
+	default:
+		if j, dup := first[name]; dup {
+			prev := indexPath("pipelines", j) + ".name"
+			d.errorAt(path, "%q is already the name of pipelines[%d] (line %d)", name, j, d.pos(prev).Line)
+			return
+		}
+		first[name] = i
+	}
+}
+
+func (d *decoder) checkPipeline(path string, p *Pipeline) {
+	d.checkSource(path+".source", p.Source)
+	d.checkBatch(path, p)
+	d.checkHandler(path+".handler", &p.Handler, p.Sinks)
+	d.checkOrdering(path+".ordering", p.Ordering)
+	d.checkRetry(path+".retry", p.Retry)
+	d.checkSinks(path+".sinks", p)
+	d.checkDLQ(path+".dlq", p)
+	d.positiveSize(path+".max_inflight_bytes", p.MaxInflightBytes)
+	d.positiveDuration(path+".shutdown_timeout", p.ShutdownTimeout)
+}
+
+func (d *decoder) checkSource(path string, s Source) {
+	if s.Kafka == nil {
+		d.errorAt(path, "%s; set exactly one of: kafka", d.missing(path))
+		return
+	}
+	k := s.Kafka
+	tp := path + ".kafka.topics"
+	if len(k.Topics) == 0 {
+		d.errorAt(tp, "%s", d.missing(tp))
+	}
+	for i, t := range k.Topics {
+		d.checkTopic(indexPath(tp, i), t)
+		if slices.Index(k.Topics, t) < i {
+			d.errorAt(indexPath(tp, i), "%q is listed twice", t)
+		}
+	}
+}
+
+// checkTopic checks that t is a legal Kafka topic name.
+func (d *decoder) checkTopic(path, t string) {
+	switch {
+	case t == "":
+		d.errorAt(path, "%s", d.missing(path))
+	case t == "." || t == "..":
+		d.errorAt(path, "%q is not a valid topic name", t)
+	case !topicName.MatchString(t):
+		d.errorAt(path, "%q is not a valid topic name; use at most 249 of a-z, A-Z, 0-9, '.', '_' and '-'", t)
+	}
+}
+
+func (d *decoder) checkBatch(path string, p *Pipeline) {
+	b := p.Batch
+	path += ".batch"
+	if b.MaxRecords < 1 {
+		d.errorAt(path+".max_records", "must be at least 1, got %d", b.MaxRecords)
+	}
+	d.positiveSize(path+".max_bytes", b.MaxBytes)
+	d.positiveDuration(path+".max_wait", b.MaxWait)
+	if b.MaxBytes > p.MaxInflightBytes && p.MaxInflightBytes > 0 {
+		d.errorAt(path+".max_bytes", "%s is more than max_inflight_bytes (%s); a batch must fit in flight",
+			formatSize(b.MaxBytes), formatSize(p.MaxInflightBytes))
+	}
+}
+
+func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
+	d.resolvePlugin(path+".plugin", h)
+	if h.Instances < 1 {
+		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
+	}
+	d.positiveDuration(path+".timeout", h.Timeout)
+	for k := range h.Env {
+		if !envName.MatchString(k) {
+			d.errorAt(joinPath(path+".env", k), "%q is not a valid environment variable name", k)
+		}
+	}
+	declared := sortedKeys(sinks)
+	for i, out := range h.Outputs {
+		p := indexPath(path+".outputs", i)
+		switch _, ok := sinks[out]; {
+		case !ok:
+			d.errorAt(p, "%q is not a declared sink; declared: %s", out, listOrNone(declared))
+		case slices.Index(h.Outputs, out) < i:
+			d.errorAt(p, "%q is listed twice", out)
+		}
+	}
+}
+
+// resolvePlugin checks Handler.Plugin and sets Builtin or PluginPath.
+func (d *decoder) resolvePlugin(path string, h *Handler) {
+	if h.Plugin == "" {
+		d.errorAt(path, "%s; write a path to the plugin executable or builtin:NAME", d.missing(path))
+		return
+	}
+	if name, ok := strings.CutPrefix(h.Plugin, "builtin:"); ok {
+		h.Builtin = name
+		d.checkBuiltin(path, name)
+		return
+	}
+	h.PluginPath = resolvePath(d.dir, h.Plugin)
+	if !d.opts.skipFileChecks {
+		d.checkExecutable(path, h.Plugin, h.PluginPath)
+	}
+}
+
+func (d *decoder) checkBuiltin(path, name string) {
+	known := d.opts.builtins
+	switch {
+	case name == "":
+		d.errorAt(path, "builtin: needs a name; write builtin:NAME")
+	case known != nil && !slices.Contains(known, name):
+		sorted := slices.Sorted(slices.Values(known))
+		d.errorAt(path, "unknown builtin %q; known: %s", name, listOrNone(sorted))
+	}
+}
+
+// checkExecutable checks that the plugin file exists, is a regular file
+// and is executable. plugin is the path as written, abs as resolved.
+func (d *decoder) checkExecutable(path, plugin, abs string) {
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		d.errorAt(path, "%q does not exist (looked for %s)", plugin, abs)
+	case err != nil:
+		d.errorAt(path, "%q cannot be read: %v", plugin, err)
+	case fi.IsDir():
+		d.errorAt(path, "%q is a directory, not an executable (%s)", plugin, abs)
+	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o111 == 0:
+		d.errorAt(path, "%q is not executable; chmod +x %s", plugin, abs)
+	}
+}
+
+func (d *decoder) checkOrdering(path string, o Ordering) {
+	switch o {
+	case OrderingPartition, OrderingKey, OrderingNone:
+	default:
+		d.errorAt(path, "%q is not an ordering; allowed: partition, key, none", string(o))
+	}
+}
+
+func (d *decoder) checkRetry(path string, r Retry) {
+	if r.MaxAttempts < 1 {
+		d.errorAt(path+".max_attempts", "must be at least 1, got %d", r.MaxAttempts)
+	}
+	d.positiveDuration(path+".initial_backoff", r.InitialBackoff)
+	d.positiveDuration(path+".max_backoff", r.MaxBackoff)
+	if r.InitialBackoff > r.MaxBackoff && r.MaxBackoff > 0 {
+		d.errorAt(path+".initial_backoff", "%v is more than max_backoff (%v)", r.InitialBackoff, r.MaxBackoff)
+	}
+}
+
+func (d *decoder) checkSinks(path string, p *Pipeline) {
+	if len(p.Sinks) == 0 {
+		d.errorAt(path, "%s; declare at least one sink", d.missing(path))
+	}
+	for _, name := range sortedKeys(p.Sinks) {
+		sp := joinPath(path, name)
+		if !sinkName.MatchString(name) {
+			d.errorAt(sp, "%q is not a valid sink name; use A-Z, a-z, 0-9, '.', '_' and '-'", name)
+			continue
+		}
+		s := p.Sinks[name]
+		if !d.exactlyOne(sp, "kafka, stdout", s.Kafka != nil, s.Stdout != nil) {
+			continue
+		}
+		if s.Kafka != nil {
+			d.checkOutputTopic(sp+".kafka.topic", s.Kafka.Topic, p.Source, "writing it back would loop")
+		}
+	}
+}
+
+func (d *decoder) checkDLQ(path string, p *Pipeline) {
+	if p.DLQ == nil || !d.exactlyOne(path, "kafka", p.DLQ.Kafka != nil) {
+		return
+	}
+	d.checkOutputTopic(path+".kafka.topic", p.DLQ.Kafka.Topic, p.Source, "dead letters would loop back into the pipeline")
+}
+
+// checkOutputTopic checks a topic the pipeline writes to: a valid name,
+// and not one the pipeline reads.
+func (d *decoder) checkOutputTopic(path, topic string, src Source, why string) {
+	d.checkTopic(path, topic)
+	if src.Kafka != nil && slices.Contains(src.Kafka.Topics, topic) {
+		d.errorAt(path, "%q is also a source topic of this pipeline; %s", topic, why)
+	}
+}
+
+// exactlyOne checks that exactly one of the kinds of a sink-like mapping
+// is set; kinds lists their names for the message.
+func (d *decoder) exactlyOne(path, kinds string, set ...bool) bool {
+	n := 0
+	for _, s := range set {
+		if s {
+			n++
+		}
+	}
+	if n != 1 {
+		d.errorAt(path, "set exactly one of: %s", kinds)
+	}
+	return n == 1
+}
+
+func (d *decoder) positiveSize(path string, v int64) {
+	if v <= 0 {
+		d.errorAt(path, "must be greater than 0, got %d", v)
+	}
+}
+
+func (d *decoder) positiveDuration(path string, v time.Duration) {
+	if v <= 0 {
+		d.errorAt(path, "must be greater than 0, got %v", v)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func listOrNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
