@@ -1,0 +1,81 @@
+// Package builtin holds the handlers compiled into the weir binary, served
+// by re-executing it as a plugin process (see plugins.ServeBuiltinIfRequested
+// and PoolConfig.Builtin). A pipeline selects one with
+// handler: { plugin: "builtin:NAME" }.
+package builtin
+
+import (
+	"bytes"
+	"context"
+	"os"
+
+	"github.com/weirhq/weir/examples/iot"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/plugins/sdk"
+	"github.com/weirhq/weir/record"
+)
+
+// Version is the version the builtin handlers report (except iot, which
+// reports iot.Version).
+const Version = "1.0.0"
+
+// Environment variables read by builtin handlers (set them in the pipeline's
+// handler.env).
+const (
+	// EnvEchoSink names the sink echo and echo-crash write to. Default "out".
+	EnvEchoSink = "WEIR_ECHO_SINK"
+	// EnvCrashOn is the byte string that makes echo-crash exit.
+	EnvCrashOn = "WEIR_CRASH_ON"
+)
+
+// DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
+const DefaultEchoSink = "out"
+
+// Handlers returns the builtin handlers by name. The environment variables
+// above are read when it is called, which is in the plugin process.
+//
+//   - noop: consumes every record, no outputs (for benchmarks: the cost of
+//     weir itself).
+//   - echo: one output per record to the sink WEIR_ECHO_SINK (default
+//     "out") with the record's key, value and headers.
+//   - echo-crash: a testing aid: echo, but the process exits with status 3
+//     on the first record whose value contains WEIR_CRASH_ON (never if it
+//     is empty), to exercise crash handling end to end.
+//   - iot: the IoT example handler (package examples/iot).
+func Handlers() map[string]plugins.Handler {
+	sink := os.Getenv(EnvEchoSink)
+	if sink == "" {
+		sink = DefaultEchoSink
+	}
+	crashOn := []byte(os.Getenv(EnvCrashOn))
+	return map[string]plugins.Handler{
+		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, Echo(sink, nil)),
+		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, Echo(sink, crashOn)),
+		"iot":        iot.Handler(),
+	}
+}
+
+// Noop is a handler that succeeds on every record without output.
+func Noop(context.Context, *plugins.Batch, *sdk.Result) error { return nil }
+
+// Echo returns a handler that emits each record unchanged to sink. If
+// crashOn is not empty, the process exits with status 3 when a record's
+// value contains it (a testing aid).
+func Echo(sink string, crashOn []byte) sdk.Func {
+	return func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		for i := range b.Records {
+			r := &b.Records[i]
+			if len(crashOn) > 0 && bytes.Contains(r.Value, crashOn) {
+				os.Stderr.WriteString("echo-crash: record value contains WEIR_CRASH_ON; exiting\n")
+				os.Exit(3)
+			}
+			res.Outputs = append(res.Outputs, plugins.Output{
+				Index:   i,
+				Sink:    sink,
+				Message: record.Message{Key: r.Key, Value: r.Value, Headers: r.Headers},
+			})
+		}
+		return nil
+	}
+}

@@ -1,0 +1,49 @@
+package builtin_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/plugins/builtin"
+	"github.com/weirhq/weir/record"
+)
+
+func TestHandlers(t *testing.T) {
+	t.Setenv(builtin.EnvEchoSink, "copies")
+	hs := builtin.Handlers()
+	var names []string
+	for name, h := range hs {
+		names = append(names, name)
+		info, err := h.Describe(context.Background())
+		if err != nil || info.Name != name || info.ProtocolVersion != plugins.ProtocolVersion {
+			t.Errorf("%s: Describe = %+v, %v", name, info, err)
+		}
+	}
+	slices.Sort(names)
+	if want := []string{"echo", "echo-crash", "iot", "noop"}; !slices.Equal(names, want) {
+		t.Errorf("handlers %v, want %v", names, want)
+	}
+
+	b := &plugins.Batch{Records: []record.Record{
+		{Key: []byte("a"), Value: []byte("1"), Headers: []record.Header{{Key: "h", Value: []byte("x")}}},
+		{Value: []byte("2")},
+	}}
+	res, err := hs["noop"].Handle(context.Background(), b)
+	if err != nil || len(res.Outputs) != 0 || len(res.Failures) != 0 {
+		t.Errorf("noop: %+v, %v", res, err)
+	}
+	res, err = hs["echo"].Handle(context.Background(), b)
+	if err != nil || len(res.Outputs) != 2 {
+		t.Fatalf("echo: %+v, %v", res, err)
+	}
+	if o := res.Outputs[0]; o.Index != 0 || o.Sink != "copies" || string(o.Key) != "a" || string(o.Value) != "1" ||
+		len(o.Headers) != 1 || o.Headers[0].Key != "h" {
+		t.Errorf("echo output %+v", o)
+	}
+	// Without WEIR_CRASH_ON, echo-crash is echo.
+	if res, err := hs["echo-crash"].Handle(context.Background(), b); err != nil || len(res.Outputs) != 2 {
+		t.Errorf("echo-crash: %+v, %v", res, err)
+	}
+}

@@ -1,0 +1,9 @@
+package plugins
+
+// Test hooks for the external tests in package plugins_test.
+
+// PIDs returns the process id of each instance's current process.
+func (p *Pool) PIDs() []int { return p.pids() }
+
+// IdleCount is the number of instances waiting for a call.
+func (p *Pool) IdleCount() int { return len(p.idle) }

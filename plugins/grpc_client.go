@@ -1,0 +1,141 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/weirhq/weir/plugins/pb"
+)
+
+// grpcClient is the host side of the protocol: a Handler that calls a plugin
+// over gRPC. It is safe for concurrent use (the Pool makes one call at a
+// time per instance anyway).
+type grpcClient struct {
+	client pb.HandlerClient
+	// done is canceled by go-plugin when the plugin process exits.
+	done context.Context
+}
+
+var _ Handler = (*grpcClient)(nil)
+
+func newGRPCClient(done context.Context, conn grpc.ClientConnInterface) *grpcClient {
+	return &grpcClient{client: pb.NewHandlerClient(conn), done: done}
+}
+
+// callOptions raise the message size limits of every call; go-plugin's own
+// dial options already do, this keeps the limit ours and explicit.
+var callOptions = []grpc.CallOption{
+	grpc.MaxCallRecvMsgSize(MaxMessageSize),
+	grpc.MaxCallSendMsgSize(MaxMessageSize),
+}
+
+// bind ties ctx to the plugin's lifetime: the returned context is canceled
+// with cause ErrPluginExited when the plugin process exits.
+func (c *grpcClient) bind(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(c.done, func() { cancel(ErrPluginExited) })
+	return ctx, func() {
+		stop()
+		cancel(nil)
+	}
+}
+
+// Describe asks the plugin who it is.
+func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
+	ctx, done := c.bind(ctx)
+	defer done()
+	resp, err := c.client.Describe(ctx, &pb.DescribeRequest{HostProtocolVersion: ProtocolVersion}, callOptions...)
+	if err != nil {
+		return Info{}, c.callError(ctx, "describe", err)
+	}
+	return Info{
+		Name:            resp.GetName(),
+		Version:         resp.GetVersion(),
+		ProtocolVersion: int(resp.GetProtocolVersion()),
+	}, nil
+}
+
+// Handle sends b to the plugin and checks its reply. Errors are *Error
+// values: ClassCrash wrapping ErrPluginExited, ClassTimeout wrapping
+// ErrTimeout, ClassBadReply, or the class the handler gave.
+func (c *grpcClient) Handle(ctx context.Context, b *Batch) (*Result, error) {
+	ctx, done := c.bind(ctx)
+	defer done()
+	resp, err := c.client.Handle(ctx, batchToPB(b), callOptions...)
+	if err != nil {
+		return nil, c.callError(ctx, "handle", err)
+	}
+	return resultFromPB(resp, len(b.Records))
+}
+
+// callError turns the error of a call into the plugins error taxonomy.
+func (c *grpcClient) callError(ctx context.Context, op string, err error) error {
+	if c.done.Err() != nil || errors.Is(context.Cause(ctx), ErrPluginExited) {
+		return &Error{Class: ClassCrash, Retryable: true, Err: fmt.Errorf("%s: %w: %w", op, ErrPluginExited, err)}
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return &Error{Class: ClassHandler, Retryable: true, Err: fmt.Errorf("%s: %w", op, err)}
+	}
+	switch st.Code() {
+	case codes.Unavailable:
+		// The connection to the plugin is gone: over a local socket that
+		// means the process died (go-plugin notices a moment later).
+		return &Error{Class: ClassCrash, Retryable: true, Err: fmt.Errorf("%s: %w: %w", op, ErrPluginExited, err)}
+	case codes.DeadlineExceeded:
+		// The call's deadline passed: gRPC sends it to the plugin, whose
+		// reset may arrive a moment before our own timer fires.
+		cause := ctx.Err()
+		if cause == nil {
+			cause = err
+		}
+		return &Error{Class: ClassTimeout, Retryable: true, Err: fmt.Errorf("%s: %w: %w", op, ErrTimeout, cause)}
+	case codes.Canceled:
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: call abandoned: %w", op, context.Cause(ctx))
+		}
+	}
+	for _, d := range st.Details() {
+		if be, ok := d.(*pb.BatchError); ok {
+			msg := be.GetMessage()
+			if msg == "" {
+				msg = st.Message()
+			}
+			return &Error{Class: classFromPB(be.GetClass()), Retryable: be.GetRetryable(), Err: &RemoteError{Op: op, Message: msg}}
+		}
+	}
+	// No BatchError: a handler in another language, or a gRPC-level
+	// failure. Classify from the status code.
+	class, retryable := ClassHandler, true
+	switch st.Code() {
+	case codes.InvalidArgument:
+		class, retryable = ClassInvalidInput, false
+	case codes.Unimplemented:
+		class = ClassBadReply
+	}
+	return &Error{Class: class, Retryable: retryable, Err: &RemoteError{Op: op, Code: st.Code().String(), Message: st.Message()}}
+}
+
+// RemoteError is the cause of an *Error returned by the handler process
+// itself: its message crossed the plugin boundary as text.
+type RemoteError struct {
+	// Op is the call that failed: "describe" or "handle".
+	Op string
+	// Code is the gRPC status code name when the handler did not attach a
+	// BatchError; "" otherwise.
+	Code string
+	// Message is what the handler said.
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Code != "" {
+		return e.Op + ": handler error (" + e.Code + "): " + e.Message
+	}
+	return e.Op + ": handler error: " + e.Message
+}

@@ -1,0 +1,622 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-plugin"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+)
+
+// Defaults of PoolConfig.
+const (
+	DefaultInstances    = 2
+	DefaultTimeout      = 30 * time.Second
+	DefaultStartTimeout = 30 * time.Second
+)
+
+// Restart backoff of a crashed instance: the first restart waits
+// restartBackoffMin, each further restart without a successful call in
+// between waits twice as long, up to restartBackoffMax.
+const (
+	restartBackoffMin = 100 * time.Millisecond
+	restartBackoffMax = 5 * time.Second
+)
+
+// PoolConfig configures a Pool. Exactly one of Path and Builtin is set.
+type PoolConfig struct {
+	// Name names the pool in logs and errors: the pipeline or handler name.
+	// Default: Builtin, or the base name of Path.
+	Name string
+	// Path is the handler executable. A name without a path separator is
+	// looked up in PATH; a relative path is relative to the working
+	// directory.
+	Path string
+	// Builtin, if set, runs the current executable (os.Executable) with
+	// WEIR_BUILTIN_HANDLER=Builtin, so that ServeBuiltinIfRequested serves
+	// the handler of that name compiled into it.
+	Builtin string
+	// Args are the arguments of the handler process.
+	Args []string
+	// Env is added to the environment the handler process inherits from
+	// this one, overriding variables of the same name.
+	Env map[string]string
+	// Instances is the number of handler processes. Default 2.
+	Instances int
+	// Timeout bounds one Handle call. An instance whose call times out is
+	// killed and restarted (it may be wedged). Default 30s.
+	Timeout time.Duration
+	// Logger receives the pool's events and every line the handler
+	// processes write to stderr or stdout, with fields plugin=<Name> and
+	// instance=<n>. go-plugin's own logging goes here at debug level.
+	// Default: the zero Logger, which discards.
+	Logger zerolog.Logger
+	// StartTimeout bounds starting one process: the go-plugin handshake and
+	// the Describe call. Default 30s.
+	StartTimeout time.Duration
+}
+
+func (c *PoolConfig) applyDefaults() {
+	if c.Name == "" {
+		if c.Builtin != "" {
+			c.Name = c.Builtin
+		} else {
+			c.Name = filepath.Base(c.Path)
+		}
+	}
+	if c.Instances == 0 {
+		c.Instances = DefaultInstances
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+}
+
+func (c *PoolConfig) validate() error {
+	var errs []error
+	switch {
+	case c.Path == "" && c.Builtin == "":
+		errs = append(errs, errors.New("one of Path and Builtin must be set"))
+	case c.Path != "" && c.Builtin != "":
+		errs = append(errs, fmt.Errorf("only one of Path (%q) and Builtin (%q) may be set", c.Path, c.Builtin))
+	}
+	if c.Instances < 0 {
+		errs = append(errs, fmt.Errorf("Instances: %d is negative", c.Instances))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("Timeout: %s is negative", c.Timeout))
+	}
+	if c.StartTimeout < 0 {
+		errs = append(errs, fmt.Errorf("StartTimeout: %s is negative", c.StartTimeout))
+	}
+	for k := range c.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			errs = append(errs, fmt.Errorf("Env: invalid variable name %q", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Pool runs a fixed number of handler processes and spreads Handle calls
+// over them, one call at a time per process. It restarts a process that
+// crashes or times out, in the background, with backoff. All methods are
+// safe for concurrent use.
+type Pool struct {
+	cfg  PoolConfig
+	log  zerolog.Logger
+	exe  string   // resolved executable
+	env  []string // full environment of a handler process
+	idle chan *instance
+	all  []*instance
+
+	// ctx is canceled when Close stops waiting for in-flight calls; it
+	// stops restarts.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	info    Info
+	closed  bool
+	busy    int           // Handle calls between enter and leave
+	drained chan struct{} // closed once closed && busy == 0
+	closing chan struct{} // closed when Close begins
+	bg      sync.WaitGroup
+
+	closeOnce sync.Once
+	closeDone chan struct{}
+	closeErr  error
+
+	restarts atomic.Int64
+}
+
+// instance is one handler process slot. Whoever took it from Pool.idle (a
+// Handle call, or the restart goroutine it hands it to) owns it; client, h
+// and pid change only while the restart goroutine owns it, under Pool.mu.
+type instance struct {
+	n      int
+	log    zerolog.Logger
+	client *plugin.Client
+	h      *grpcClient
+	pid    int
+	// logs of the current process, flushed when it is gone.
+	logs []*lineLogger
+	// failures counts restarts since the last successful call.
+	failures int
+}
+
+func (inst *instance) dead() bool {
+	return inst.client.Exited() || inst.h.done.Err() != nil
+}
+
+func (inst *instance) flushLogs() {
+	for _, l := range inst.logs {
+		l.Flush()
+	}
+}
+
+// NewPool validates cfg, starts cfg.Instances handler processes, and checks
+// that each speaks this host's protocol version. ctx bounds the start only;
+// the processes live until Close. A handler executable that does not exist
+// or cannot be executed fails NewPool with an error naming its path; if any
+// process fails to start, the others are killed and the errors returned.
+func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("plugin %q: invalid pool config: %w", cfg.Name, err)
+	}
+	exe, err := resolveExecutable(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %q: %w", cfg.Name, err)
+	}
+	p := &Pool{
+		cfg:       cfg,
+		log:       cfg.Logger.With().Str("plugin", cfg.Name).Logger(),
+		exe:       exe,
+		env:       processEnv(cfg),
+		idle:      make(chan *instance, cfg.Instances),
+		all:       make([]*instance, cfg.Instances),
+		drained:   make(chan struct{}),
+		closing:   make(chan struct{}),
+		closeDone: make(chan struct{}),
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+
+	errs := make([]error, cfg.Instances)
+	infos := make([]Info, cfg.Instances)
+	var wg sync.WaitGroup
+	for i := range p.all {
+		inst := &instance{n: i, log: p.log.With().Int("instance", i).Logger()}
+		p.all[i] = inst
+		wg.Go(func() { infos[i], errs[i] = p.launch(ctx, inst) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		p.cancel()
+		for _, inst := range p.all {
+			if inst.client != nil {
+				inst.client.Kill()
+				inst.flushLogs()
+			}
+		}
+		return nil, fmt.Errorf("plugin %q: starting %s: %w", cfg.Name, exe, err)
+	}
+	p.info = infos[0]
+	for _, info := range infos[1:] {
+		if info != p.info {
+			p.log.Warn().Str("first", p.info.Name+"/"+p.info.Version).Str("other", info.Name+"/"+info.Version).Msg("plugin instances describe themselves differently")
+		}
+	}
+	for _, inst := range p.all {
+		p.idle <- inst
+	}
+	p.log.Info().Str("handler", p.info.Name).Str("version", p.info.Version).Int("instances", cfg.Instances).
+		Str("path", exe).Str("builtin", cfg.Builtin).Msg("plugin pool started")
+	return p, nil
+}
+
+// resolveExecutable returns the absolute path of the executable to run,
+// checking that it exists and is executable.
+func resolveExecutable(cfg PoolConfig) (string, error) {
+	if cfg.Builtin != "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return "", fmt.Errorf("builtin handler %q: locating the running executable: %w", cfg.Builtin, err)
+		}
+		return exe, nil
+	}
+	path := cfg.Path
+	if !strings.ContainsRune(path, filepath.Separator) && !strings.ContainsRune(path, '/') {
+		found, err := exec.LookPath(path)
+		if err != nil {
+			return "", fmt.Errorf("handler executable %q not found in PATH: %w", path, err)
+		}
+		path = found
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("handler executable %s: %w", path, err)
+	}
+	fi, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("handler executable %s does not exist: %w", abs, err)
+	case err != nil:
+		return "", fmt.Errorf("handler executable %s: %w", abs, err)
+	case fi.IsDir():
+		return "", fmt.Errorf("handler executable %s is a directory", abs)
+	case fi.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("handler executable %s is not executable (mode %s)", abs, fi.Mode().Perm())
+	}
+	return abs, nil
+}
+
+// processEnv is the environment of a handler process: this process's,
+// without WEIR_BUILTIN_HANDLER, then cfg.Env in key order, then
+// WEIR_BUILTIN_HANDLER for a builtin. Later entries win (os/exec keeps the
+// last value of a repeated key). go-plugin appends its handshake variables.
+func processEnv(cfg PoolConfig) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, EnvBuiltinHandler+"=")
+	})
+	for _, k := range slices.Sorted(maps.Keys(cfg.Env)) {
+		env = append(env, k+"="+cfg.Env[k])
+	}
+	if cfg.Builtin != "" {
+		env = append(env, EnvBuiltinHandler+"="+cfg.Builtin)
+	}
+	return env
+}
+
+// launch starts a process for inst, connects to it and describes it. On
+// success inst's client, h, pid and logs are set (the caller owns inst or
+// holds no one else's reference to it); on failure the process is killed.
+func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
+	if err := ctx.Err(); err != nil {
+		return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+	}
+	cmd := exec.Command(p.exe, p.cfg.Args...)
+	// A copy: go-plugin appends to it, and launches run concurrently.
+	cmd.Env = slices.Clone(p.env)
+	setProcAttr(cmd)
+	stderr := newLineLogger(inst.log, "stderr")
+	syncStderr := newLineLogger(inst.log, "stderr")
+	syncStdout := newLineLogger(inst.log, "stdout")
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: maps.Clone(VersionedPlugins), // go-plugin may add to it
+		Cmd:              cmd,
+		SkipHostEnv:      true, // cmd.Env already holds it, so Env overrides it
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		StartTimeout:     p.cfg.StartTimeout,
+		// The process's own stderr (what it writes before go-plugin takes
+		// over, Go panics, runtime errors) ...
+		Stderr: stderr,
+		// ... and os.Stderr / os.Stdout of a Go handler once serving,
+		// which go-plugin forwards over the connection.
+		SyncStderr: syncStderr,
+		SyncStdout: syncStdout,
+		Logger:     newHclogAdapter(inst.log, filepath.Base(p.exe)),
+		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallSendMsgSize(MaxMessageSize),
+		)},
+	})
+	logs := []*lineLogger{stderr, syncStderr, syncStdout}
+	fail := func(err error) (Info, error) {
+		client.Kill()
+		for _, l := range logs {
+			l.Flush()
+		}
+		if p.cfg.Builtin != "" {
+			return Info{}, fmt.Errorf("instance %d (builtin handler %q): %w", inst.n, p.cfg.Builtin, err)
+		}
+		return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+	}
+	rpc, err := client.Client()
+	if err != nil {
+		return fail(fmt.Errorf("%w (the process's stderr is logged with plugin=%q)", err, p.cfg.Name))
+	}
+	raw, err := rpc.Dispense(PluginName)
+	if err != nil {
+		return fail(err)
+	}
+	h, ok := raw.(*grpcClient)
+	if !ok {
+		return fail(fmt.Errorf("dispensed %T, want a handler client", raw))
+	}
+	pid := 0
+	if rc := client.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
+	defer cancel()
+	info, err := h.Describe(dctx)
+	if err != nil {
+		return fail(err)
+	}
+	if info.ProtocolVersion != ProtocolVersion {
+		return fail(fmt.Errorf("handler %q speaks protocol version %d, this host speaks %d", info.Name, info.ProtocolVersion, ProtocolVersion))
+	}
+	inst.client, inst.h, inst.pid, inst.logs = client, h, pid, logs
+	inst.log.Debug().Int("pid", pid).Str("handler", info.Name).Str("version", info.Version).Msg("plugin instance started")
+	return info, nil
+}
+
+// Info describes the handler, as its first instance answered Describe.
+func (p *Pool) Info() Info {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.info
+}
+
+// Restarts is the number of times an instance was restarted after a crash,
+// a timeout or an abandoned call, since NewPool.
+func (p *Pool) Restarts() int64 { return p.restarts.Load() }
+
+// Handle sends b to an idle instance, waiting for one as long as ctx allows,
+// and returns its result. It sets b.Deadline to the call's deadline: now plus
+// the pool's Timeout, or ctx's deadline if earlier.
+//
+// A returned error fails the whole batch; nothing in it was handled, or the
+// handler's side effects are unknown. It wraps ErrPluginExited (class
+// ClassCrash) if the process died, ErrTimeout (ClassTimeout) if the call
+// timed out, ErrPoolClosed after Close; otherwise it is the handler's own
+// *Error (its class crossed the plugin boundary) or a ClassBadReply *Error.
+// An instance that crashed, timed out, or whose call the caller abandoned
+// (ctx canceled) is killed and restarted in the background; the others go
+// back to the pool.
+func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
+	if b == nil {
+		return nil, errors.New("plugins: Handle called with a nil batch")
+	}
+	if err := p.enter(); err != nil {
+		return nil, err
+	}
+	defer p.leave()
+	inst, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	if dl, ok := callCtx.Deadline(); ok {
+		b.Deadline = dl
+	}
+	res, err := inst.h.Handle(callCtx, b)
+	if err == nil {
+		inst.failures = 0
+		p.idle <- inst
+		return res, nil
+	}
+	// inst is handed back or to a restart below; note who it was first.
+	n, pid := inst.n, inst.pid
+	switch {
+	case errors.Is(err, ErrPluginExited) || inst.dead():
+		p.recycle(inst, "exited during a call", false)
+		return nil, fmt.Errorf("plugin %q instance %d (pid %d): %w", p.cfg.Name, n, pid, err)
+	case errors.Is(err, ErrTimeout):
+		p.recycle(inst, "call timed out", true)
+		if ctx.Err() == nil {
+			return nil, fmt.Errorf("plugin %q instance %d (pid %d): no reply within %s: %w", p.cfg.Name, n, pid, p.cfg.Timeout, err)
+		}
+		return nil, fmt.Errorf("plugin %q instance %d (pid %d): no reply before the caller's deadline: %w", p.cfg.Name, n, pid, err)
+	case ctx.Err() != nil:
+		// The caller gave up; the handler may still be working on the
+		// batch. Recycle the process so the next batch does not run
+		// beside an abandoned one.
+		p.recycle(inst, "call abandoned", true)
+		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
+	default:
+		p.idle <- inst
+		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
+	}
+}
+
+func (p *Pool) enter() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("plugin %q: %w", p.cfg.Name, ErrPoolClosed)
+	}
+	p.busy++
+	return nil
+}
+
+func (p *Pool) leave() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.busy--
+	if p.closed && p.busy == 0 {
+		close(p.drained)
+	}
+}
+
+// acquire takes an idle instance, recycling any whose process died while
+// idle.
+func (p *Pool) acquire(ctx context.Context) (*instance, error) {
+	for {
+		select {
+		case inst := <-p.idle:
+			if inst.dead() {
+				p.recycle(inst, "exited while idle", false)
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				// Both were ready; do not start a call that is over.
+				p.idle <- inst
+				return nil, fmt.Errorf("plugin %q: %w", p.cfg.Name, err)
+			}
+			return inst, nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("plugin %q: waiting for an idle instance: %w", p.cfg.Name, ctx.Err())
+		case <-p.closing:
+			return nil, fmt.Errorf("plugin %q: %w", p.cfg.Name, ErrPoolClosed)
+		}
+	}
+}
+
+// recycle kills inst's process and, unless the pool is closing, restarts it
+// in the background; the restarted instance goes back to the idle set. The
+// caller owns inst and gives it up. hard kills the process at once (it may
+// be wedged) instead of asking it to exit first.
+func (p *Pool) recycle(inst *instance, reason string, hard bool) {
+	p.mu.Lock()
+	closed := p.closed
+	if !closed {
+		p.bg.Add(1)
+	}
+	p.mu.Unlock()
+	if closed {
+		kill(inst, hard)
+		return
+	}
+	go p.restart(inst, reason, hard)
+}
+
+// kill ends inst's current process.
+func kill(inst *instance, hard bool) {
+	if hard && inst.pid > 0 && !inst.client.Exited() {
+		if proc, err := os.FindProcess(inst.pid); err == nil {
+			_ = proc.Kill()
+		}
+	}
+	inst.client.Kill()
+	inst.flushLogs()
+}
+
+func restartBackoff(failures int) time.Duration {
+	d := restartBackoffMin << min(max(failures-1, 0), 16)
+	return min(d, restartBackoffMax)
+}
+
+// restart owns inst: it kills the old process, then starts a new one with
+// backoff until it succeeds or the pool closes.
+func (p *Pool) restart(inst *instance, reason string, hard bool) {
+	defer p.bg.Done()
+	oldPid := inst.pid
+	kill(inst, hard)
+	inst.log.Warn().Int("pid", oldPid).Str("reason", reason).Msg("plugin instance lost; restarting")
+	for attempt := 1; ; attempt++ {
+		inst.failures++
+		delay := restartBackoff(inst.failures)
+		timer := time.NewTimer(delay)
+		select {
+		case <-timer.C:
+		case <-p.ctx.Done():
+			timer.Stop()
+			return
+		}
+		next := &instance{n: inst.n, log: inst.log}
+		info, err := p.launch(p.ctx, next)
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return
+			}
+			inst.log.Warn().Err(err).Int("attempt", attempt).Msg("plugin instance restart failed")
+			continue
+		}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			next.client.Kill()
+			next.flushLogs()
+			return
+		}
+		inst.client, inst.h, inst.pid, inst.logs = next.client, next.h, next.pid, next.logs
+		if info != p.info {
+			inst.log.Warn().Str("was", p.info.Name+"/"+p.info.Version).Str("now", info.Name+"/"+info.Version).Msg("restarted plugin describes itself differently")
+			p.info = info
+		}
+		p.mu.Unlock()
+		n := p.restarts.Add(1)
+		inst.log.Info().Int("pid", inst.pid).Int("attempt", attempt).Dur("backoff", delay).Int64("restarts", n).Msg("plugin instance restarted")
+		p.idle <- inst
+		return
+	}
+}
+
+// Close shuts the pool down: new calls and calls waiting for an instance
+// fail with ErrPoolClosed, calls in flight may finish until ctx is done, then
+// every process is asked to exit (and killed if it does not within go-plugin's
+// two seconds, or at once if ctx expired first). It returns ctx's error if
+// calls were still in flight when ctx ended. Close is safe to call more than
+// once and concurrently; later calls wait for the first to finish (or their
+// own ctx) and return nil.
+func (p *Pool) Close(ctx context.Context) error {
+	first := false
+	p.closeOnce.Do(func() {
+		first = true
+		p.closeErr = p.close(ctx)
+		close(p.closeDone)
+	})
+	if first {
+		return p.closeErr
+	}
+	select {
+	case <-p.closeDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("plugin %q: close: %w", p.cfg.Name, ctx.Err())
+	}
+}
+
+func (p *Pool) close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	busy := p.busy
+	if busy == 0 {
+		close(p.drained)
+	}
+	p.mu.Unlock()
+	close(p.closing)
+
+	var err error
+	select {
+	case <-p.drained:
+	case <-ctx.Done():
+		err = fmt.Errorf("plugin %q: close: gave up waiting for calls in flight: %w", p.cfg.Name, ctx.Err())
+	}
+	p.cancel()
+
+	p.mu.Lock()
+	snapshot := make([]instance, len(p.all))
+	for i, inst := range p.all {
+		snapshot[i] = instance{n: inst.n, client: inst.client, pid: inst.pid, logs: inst.logs}
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range snapshot {
+		wg.Go(func() { kill(&snapshot[i], err != nil) })
+	}
+	wg.Wait()
+	p.bg.Wait()
+	p.log.Info().Int64("restarts", p.restarts.Load()).Msg("plugin pool closed")
+	return err
+}
+
+// pids returns the process id of each instance's current process (a test
+// hook).
+func (p *Pool) pids() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, len(p.all))
+	for i, inst := range p.all {
+		out[i] = inst.pid
+	}
+	return out
+}
