@@ -1,0 +1,149 @@
+// Package dlq is weir's dead-letter queue: the envelope a failed record is
+// wrapped in (its original key, value and headers untouched, plus weir.*
+// headers saying where it came from and why it failed), and reading it back.
+package dlq
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/weirhq/weir/record"
+)
+
+// Header names of the envelope. Every one starts with HeaderPrefix.
+const (
+	HeaderPrefix         = "weir."
+	HeaderPipeline       = "weir.pipeline"
+	HeaderStream         = "weir.source.stream"
+	HeaderPartition      = "weir.source.partition"
+	HeaderPosition       = "weir.source.position"
+	HeaderTimestamp      = "weir.source.timestamp"
+	HeaderErrorMessage   = "weir.error.message"
+	HeaderErrorClass     = "weir.error.class"
+	HeaderAttempts       = "weir.attempts"
+	HeaderFirstFailure   = "weir.failure.first"
+	HeaderLastFailure    = "weir.failure.last"
+	HeaderHandlerName    = "weir.handler.name"
+	HeaderHandlerVersion = "weir.handler.version"
+	HeaderHost           = "weir.host"
+	HeaderReplayCount    = "weir.replay-count"
+)
+
+// Failure is why a record is dead-lettered.
+type Failure struct {
+	Message      string
+	Class        string
+	Attempts     int
+	FirstFailure time.Time
+	LastFailure  time.Time
+}
+
+// Origin is what the host knows of the record's journey.
+type Origin struct {
+	Pipeline       string
+	HandlerName    string
+	HandlerVersion string
+	HostID         string
+}
+
+// Envelope wraps a failed record for the DLQ: its key, value and headers are
+// kept as they were (any weir.* header except weir.replay-count is replaced,
+// so a record dead-lettered twice carries only its latest failure), and the
+// weir.* headers are appended. Times are RFC 3339 with nanoseconds, UTC.
+func Envelope(r *record.Record, f Failure, o Origin) record.Message {
+	hs := make([]record.Header, 0, len(r.Headers)+13)
+	for _, h := range r.Headers {
+		if strings.HasPrefix(h.Key, HeaderPrefix) && h.Key != HeaderReplayCount {
+			continue
+		}
+		hs = append(hs, h)
+	}
+	add := func(k, v string) { hs = append(hs, record.Header{Key: k, Value: []byte(v)}) }
+	add(HeaderPipeline, o.Pipeline)
+	add(HeaderStream, r.Partition.Stream)
+	add(HeaderPartition, r.Partition.ID)
+	add(HeaderPosition, r.Position.String())
+	add(HeaderTimestamp, formatTime(r.Timestamp))
+	add(HeaderErrorMessage, f.Message)
+	add(HeaderErrorClass, f.Class)
+	add(HeaderAttempts, strconv.Itoa(f.Attempts))
+	add(HeaderFirstFailure, formatTime(f.FirstFailure))
+	add(HeaderLastFailure, formatTime(f.LastFailure))
+	add(HeaderHandlerName, o.HandlerName)
+	add(HeaderHandlerVersion, o.HandlerVersion)
+	add(HeaderHost, o.HostID)
+	return record.Message{Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// Entry is a DLQ record read back: the original record and its failure.
+type Entry struct {
+	Key     []byte
+	Value   []byte
+	Headers []record.Header // original headers, weir.* removed except replay count
+	Origin  Origin
+	Source  record.Partition
+	// Position is the record's position in Source, as text.
+	Position    string
+	Timestamp   time.Time
+	Failure     Failure
+	ReplayCount int
+}
+
+// Parse reads an envelope back. It fails, naming the header, when a weir.*
+// header that must be there is missing or malformed.
+func Parse(key, value []byte, headers []record.Header) (*Entry, error) {
+	e := &Entry{Key: key, Value: value}
+	seen := map[string]string{}
+	for _, h := range headers {
+		if strings.HasPrefix(h.Key, HeaderPrefix) {
+			seen[h.Key] = string(h.Value)
+			if h.Key != HeaderReplayCount {
+				continue
+			}
+		}
+		e.Headers = append(e.Headers, h)
+	}
+	for _, k := range []string{HeaderPipeline, HeaderStream, HeaderPartition, HeaderPosition} {
+		if _, ok := seen[k]; !ok {
+			return nil, fmt.Errorf("dlq envelope: header %s missing", k)
+		}
+	}
+	e.Origin = Origin{Pipeline: seen[HeaderPipeline], HandlerName: seen[HeaderHandlerName],
+		HandlerVersion: seen[HeaderHandlerVersion], HostID: seen[HeaderHost]}
+	e.Source = record.Partition{Stream: seen[HeaderStream], ID: seen[HeaderPartition]}
+	e.Position = seen[HeaderPosition]
+	e.Failure = Failure{Message: seen[HeaderErrorMessage], Class: seen[HeaderErrorClass]}
+	var err error
+	parseTime := func(k string, dst *time.Time) {
+		if s := seen[k]; s != "" && err == nil {
+			if *dst, err = time.Parse(time.RFC3339Nano, s); err != nil {
+				err = fmt.Errorf("dlq envelope: header %s: %w", k, err)
+			}
+		}
+	}
+	parseInt := func(k string, dst *int) {
+		if s := seen[k]; s != "" && err == nil {
+			if *dst, err = strconv.Atoi(s); err != nil {
+				err = fmt.Errorf("dlq envelope: header %s: %w", k, err)
+			}
+		}
+	}
+	parseTime(HeaderTimestamp, &e.Timestamp)
+	parseTime(HeaderFirstFailure, &e.Failure.FirstFailure)
+	parseTime(HeaderLastFailure, &e.Failure.LastFailure)
+	parseInt(HeaderAttempts, &e.Failure.Attempts)
+	parseInt(HeaderReplayCount, &e.ReplayCount)
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}

@@ -1,0 +1,159 @@
+package host
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/record"
+)
+
+// Committer is what the host needs of a source to persist progress.
+type Committer interface {
+	Commit(ctx context.Context, positions map[record.Partition]record.Position) error
+}
+
+// committer coalesces the watermarks lanes report into few source commits.
+// Lanes call request (cheap, never blocks on the network); one goroutine
+// (loop) commits what is pending; release commits a revoked partition's final
+// position synchronously and forgets it, after which nothing commits that
+// partition again until it is owned anew.
+type committer struct {
+	src    Committer
+	log    zerolog.Logger
+	onDone func(map[record.Partition]record.Position) // test hook; may be nil
+
+	commitMu sync.Mutex // held across a commit; serializes loop and release
+
+	mu        sync.Mutex
+	owned     map[record.Partition]bool
+	pending   map[record.Partition]record.Position
+	committed map[record.Partition]record.Position
+	kick      chan struct{}
+}
+
+func newCommitter(src Committer, log zerolog.Logger) *committer {
+	return &committer{
+		src: src, log: log,
+		owned: map[record.Partition]bool{}, pending: map[record.Partition]record.Position{},
+		committed: map[record.Partition]record.Position{}, kick: make(chan struct{}, 1),
+	}
+}
+
+// own starts accepting requests for p.
+func (c *committer) own(p record.Partition) {
+	c.mu.Lock()
+	c.owned[p] = true
+	delete(c.committed, p)
+	c.mu.Unlock()
+}
+
+// request asks for p to be committed up to pos (inclusive).
+func (c *committer) request(p record.Partition, pos record.Position) {
+	c.mu.Lock()
+	if c.owned[p] {
+		c.pending[p] = pos
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop commits pending positions until ctx is done, then once more.
+func (c *committer) loop(ctx context.Context, interval time.Duration) {
+	for {
+		select {
+		case <-ctx.Done():
+			c.flush(context.Background())
+			return
+		case <-c.kick:
+		}
+		c.flush(ctx)
+		// let requests pile up a little so one commit covers many batches
+		sleep(ctx, interval)
+	}
+}
+
+// flush commits everything pending for owned partitions.
+func (c *committer) flush(ctx context.Context) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	c.mu.Lock()
+	batch := make(map[record.Partition]record.Position, len(c.pending))
+	for p, pos := range c.pending {
+		if c.owned[p] {
+			batch[p] = pos
+		}
+		delete(c.pending, p)
+	}
+	c.mu.Unlock()
+	c.commit(ctx, batch)
+}
+
+// commit sends batch; on failure it puts the positions back as pending
+// (unless a newer one arrived meanwhile) so the next flush retries them.
+func (c *committer) commit(ctx context.Context, batch map[record.Partition]record.Position) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	err := c.src.Commit(ctx, batch)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		c.log.Warn().Err(err).Int("partitions", len(batch)).Msg("commit failed; will retry")
+		for p, pos := range batch {
+			if _, newer := c.pending[p]; !newer && c.owned[p] {
+				c.pending[p] = pos
+			}
+		}
+		return false
+	}
+	for p, pos := range batch {
+		c.committed[p] = pos
+	}
+	if c.onDone != nil {
+		c.onDone(batch)
+	}
+	return true
+}
+
+// release commits p's final position (if it moved past what was committed)
+// and stops committing p. It returns when no commit of p is in flight.
+func (c *committer) release(ctx context.Context, p record.Partition, final record.Position, ok bool) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	c.mu.Lock()
+	delete(c.pending, p)
+	last, had := c.committed[p]
+	c.mu.Unlock()
+	if ok && (!had || last != final) {
+		for attempt := 1; attempt <= 3; attempt++ {
+			if c.commit(ctx, map[record.Partition]record.Position{p: final}) {
+				break
+			}
+			if !sleep(ctx, backoff(attempt, 100*time.Millisecond, time.Second)) {
+				break
+			}
+		}
+	}
+	c.mu.Lock()
+	delete(c.owned, p)
+	delete(c.pending, p)
+	delete(c.committed, p)
+	c.mu.Unlock()
+}
+
+// drop forgets p without committing (partition lost).
+func (c *committer) drop(p record.Partition) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	c.mu.Lock()
+	delete(c.owned, p)
+	delete(c.pending, p)
+	delete(c.committed, p)
+	c.mu.Unlock()
+}

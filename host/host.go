@@ -1,0 +1,274 @@
+// Package host is weir's runtime: it builds each configured pipeline (its
+// source, handler pool, sinks and DLQ), runs lanes per claimed partition,
+// retries and dead-letters failures, and commits progress. See
+// ../shared/DESIGN.md for the flow and the delivery semantics.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/internal/kzlog"
+	"github.com/weirhq/weir/plugins"
+	kafkasink "github.com/weirhq/weir/sinks/kafka"
+	"github.com/weirhq/weir/sinks/stdout"
+	kafkasrc "github.com/weirhq/weir/sources/kafka"
+)
+
+// Options are the parts of a Host that do not come from the config file.
+type Options struct {
+	// Logger receives every log line; sub-loggers add pipeline, partition
+	// and batch fields. Default: no logging.
+	Logger zerolog.Logger
+	// HostID names this process in DLQ envelopes and logs. Default
+	// hostname-pid.
+	HostID string
+	// KafkaBrokers, if set, replaces the config file's kafka.brokers (the
+	// quickstart uses it to point at the broker it started).
+	KafkaBrokers []string
+	// OnEvent, if set, is called on partition lifecycle events and commits,
+	// from the goroutine that caused them. It must not block.
+	OnEvent func(Event)
+	// KafkaOpts are appended to every Kafka client's options (tests use them
+	// to shorten heartbeats).
+	KafkaOpts []kgo.Opt
+}
+
+// Host runs the pipelines of one config file.
+type Host struct {
+	cfg  *config.File
+	opts Options
+
+	mu        sync.Mutex
+	pipelines []*pipeline
+	brokers   []string
+}
+
+// New returns a Host for cfg, which must have been produced by config.Load
+// or config.Parse (so it is validated and has its defaults).
+func New(cfg *config.File, opts Options) *Host {
+	if opts.HostID == "" {
+		name, _ := os.Hostname()
+		opts.HostID = name + "-" + strconv.Itoa(os.Getpid())
+	}
+	return &Host{cfg: cfg, opts: opts}
+}
+
+// Stats returns a snapshot of each running pipeline's counters.
+func (h *Host) Stats() []Snapshot {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Snapshot, len(h.pipelines))
+	for i, pl := range h.pipelines {
+		out[i] = pl.stats.Snapshot()
+		out[i].Pipeline = pl.cfg.Name
+		if pl.restarts != nil {
+			out[i].PluginRestarts = pl.restarts()
+		}
+	}
+	return out
+}
+
+// Brokers returns the Kafka seed brokers in use (the embedded broker's
+// address when it was started), once Run has started them.
+func (h *Host) Brokers() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.brokers
+}
+
+// Run starts every pipeline and blocks until ctx is done (then it shuts down
+// gracefully: stops fetching, finishes in-flight batches within each
+// pipeline's shutdown_timeout, commits, stops plugins) or a pipeline fails
+// (then the others are stopped the same way and the error is returned).
+func (h *Host) Run(ctx context.Context) error {
+	log := h.opts.Logger
+	var cleanup []func()
+	defer func() {
+		for i := len(cleanup) - 1; i >= 0; i-- {
+			cleanup[i]()
+		}
+	}()
+
+	brokers := h.cfg.Kafka.Brokers
+	if len(h.opts.KafkaBrokers) > 0 {
+		brokers = h.opts.KafkaBrokers
+	} else if h.cfg.Kafka.Embedded() {
+		emb, err := kafkasrc.StartEmbedded()
+		if err != nil {
+			return fmt.Errorf("starting the embedded kafka broker: %w", err)
+		}
+		cleanup = append(cleanup, emb.Close)
+		brokers = emb.Addrs()
+		log.Info().Strs("brokers", brokers).Msg("embedded kafka broker started (in-process; data is lost on exit)")
+	}
+	if h.cfg.Redis.Embedded() {
+		mr, err := miniredis.Run()
+		if err != nil {
+			return fmt.Errorf("starting the embedded redis: %w", err)
+		}
+		cleanup = append(cleanup, mr.Close)
+		log.Info().Str("addr", mr.Addr()).Msg("embedded redis started (in-process; data is lost on exit)")
+	}
+	h.mu.Lock()
+	h.brokers = brokers
+	h.mu.Unlock()
+	conn := []kgo.Opt{
+		kgo.SeedBrokers(brokers...),
+		kgo.ClientID(h.cfg.Kafka.ClientID),
+		// franz-go's info level narrates every group step; keep it for
+		// --log-level debug and show its warnings otherwise.
+		kgo.WithLogger(kzlog.New(log.Level(max(log.GetLevel(), zerolog.WarnLevel)).With().Str("component", "kafka").Logger())),
+		// A paused partition resumes on the next fetch; bound how long an
+		// idle long-poll can delay that.
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}
+	conn = append(conn, h.opts.KafkaOpts...)
+	if h.cfg.Kafka.Embedded() && len(h.opts.KafkaBrokers) == 0 {
+		// The in-process broker starts empty: create the source topics so
+		// that a producer (kcat, a test) can write to them.
+		var topics []string
+		for _, p := range h.cfg.Pipelines {
+			if p.Source.Kafka != nil {
+				topics = append(topics, p.Source.Kafka.Topics...)
+			}
+		}
+		if err := kafkasrc.EnsureTopics(ctx, conn, -1, topics...); err != nil {
+			return fmt.Errorf("creating source topics on the embedded broker: %w", err)
+		}
+	}
+
+	runs := make([]func(context.Context) error, 0, len(h.cfg.Pipelines))
+	for i := range h.cfg.Pipelines {
+		pc := &h.cfg.Pipelines[i]
+		pl, closeFn, err := h.build(ctx, pc, conn)
+		cleanup = append(cleanup, closeFn)
+		if err != nil {
+			return fmt.Errorf("pipeline %s: %w", pc.Name, err)
+		}
+		h.mu.Lock()
+		h.pipelines = append(h.pipelines, pl)
+		h.mu.Unlock()
+		runs = append(runs, pl.run)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(runs))
+	var wg sync.WaitGroup
+	for i, run := range runs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = run(ctx); errs[i] != nil {
+				cancel() // one pipeline failing stops the process, loudly
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// build creates a pipeline and what it owns. closeFn releases those parts
+// and is valid even when err is not nil.
+func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (pl *pipeline, closeFn func(), err error) {
+	log := h.opts.Logger.With().Str("pipeline", pc.Name).Logger()
+	var closers []func()
+	closeFn = func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+
+	// Kafka topics written by this pipeline, created if missing.
+	var topics []string
+	for _, s := range pc.Sinks {
+		if s.Kafka != nil {
+			topics = append(topics, s.Kafka.Topic)
+		}
+	}
+	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
+		topics = append(topics, pc.DLQ.Kafka.Topic)
+	}
+	var producer *kgo.Client
+	if len(topics) > 0 {
+		if err := kafkasrc.EnsureTopics(ctx, conn, -1, topics...); err != nil {
+			return nil, closeFn, fmt.Errorf("creating output topics %v: %w", topics, err)
+		}
+		producer, err = kgo.NewClient(append(append([]kgo.Opt{}, conn...), kgo.ProducerLinger(kafkasink.DefaultLinger))...)
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("creating the kafka producer: %w", err)
+		}
+		closers = append(closers, producer.Close)
+	}
+
+	sinkMap := make(map[string]Sink, len(pc.Sinks))
+	for name, s := range pc.Sinks {
+		switch {
+		case s.Kafka != nil:
+			k, err := kafkasink.NewWithClient(producer, s.Kafka.Topic)
+			if err != nil {
+				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
+			}
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
+		case s.Stdout != nil:
+			k, err := stdout.New(stdout.Config{Writer: os.Stdout})
+			if err != nil {
+				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
+			}
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
+		}
+	}
+	var dlqSink Sink
+	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
+		k, err := kafkasink.NewWithClient(producer, pc.DLQ.Kafka.Topic)
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("dlq: %w", err)
+		}
+		closers = append(closers, func() { _ = k.Close(context.Background()) })
+		dlqSink = k
+	}
+
+	pool, err := plugins.NewPool(ctx, plugins.PoolConfig{
+		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
+		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances,
+		Timeout: pc.Handler.Timeout, Logger: log,
+	})
+	if err != nil {
+		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
+	}
+	closers = append(closers, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), pc.ShutdownTimeout)
+		defer cancel()
+		_ = pool.Close(cctx)
+	})
+
+	src, err := kafkasrc.New(kafkasrc.Config{
+		Client: conn, Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+		Start: pc.Source.Kafka.Start, Logger: log,
+	})
+	if err != nil {
+		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+	}
+	info := pool.Info()
+	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
+		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
+		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink,
+		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
+	})
+	pl.restarts = pool.Restarts
+	return pl, closeFn, nil
+}

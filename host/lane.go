@@ -1,0 +1,343 @@
+package host
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/record"
+)
+
+// item is a record waiting in, or taken from, a lane's queue.
+type item struct {
+	rec     record.Record
+	seq     int64
+	size    int64
+	arrived time.Time
+}
+
+// completion is what a batch worker tells its lane: these records are
+// complete (handled, or dead-lettered), or the batch ended.
+type completion struct {
+	items []*item
+	// abandoned are records of the batch given up on a hard stop: not
+	// complete, they will be redelivered to the partition's next owner.
+	abandoned []*item
+	// done is set on a batch's last message.
+	done bool
+	// fatal stops the pipeline: a record failed for good with no DLQ.
+	fatal error
+}
+
+// lane owns one partition while it is claimed. Its goroutine (run) alone
+// decides what to dispatch, so ordering needs no locks: it forms batches from
+// the queue under the pipeline's ordering mode, starts a worker per batch (at
+// most one under ordering partition, at most maxConcurrent otherwise), and
+// folds their completions into the commit tracker.
+type lane struct {
+	pl   *pipeline
+	part record.Partition
+	gen  int64
+	log  zerolog.Logger
+
+	mu       sync.Mutex
+	incoming []*item
+	wake     chan struct{} // capacity 1; a send means "look at incoming"
+
+	// stop is closed to ask for a soft stop: no new batches, finish the
+	// in-flight ones. Cancelling hardCtx abandons them.
+	stop     chan struct{}
+	stopOnce sync.Once
+	hardCtx  context.Context
+	hardStop context.CancelFunc
+	done     chan struct{}
+
+	// owned by run
+	queue         []*item
+	tracker       *tracker
+	busyKeys      map[string]int
+	inflight      int
+	maxConcurrent int
+	batchN        int64
+	results       chan completion
+}
+
+func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
+	hardCtx, hardStop := context.WithCancel(context.Background())
+	conc := 1
+	if pl.cfg.Ordering != config.OrderingPartition {
+		conc = pl.cfg.Handler.Instances
+	}
+	return &lane{
+		pl: pl, part: part, gen: gen,
+		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		hardCtx: hardCtx, hardStop: hardStop,
+		tracker: newTracker(), busyKeys: map[string]int{},
+		maxConcurrent: conc, results: make(chan completion, conc),
+	}
+}
+
+// deliver appends records to the lane. It is called by the source's
+// goroutine and never blocks on processing.
+func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
+	items := make([]item, len(recs))
+	var bytes int64
+	l.mu.Lock()
+	for i := range recs {
+		it := &items[i]
+		it.rec = recs[i]
+		it.size = int64(recs[i].Size())
+		it.arrived = now
+		bytes += it.size
+		l.incoming = append(l.incoming, it)
+	}
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return bytes
+}
+
+// requestStop asks the lane to stop taking new batches.
+func (l *lane) requestStop() { l.stopOnce.Do(func() { close(l.stop) }) }
+
+// drain stops the lane: soft first, hard when ctx is done. It returns when
+// the lane's goroutine and all its workers have exited.
+func (l *lane) drain(ctx context.Context) {
+	l.requestStop()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		l.log.Warn().Msg("in-flight batches did not finish before the shutdown deadline; abandoning them (they will be redelivered)")
+		l.hardStop()
+		<-l.done
+	}
+	l.hardStop()
+}
+
+// kill abandons everything at once (partition lost).
+func (l *lane) kill() {
+	l.requestStop()
+	l.hardStop()
+	<-l.done
+}
+
+func (l *lane) run() {
+	defer close(l.done)
+	stopping := false
+	stopC := l.stop
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	for {
+		l.takeIncoming()
+		var wait time.Duration
+		if !stopping {
+			wait = l.dispatch(time.Now())
+		}
+		if stopping && l.inflight == 0 {
+			l.abandonQueue()
+			return
+		}
+		timerC = nil
+		if wait > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			timerC = timer.C
+		}
+		select {
+		case <-l.wake:
+		case c := <-l.results:
+			l.finish(c)
+		case <-timerC:
+		case <-stopC:
+			stopping, stopC = true, nil
+		}
+		if timer != nil && timerC != nil && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (l *lane) takeIncoming() {
+	l.mu.Lock()
+	in := l.incoming
+	l.incoming = nil
+	l.mu.Unlock()
+	for _, it := range in {
+		it.seq = l.tracker.add(it.rec.Position)
+		l.queue = append(l.queue, it)
+	}
+}
+
+// abandonQueue gives back the budget of records that will not be handled
+// by this lane (they will be redelivered to the partition's next owner).
+func (l *lane) abandonQueue() {
+	l.takeIncoming()
+	var bytes int64
+	for _, it := range l.queue {
+		bytes += it.size
+	}
+	l.queue = nil
+	l.pl.release(bytes)
+}
+
+// dispatch starts as many batches as the ordering mode allows. It returns how
+// long to wait before a partial batch becomes due (0: nothing to wait for).
+func (l *lane) dispatch(now time.Time) time.Duration {
+	for l.inflight < l.maxConcurrent && len(l.queue) > 0 {
+		batch, wait := l.take(now)
+		if batch == nil {
+			return wait
+		}
+		l.inflight++
+		l.batchN++
+		l.pl.startBatch(l, l.batchN, batch)
+	}
+	return 0
+}
+
+// take removes the next batch from the queue, or returns how long until one
+// is due. A batch closes at max_records or max_bytes, or when its oldest
+// record has waited max_wait.
+func (l *lane) take(now time.Time) ([]*item, time.Duration) {
+	b := l.pl.cfg.Batch
+	if l.pl.cfg.Ordering == config.OrderingKey {
+		return l.takeByKey(now)
+	}
+	n, bytes := 0, int64(0)
+	for n < len(l.queue) && n < b.MaxRecords {
+		if n > 0 && bytes+l.queue[n].size > b.MaxBytes {
+			break
+		}
+		bytes += l.queue[n].size
+		n++
+	}
+	full := n == b.MaxRecords || n < len(l.queue)
+	if !full {
+		if due := l.queue[0].arrived.Add(b.MaxWait); due.After(now) {
+			return nil, due.Sub(now)
+		}
+	}
+	batch := make([]*item, n)
+	copy(batch, l.queue)
+	l.queue = l.queue[n:]
+	if len(l.queue) == 0 {
+		l.queue = nil
+	}
+	return batch, 0
+}
+
+// keyScanLimit bounds how far past the head takeByKey looks for records of
+// keys that are free; past it, records wait for the head to move.
+func (l *lane) keyScanLimit() int { return 16 * l.pl.cfg.Batch.MaxRecords }
+
+// takeByKey forms a batch of records whose keys have nothing in flight. A
+// record of a busy key blocks every later record of that key, so each key's
+// records leave the queue in order.
+func (l *lane) takeByKey(now time.Time) ([]*item, time.Duration) {
+	b := l.pl.cfg.Batch
+	var picked []int
+	var blocked map[string]struct{}
+	bytes := int64(0)
+	sizeFull := false
+	limit := min(len(l.queue), l.keyScanLimit())
+	var oldest time.Time
+	for i := 0; i < limit && len(picked) < b.MaxRecords; i++ {
+		it := l.queue[i]
+		k := string(it.rec.Key)
+		if l.busyKeys[k] > 0 {
+			continue
+		}
+		if _, ok := blocked[k]; ok {
+			continue
+		}
+		if len(picked) > 0 && bytes+it.size > b.MaxBytes {
+			// keep later records of this key behind this one
+			sizeFull = true
+			if blocked == nil {
+				blocked = map[string]struct{}{}
+			}
+			blocked[k] = struct{}{}
+			if len(blocked) > b.MaxRecords {
+				break
+			}
+			continue
+		}
+		if len(picked) == 0 {
+			oldest = it.arrived
+		}
+		picked = append(picked, i)
+		bytes += it.size
+	}
+	if len(picked) == 0 {
+		return nil, 0 // every key at the head is busy: a completion will wake us
+	}
+	full := len(picked) == b.MaxRecords || sizeFull
+	if !full {
+		if due := oldest.Add(b.MaxWait); due.After(now) {
+			return nil, due.Sub(now)
+		}
+	}
+	batch := make([]*item, 0, len(picked))
+	rest := l.queue[:0]
+	p := 0
+	for i, it := range l.queue {
+		if p < len(picked) && picked[p] == i {
+			batch = append(batch, it)
+			l.busyKeys[string(it.rec.Key)]++
+			p++
+			continue
+		}
+		rest = append(rest, it)
+	}
+	clear(l.queue[len(rest):])
+	l.queue = rest
+	return batch, 0
+}
+
+// finish folds a worker's report into the tracker and the key set, and asks
+// for a commit when the watermark moved.
+func (l *lane) finish(c completion) {
+	var bytes int64
+	moved := false
+	for _, it := range c.abandoned {
+		bytes += it.size
+	}
+	l.pl.release(bytes)
+	bytes = 0
+	for _, it := range c.items {
+		if l.tracker.complete(it.seq) {
+			moved = true
+		}
+		bytes += it.size
+		if l.pl.cfg.Ordering == config.OrderingKey {
+			k := string(it.rec.Key)
+			if l.busyKeys[k]--; l.busyKeys[k] <= 0 {
+				delete(l.busyKeys, k)
+			}
+		}
+	}
+	l.pl.completed(len(c.items), bytes)
+	if c.done {
+		l.inflight--
+	}
+	if c.fatal != nil {
+		l.pl.fail(c.fatal)
+	}
+	if moved {
+		if pos, ok := l.tracker.watermark(); ok {
+			l.pl.commits.request(l.part, pos)
+		}
+	}
+}

@@ -1,0 +1,304 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/record"
+	"github.com/weirhq/weir/sources"
+)
+
+// Dispatcher runs a batch through the pipeline's handler (the plugin pool).
+type Dispatcher interface {
+	Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error)
+}
+
+// Sink is where outputs (and, for the DLQ, envelopes) are written; see
+// sinks.Sink for the contract of Write.
+type Sink interface {
+	Write(ctx context.Context, msgs []record.Message) error
+}
+
+// Source is what a pipeline needs of its source.
+type Source interface {
+	Run(ctx context.Context, l sources.Lanes) error
+	Committer
+	Pause(parts ...record.Partition)
+	Resume(parts ...record.Partition)
+}
+
+// EventKind names a lifecycle event of a partition in a pipeline.
+type EventKind string
+
+// Events reported to Options.OnEvent.
+const (
+	EventAssigned EventKind = "assigned"
+	EventRevoked  EventKind = "revoked" // lane drained and final commit done
+	EventLost     EventKind = "lost"
+	EventCommit   EventKind = "commit" // a commit succeeded
+)
+
+// Event is a partition lifecycle event, for tests and tooling.
+type Event struct {
+	Pipeline  string
+	Kind      EventKind
+	Partition record.Partition
+	Position  record.Position // for EventCommit
+	Time      time.Time
+}
+
+// pipeline runs one configured pipeline: it is the sources.Lanes of its
+// source, owns the lanes, the committer and the in-flight budget.
+type pipeline struct {
+	cfg     *config.Pipeline
+	log     zerolog.Logger
+	src     Source
+	handler Dispatcher
+	info    plugins.Info
+	sinks   map[string]Sink
+	dlq     Sink // nil: a record that fails for good stops the pipeline
+	hostID  string
+	onEvent func(Event)
+	stats   *Stats
+	commits *committer
+	// restarts reports the handler pool's process restarts; nil in tests
+	// with a fake handler.
+	restarts func() int64
+
+	mu     sync.Mutex
+	lanes  map[record.Partition]*lane
+	paused map[record.Partition]bool
+
+	cancel  context.CancelCauseFunc
+	failMu  sync.Mutex
+	failErr error
+}
+
+type pipelineDeps struct {
+	src     Source
+	handler Dispatcher
+	info    plugins.Info
+	sinks   map[string]Sink
+	dlq     Sink
+	hostID  string
+	onEvent func(Event)
+}
+
+func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipeline {
+	pl := &pipeline{
+		cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(),
+		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
+		hostID: d.hostID, onEvent: d.onEvent, stats: &Stats{},
+		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
+	}
+	pl.commits = newCommitter(d.src, pl.log)
+	pl.commits.onDone = func(m map[record.Partition]record.Position) {
+		pl.stats.Commits.Add(1)
+		for p, pos := range m {
+			pl.event(EventCommit, p, pos)
+		}
+	}
+	return pl
+}
+
+func (pl *pipeline) event(kind EventKind, p record.Partition, pos record.Position) {
+	if pl.onEvent != nil {
+		pl.onEvent(Event{Pipeline: pl.cfg.Name, Kind: kind, Partition: p, Position: pos, Time: time.Now()})
+	}
+}
+
+// run consumes until ctx is done or the pipeline fails. On return every lane
+// has been drained and its completed records committed.
+func (pl *pipeline) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pl.cancel = cancel
+	commitCtx, stopCommits := context.WithCancel(context.Background())
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		pl.commits.loop(commitCtx, 10*time.Millisecond)
+	}()
+	err := pl.src.Run(ctx, pl)
+	// The source revokes every lane before Run returns; drop any it missed.
+	pl.mu.Lock()
+	left := make([]record.Partition, 0, len(pl.lanes))
+	for p := range pl.lanes {
+		left = append(left, p)
+	}
+	pl.mu.Unlock()
+	if len(left) > 0 {
+		pl.Revoke(context.Background(), left)
+	}
+	stopCommits()
+	<-committerDone
+	if ferr := pl.failure(); ferr != nil {
+		return ferr
+	}
+	if err != nil {
+		return fmt.Errorf("pipeline %s: source: %w", pl.cfg.Name, err)
+	}
+	return nil
+}
+
+// fail stops the pipeline with err (the first error wins).
+func (pl *pipeline) fail(err error) {
+	pl.failMu.Lock()
+	if pl.failErr == nil {
+		pl.failErr = err
+		pl.log.Error().Err(err).Msg("pipeline stopping")
+	}
+	pl.failMu.Unlock()
+	if pl.cancel != nil {
+		pl.cancel(err)
+	}
+}
+
+func (pl *pipeline) failure() error {
+	pl.failMu.Lock()
+	defer pl.failMu.Unlock()
+	return pl.failErr
+}
+
+// Assign implements sources.Lanes.
+func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
+	for _, c := range claims {
+		pl.mu.Lock()
+		if old := pl.lanes[c.Partition]; old != nil {
+			pl.mu.Unlock()
+			pl.log.Warn().Str("partition", c.Partition.String()).Msg("assigned a partition that already has a lane; replacing it")
+			old.kill()
+			pl.mu.Lock()
+		}
+		l := newLane(pl, c.Partition, c.Generation)
+		pl.lanes[c.Partition] = l
+		pl.mu.Unlock()
+		pl.commits.own(c.Partition)
+		go l.run()
+		l.log.Info().Int64("generation", c.Generation).Msg("partition assigned")
+		pl.event(EventAssigned, c.Partition, record.Position{})
+	}
+}
+
+// Revoke implements sources.Lanes: drain the lanes in parallel within the
+// shutdown timeout, then commit what each completed.
+func (pl *pipeline) Revoke(ctx context.Context, parts []record.Partition) {
+	lanes := pl.detach(parts)
+	if len(lanes) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pl.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, l := range lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.drain(dctx)
+			pos, ok := l.tracker.watermark()
+			pl.commits.release(context.WithoutCancel(ctx), l.part, pos, ok)
+			ev := l.log.Info()
+			if ok {
+				ev = ev.Str("committed", pos.String())
+			}
+			ev.Msg("partition revoked")
+			pl.event(EventRevoked, l.part, pos)
+		}()
+	}
+	wg.Wait()
+}
+
+// Lost implements sources.Lanes: abandon the lanes, commit nothing.
+func (pl *pipeline) Lost(_ context.Context, parts []record.Partition) {
+	for _, l := range pl.detach(parts) {
+		pl.commits.drop(l.part)
+		l.kill()
+		l.log.Warn().Msg("partition lost; in-flight work abandoned, nothing committed")
+		pl.event(EventLost, l.part, record.Position{})
+	}
+}
+
+// detach removes the lanes of parts. A partition paused for backpressure is
+// resumed at the source, which would otherwise keep it paused if it comes
+// back to us in a later assignment.
+func (pl *pipeline) detach(parts []record.Partition) []*lane {
+	pl.mu.Lock()
+	var out []*lane
+	var resume []record.Partition
+	for _, p := range parts {
+		if l := pl.lanes[p]; l != nil {
+			out = append(out, l)
+			delete(pl.lanes, p)
+		}
+		if pl.paused[p] {
+			delete(pl.paused, p)
+			pl.stats.Paused.Add(-1)
+			resume = append(resume, p)
+		}
+	}
+	pl.mu.Unlock()
+	if len(resume) > 0 {
+		pl.src.Resume(resume...)
+	}
+	return out
+}
+
+// Deliver implements sources.Lanes.
+func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
+	pl.mu.Lock()
+	l := pl.lanes[p]
+	pl.mu.Unlock()
+	if l == nil {
+		pl.log.Warn().Str("partition", p.String()).Int("records", len(recs)).Msg("records for a partition without a lane; ignoring (not committed, will be redelivered)")
+		return
+	}
+	pl.stats.RecordsIn.Add(int64(len(recs)))
+	bytes := l.deliver(recs, time.Now())
+	if pl.stats.InflightBytes.Add(bytes) > pl.cfg.MaxInflightBytes {
+		pl.mu.Lock()
+		if !pl.paused[p] && pl.lanes[p] == l {
+			pl.paused[p] = true
+			pl.stats.Paused.Add(1)
+			pl.mu.Unlock()
+			pl.src.Pause(p)
+			return
+		}
+		pl.mu.Unlock()
+	}
+}
+
+// completed accounts for records that became complete.
+func (pl *pipeline) completed(n int, bytes int64) {
+	pl.stats.Completed.Add(int64(n))
+	pl.release(bytes)
+}
+
+// release returns bytes to the in-flight budget and resumes paused
+// partitions once the pipeline is back under half of it.
+func (pl *pipeline) release(bytes int64) {
+	if bytes == 0 {
+		return
+	}
+	if pl.stats.InflightBytes.Add(-bytes) > pl.cfg.MaxInflightBytes/2 {
+		return
+	}
+	pl.mu.Lock()
+	if len(pl.paused) == 0 {
+		pl.mu.Unlock()
+		return
+	}
+	resume := make([]record.Partition, 0, len(pl.paused))
+	for p := range pl.paused {
+		resume = append(resume, p)
+		delete(pl.paused, p)
+	}
+	pl.stats.Paused.Add(-int64(len(resume)))
+	pl.mu.Unlock()
+	pl.src.Resume(resume...)
+}

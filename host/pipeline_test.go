@@ -1,0 +1,513 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/record"
+	"github.com/weirhq/weir/sources"
+)
+
+// fakeSource records commits and pauses; tests drive the pipeline's Lanes
+// methods themselves.
+type fakeSource struct {
+	mu      sync.Mutex
+	commits map[record.Partition][]int64
+	paused  map[record.Partition]bool
+	pauses  atomic.Int64
+	resumes atomic.Int64
+}
+
+func newFakeSource() *fakeSource {
+	return &fakeSource{commits: map[record.Partition][]int64{}, paused: map[record.Partition]bool{}}
+}
+
+func (s *fakeSource) Run(ctx context.Context, _ sources.Lanes) error { <-ctx.Done(); return nil }
+
+func (s *fakeSource) Commit(_ context.Context, m map[record.Partition]record.Position) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p, pos := range m {
+		s.commits[p] = append(s.commits[p], pos.Offset)
+	}
+	return nil
+}
+
+func (s *fakeSource) Pause(ps ...record.Partition) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		s.paused[p] = true
+	}
+	s.pauses.Add(1)
+}
+
+func (s *fakeSource) Resume(ps ...record.Partition) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range ps {
+		delete(s.paused, p)
+	}
+	s.resumes.Add(1)
+}
+
+func (s *fakeSource) lastCommit(p record.Partition) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.commits[p]
+	if len(c) == 0 {
+		return 0, false
+	}
+	return c[len(c)-1], true
+}
+
+// handlerFunc adapts a function to Dispatcher.
+type handlerFunc func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error)
+
+func (f handlerFunc) Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+	return f(ctx, b)
+}
+
+// memSink keeps what it was given, in order.
+type memSink struct {
+	mu   sync.Mutex
+	msgs []record.Message
+	fail atomic.Int64 // fail this many Write calls first
+}
+
+func (s *memSink) Write(_ context.Context, msgs []record.Message) error {
+	if s.fail.Add(-1) >= 0 {
+		return errors.New("sink down")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.msgs = append(s.msgs, msgs...)
+	return nil
+}
+
+func (s *memSink) all() []record.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]record.Message(nil), s.msgs...)
+}
+
+// echo emits each record's value to sink "out", keyed by the record's key.
+func echo(b *plugins.Batch) *plugins.Result {
+	res := &plugins.Result{}
+	for i, r := range b.Records {
+		res.Outputs = append(res.Outputs, plugins.Output{Index: i, Sink: "out",
+			Message: record.Message{Key: r.Key, Value: []byte(strconv.FormatInt(r.Position.Offset, 10))}})
+	}
+	return res
+}
+
+type harness struct {
+	t    *testing.T
+	pl   *pipeline
+	src  *fakeSource
+	out  *memSink
+	dead *memSink
+	stop func()
+}
+
+func testPipelineConfig() *config.Pipeline {
+	return &config.Pipeline{
+		Name:             "test",
+		Batch:            config.Batch{MaxRecords: 50, MaxBytes: 1 << 20, MaxWait: 2 * time.Millisecond},
+		Handler:          config.Handler{Instances: 4, Timeout: time.Second},
+		Ordering:         config.OrderingPartition,
+		Retry:            config.Retry{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Bisect: true},
+		MaxInflightBytes: 64 << 20,
+		ShutdownTimeout:  5 * time.Second,
+	}
+}
+
+func newHarness(t *testing.T, cfg *config.Pipeline, h Dispatcher, withDLQ bool) *harness {
+	t.Helper()
+	src := newFakeSource()
+	out, dead := &memSink{}, &memSink{}
+	deps := pipelineDeps{src: src, handler: h, info: plugins.Info{Name: "fake", Version: "0.1"},
+		sinks: map[string]Sink{"out": out}, hostID: "test-host"}
+	if withDLQ {
+		deps.dlq = dead
+	}
+	pl := newPipeline(cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), deps)
+	ctx, cancel := context.WithCancel(context.Background())
+	pl.cancel = func(error) {}
+	done := make(chan struct{})
+	go func() { defer close(done); pl.commits.loop(ctx, time.Millisecond) }()
+	hs := &harness{t: t, pl: pl, src: src, out: out, dead: dead}
+	hs.stop = func() { cancel(); <-done }
+	t.Cleanup(hs.stop)
+	return hs
+}
+
+func records(p record.Partition, from, n, keys int) []record.Record {
+	recs := make([]record.Record, n)
+	for i := range recs {
+		off := int64(from + i)
+		recs[i] = record.Record{Partition: p, Position: record.Position{Offset: off},
+			Key: []byte(fmt.Sprintf("k%d", int(off)%keys)), Value: []byte(fmt.Sprintf("v%d", off))}
+	}
+	return recs
+}
+
+func (h *harness) waitCompleted(n int64) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.pl.stats.Completed.Load() < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("completed %d of %d records", h.pl.stats.Completed.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// perKeyOrder asserts each key's outputs carry increasing offsets.
+func perKeyOrder(t *testing.T, msgs []record.Message) {
+	t.Helper()
+	last := map[string]int64{}
+	for _, m := range msgs {
+		off, _ := strconv.ParseInt(string(m.Value), 10, 64)
+		if prev, ok := last[string(m.Key)]; ok && off <= prev {
+			t.Fatalf("key %s: offset %d after %d", m.Key, off, prev)
+		}
+		last[string(m.Key)] = off
+	}
+}
+
+// concurrencyProbe is a handler that sleeps a random while and records the
+// most batches of one partition, and of one key, it saw at once.
+type concurrencyProbe struct {
+	mu          sync.Mutex
+	inflight    int
+	maxInflight int
+	keys        map[string]int
+	keyClash    string
+}
+
+func (c *concurrencyProbe) Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+	c.mu.Lock()
+	c.inflight++
+	c.maxInflight = max(c.maxInflight, c.inflight)
+	if c.keys == nil {
+		c.keys = map[string]int{}
+	}
+	seen := map[string]bool{}
+	for _, r := range b.Records {
+		k := string(r.Key)
+		if !seen[k] {
+			seen[k] = true
+			if c.keys[k]++; c.keys[k] > 1 {
+				c.keyClash = k
+			}
+		}
+	}
+	c.mu.Unlock()
+	time.Sleep(time.Duration(rand.IntN(3000)) * time.Microsecond)
+	c.mu.Lock()
+	c.inflight--
+	for k := range seen {
+		c.keys[k]--
+	}
+	c.mu.Unlock()
+	return echo(b), nil
+}
+
+func TestOrderingModes(t *testing.T) {
+	for _, tc := range []struct {
+		ordering      config.Ordering
+		wantParallel  bool
+		wantKeyOrder  bool
+		wantFullOrder bool
+	}{
+		{config.OrderingPartition, false, true, true},
+		{config.OrderingKey, true, true, false},
+		{config.OrderingNone, true, false, false},
+	} {
+		t.Run(string(tc.ordering), func(t *testing.T) {
+			cfg := testPipelineConfig()
+			cfg.Ordering = tc.ordering
+			cfg.Batch.MaxRecords = 20
+			probe := &concurrencyProbe{}
+			h := newHarness(t, cfg, probe, false)
+			p := record.KafkaPartition("in", 0)
+			h.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
+			const n = 2000
+			for i := 0; i < n; i += 100 {
+				h.pl.Deliver(p, records(p, i, 100, 37))
+			}
+			h.waitCompleted(n)
+			h.pl.Revoke(context.Background(), []record.Partition{p})
+
+			if got, _ := h.src.lastCommit(p); got != n-1 {
+				t.Fatalf("last commit = %d, want %d", got, n-1)
+			}
+			msgs := h.out.all()
+			if len(msgs) != n {
+				t.Fatalf("outputs = %d, want %d", len(msgs), n)
+			}
+			if tc.wantKeyOrder {
+				perKeyOrder(t, msgs)
+			}
+			if tc.wantFullOrder {
+				for i, m := range msgs {
+					if string(m.Value) != strconv.Itoa(i) {
+						t.Fatalf("output %d is offset %s: partition order broken", i, m.Value)
+					}
+				}
+			}
+			if tc.wantParallel != (probe.maxInflight > 1) {
+				t.Fatalf("max concurrent batches = %d, parallel wanted: %v", probe.maxInflight, tc.wantParallel)
+			}
+			if tc.ordering != config.OrderingNone && probe.keyClash != "" {
+				t.Fatalf("key %s was in two concurrent batches", probe.keyClash)
+			}
+		})
+	}
+}
+
+// Out-of-order completion: under ordering key/none a later batch finishing
+// first must not commit past an earlier batch still in flight.
+func TestCommitWaitsForEarlierBatch(t *testing.T) {
+	for _, ordering := range []config.Ordering{config.OrderingKey, config.OrderingNone} {
+		t.Run(string(ordering), func(t *testing.T) {
+			cfg := testPipelineConfig()
+			cfg.Ordering = ordering
+			cfg.Batch.MaxRecords = 10
+			release := make(chan struct{})
+			h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+				if b.Records[0].Position.Offset == 0 { // the first batch is slow
+					select {
+					case <-release:
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
+				}
+				return echo(b), nil
+			}), false)
+			p := record.KafkaPartition("in", 0)
+			h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+			h.pl.Deliver(p, records(p, 0, 40, 40)) // 40 distinct keys: 4 batches in parallel
+			h.waitCompleted(30)
+			time.Sleep(20 * time.Millisecond)
+			if c, ok := h.src.lastCommit(p); ok {
+				t.Fatalf("committed %d while offsets 0-9 were in flight", c)
+			}
+			close(release)
+			h.waitCompleted(40)
+			h.pl.Revoke(context.Background(), []record.Partition{p})
+			if c, _ := h.src.lastCommit(p); c != 39 {
+				t.Fatalf("final commit = %d, want 39", c)
+			}
+		})
+	}
+}
+
+func TestBackpressurePausesAndResumes(t *testing.T) {
+	cfg := testPipelineConfig()
+	cfg.MaxInflightBytes = 1000
+	cfg.Batch.MaxRecords = 5
+	gate := make(chan struct{})
+	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		<-gate
+		return echo(b), nil
+	}), false)
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+	for i := 0; i < 100; i += 10 { // ~5 bytes each, 100 records ≈ 600 bytes ...
+		h.pl.Deliver(p, records(p, i, 10, 3))
+	}
+	big := records(p, 100, 1, 3)
+	big[0].Value = make([]byte, 600) // ... and this one tips it over
+	h.pl.Deliver(p, big)
+	if h.src.pauses.Load() == 0 || !h.src.paused[p] {
+		t.Fatal("partition not paused past max_inflight_bytes")
+	}
+	close(gate)
+	h.waitCompleted(101)
+	if h.src.resumes.Load() == 0 || h.src.paused[p] {
+		t.Fatal("partition not resumed after the in-flight bytes drained")
+	}
+	if got := h.pl.stats.InflightBytes.Load(); got != 0 {
+		t.Fatalf("in-flight bytes after completion = %d", got)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	p := record.KafkaPartition("in", 0)
+	t.Run("non-retryable goes to the DLQ with its envelope, others proceed", func(t *testing.T) {
+		h := newHarness(t, testPipelineConfig(), handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+			res := echo(b)
+			for i, r := range b.Records {
+				if r.Position.Offset == 7 {
+					res.Failures = append(res.Failures, plugins.Failure{Index: i, Message: "bad json", Class: plugins.ClassInvalidInput})
+				}
+			}
+			return res, nil
+		}), true)
+		h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+		h.pl.Deliver(p, records(p, 0, 20, 20))
+		h.waitCompleted(20)
+		h.pl.Revoke(context.Background(), []record.Partition{p})
+		if n := len(h.out.all()); n != 19 {
+			t.Fatalf("outputs = %d, want 19", n)
+		}
+		dead := h.dead.all()
+		if len(dead) != 1 {
+			t.Fatalf("dlq = %d, want 1", len(dead))
+		}
+		e, err := dlq.Parse(dead[0].Key, dead[0].Value, dead[0].Headers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Position != "7" || e.Failure.Class != "invalid_input" || e.Failure.Message != "bad json" || e.Failure.Attempts != 1 || e.Origin.HostID != "test-host" {
+			t.Fatalf("envelope = %+v", e)
+		}
+		if c, _ := h.src.lastCommit(p); c != 19 {
+			t.Fatalf("commit = %d", c)
+		}
+	})
+	t.Run("retryable is retried alone, with its key's later records", func(t *testing.T) {
+		var mu sync.Mutex
+		seen := map[int64]int{}
+		h := newHarness(t, testPipelineConfig(), handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			res := &plugins.Result{}
+			for i, r := range b.Records {
+				seen[r.Position.Offset]++
+				if r.Position.Offset == 3 && seen[3] == 1 {
+					res.Failures = append(res.Failures, plugins.Failure{Index: i, Retryable: true, Class: plugins.ClassTransient})
+					continue
+				}
+				res.Outputs = append(res.Outputs, plugins.Output{Index: i, Sink: "out",
+					Message: record.Message{Key: r.Key, Value: []byte(strconv.FormatInt(r.Position.Offset, 10))}})
+			}
+			return res, nil
+		}), false)
+		h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+		h.pl.Deliver(p, records(p, 0, 10, 5)) // keys k0..k4: offset 8 shares k3 with 3
+		h.waitCompleted(10)
+		h.pl.Revoke(context.Background(), []record.Partition{p})
+		mu.Lock()
+		defer mu.Unlock()
+		for off, n := range seen {
+			want := 1
+			if off == 3 || off == 8 {
+				want = 2
+			}
+			if n != want {
+				t.Fatalf("offset %d handled %d times, want %d", off, n, want)
+			}
+		}
+		perKeyOrder(t, h.out.all())
+		if len(h.out.all()) != 10 || len(h.dead.all()) != 0 {
+			t.Fatalf("outputs %d, dlq %d", len(h.out.all()), len(h.dead.all()))
+		}
+	})
+	t.Run("a batch failing as a whole is bisected down to its poison record", func(t *testing.T) {
+		var calls atomic.Int64
+		h := newHarness(t, testPipelineConfig(), handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+			calls.Add(1)
+			for _, r := range b.Records {
+				if r.Position.Offset == 13 {
+					return nil, fmt.Errorf("plugin exited: %w", errors.New("exit status 2"))
+				}
+			}
+			return echo(b), nil
+		}), true)
+		h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+		h.pl.Deliver(p, records(p, 0, 40, 40))
+		h.waitCompleted(40)
+		h.pl.Revoke(context.Background(), []record.Partition{p})
+		if len(h.dead.all()) != 1 || len(h.out.all()) != 39 {
+			t.Fatalf("dlq %d, outputs %d", len(h.dead.all()), len(h.out.all()))
+		}
+		if c, _ := h.src.lastCommit(p); c != 39 {
+			t.Fatalf("commit = %d", c)
+		}
+	})
+	t.Run("without a DLQ a record failing for good stops the pipeline before its offset", func(t *testing.T) {
+		h := newHarness(t, testPipelineConfig(), handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+			res := echo(b)
+			for i, r := range b.Records {
+				if r.Position.Offset == 5 {
+					res.Failures = append(res.Failures, plugins.Failure{Index: i, Class: plugins.ClassInvalidInput, Message: "nope"})
+				}
+			}
+			return res, nil
+		}), false)
+		h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+		h.pl.Deliver(p, records(p, 0, 10, 10))
+		deadline := time.Now().Add(5 * time.Second)
+		for h.pl.failure() == nil && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		if err := h.pl.failure(); !errors.Is(err, ErrNoDLQ) {
+			t.Fatalf("failure = %v, want ErrNoDLQ", err)
+		}
+		h.pl.Revoke(context.Background(), []record.Partition{p})
+		if c, ok := h.src.lastCommit(p); ok && c >= 5 {
+			t.Fatalf("committed %d, past the failed record 5", c)
+		}
+	})
+	t.Run("a sink that fails is retried, not skipped", func(t *testing.T) {
+		h := newHarness(t, testPipelineConfig(), handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+			return echo(b), nil
+		}), false)
+		h.out.fail.Store(3)
+		h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+		h.pl.Deliver(p, records(p, 0, 10, 10))
+		h.waitCompleted(10)
+		h.pl.Revoke(context.Background(), []record.Partition{p})
+		if len(h.out.all()) != 10 {
+			t.Fatalf("outputs = %d", len(h.out.all()))
+		}
+	})
+}
+
+// Revoke with a batch that never finishes: the lane abandons it at the
+// shutdown deadline and commits only what completed before it.
+func TestRevokeAbandonsAtDeadline(t *testing.T) {
+	cfg := testPipelineConfig()
+	cfg.ShutdownTimeout = 50 * time.Millisecond
+	cfg.Batch.MaxRecords = 5
+	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		if b.Records[0].Position.Offset >= 10 {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return echo(b), nil
+	}), true)
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+	h.pl.Deliver(p, records(p, 0, 20, 20))
+	h.waitCompleted(10)
+	start := time.Now()
+	h.pl.Revoke(context.Background(), []record.Partition{p})
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("revoke took %v", d)
+	}
+	if c, _ := h.src.lastCommit(p); c != 9 {
+		t.Fatalf("commit = %d, want 9", c)
+	}
+	if len(h.dead.all()) != 0 {
+		t.Fatal("abandoned records were dead-lettered")
+	}
+	if got := h.pl.stats.InflightBytes.Load(); got != 0 {
+		t.Fatalf("in-flight bytes after revoke = %d", got)
+	}
+}

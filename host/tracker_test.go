@@ -1,0 +1,111 @@
+package host
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/weirhq/weir/record"
+)
+
+func TestTrackerInOrder(t *testing.T) {
+	tr := newTracker()
+	for i := int64(0); i < 5; i++ {
+		if seq := tr.add(record.Position{Offset: 100 + i}); seq != i {
+			t.Fatalf("seq = %d, want %d", seq, i)
+		}
+	}
+	if _, ok := tr.watermark(); ok {
+		t.Fatal("watermark before any completion")
+	}
+	for i := int64(0); i < 5; i++ {
+		if !tr.complete(i) {
+			t.Fatalf("complete(%d) did not move the watermark", i)
+		}
+		if p, _ := tr.watermark(); p.Offset != 100+i {
+			t.Fatalf("watermark = %d, want %d", p.Offset, 100+i)
+		}
+	}
+	if tr.pending() != 0 {
+		t.Fatalf("pending = %d", tr.pending())
+	}
+}
+
+// Regression guard for ordering key/none: a later batch finishing first must
+// not move the commit past an earlier, unfinished record.
+func TestTrackerOutOfOrderNeverPassesAGap(t *testing.T) {
+	tr := newTracker()
+	for i := int64(0); i < 6; i++ {
+		tr.add(record.Position{Offset: i * 2}) // offsets with gaps, as after compaction
+	}
+	for _, s := range []int64{5, 3, 4, 1} {
+		if tr.complete(s) {
+			t.Fatalf("complete(%d) moved the watermark with seq 0 unfinished", s)
+		}
+	}
+	if _, ok := tr.watermark(); ok {
+		t.Fatal("watermark set while seq 0 unfinished")
+	}
+	if !tr.complete(0) {
+		t.Fatal("complete(0) did not move the watermark")
+	}
+	if p, _ := tr.watermark(); p.Offset != 2 { // seqs 0,1 complete, 2 not
+		t.Fatalf("watermark = %d, want 2", p.Offset)
+	}
+	tr.complete(2)
+	if p, _ := tr.watermark(); p.Offset != 10 {
+		t.Fatalf("watermark = %d, want 10", p.Offset)
+	}
+}
+
+func TestTrackerRandomCompletionOrderGrows(t *testing.T) {
+	tr := newTracker()
+	const n = 5000 // past the initial ring size, so grow runs with a wrapped head
+	for i := 0; i < 300; i++ {
+		tr.add(record.Position{Offset: int64(i)})
+		tr.complete(int64(i))
+	}
+	seqs := make([]int64, 0, n)
+	for i := 0; i < n; i++ {
+		seqs = append(seqs, tr.add(record.Position{Offset: int64(300 + i)}))
+	}
+	rand.New(rand.NewPCG(1, 2)).Shuffle(len(seqs), func(i, j int) { seqs[i], seqs[j] = seqs[j], seqs[i] })
+	completed := map[int64]bool{}
+	for _, s := range seqs {
+		tr.complete(s)
+		completed[s] = true
+		p, _ := tr.watermark()
+		// every seq at or below the watermark must be completed
+		for q := int64(300); q <= p.Offset; q++ {
+			if !completed[q] {
+				t.Fatalf("watermark %d passes unfinished %d", p.Offset, q)
+			}
+		}
+		if !completed[p.Offset+1] && p.Offset+1 < 300+n {
+			continue
+		}
+	}
+	if p, _ := tr.watermark(); p.Offset != 300+n-1 {
+		t.Fatalf("final watermark = %d", p.Offset)
+	}
+}
+
+func TestTrackerIgnoresUnknownAndRepeatedSeqs(t *testing.T) {
+	tr := newTracker()
+	tr.add(record.Position{Offset: 7})
+	if tr.complete(5) || tr.complete(-1) {
+		t.Fatal("unknown seq moved the watermark")
+	}
+	tr.complete(0)
+	if tr.complete(0) {
+		t.Fatal("repeated completion moved the watermark")
+	}
+}
+
+func BenchmarkTracker(b *testing.B) {
+	tr := newTracker()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		s := tr.add(record.Position{Offset: int64(i)})
+		tr.complete(s)
+	}
+}
