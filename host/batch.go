@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
 	"github.com/weirhq/weir/sinks"
@@ -28,14 +29,22 @@ type work struct {
 	last     time.Time
 	msg      string
 	class    plugins.ErrorClass
+	// retryable is whether the latest failure may pass on its own (a
+	// dependency, not the record): such a record is only dead-lettered once
+	// other calls succeeded after it first failed.
+	retryable bool
+	// successesBefore is the pipeline's count of successful handler calls
+	// when the call of this record's first failure started.
+	successesBefore int64
 }
 
-func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string) {
+func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string, retryable bool, successesBefore int64) {
 	w.attempts++
 	if w.first.IsZero() {
 		w.first = now
+		w.successesBefore = successesBefore
 	}
-	w.last, w.class, w.msg = now, class, msg
+	w.last, w.class, w.msg, w.retryable = now, class, msg, retryable
 }
 
 // batchRun settles one batch: it calls the handler, writes outputs to sinks
@@ -49,6 +58,8 @@ type batchRun struct {
 	log  zerolog.Logger
 	ctx  context.Context
 	all  []*work
+	// parked is set once the batch gave up its lane slot (see park).
+	parked bool
 }
 
 func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
@@ -75,7 +86,10 @@ func (r *batchRun) run() {
 	if len(abandoned) > 0 && err == nil {
 		r.log.Debug().Int("records", len(abandoned)).Msg("batch abandoned on stop; its records will be redelivered")
 	}
-	r.lane.results <- completion{abandoned: abandoned, done: true, fatal: err}
+	if r.parked {
+		r.pl.stats.Parked.Add(-1)
+	}
+	r.lane.results <- completion{abandoned: abandoned, done: true, freeSlot: !r.parked, fatal: err}
 }
 
 // isDone reports whether w was reported complete to the lane. A work value
@@ -94,6 +108,18 @@ func (r *batchRun) complete(ws []*work) {
 	r.lane.results <- completion{items: items}
 }
 
+// park gives up the batch's concurrency slot in its lane while it retries
+// a few records (ordering key or none): their keys stay held, so later
+// records of those keys wait, while the lane goes on with other keys.
+func (r *batchRun) park() {
+	if r.parked || r.pl.cfg.Ordering == config.OrderingPartition {
+		return
+	}
+	r.parked = true
+	r.pl.stats.Parked.Add(1)
+	r.lane.results <- completion{freeSlot: true}
+}
+
 // settle works until every record of todo is complete or the lane is
 // stopped. maxAttempts is the number of failed attempts after which a record
 // is dead-lettered (and after which a batch failing as a whole is bisected).
@@ -103,7 +129,14 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 		if r.ctx.Err() != nil {
 			return nil
 		}
-		res, err := r.call(todo)
+		if retryN > 0 {
+			r.pl.stats.Retries.Add(int64(len(todo)))
+			if !sleep(r.ctx, backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)) {
+				return nil
+			}
+		}
+		retryN++
+		res, before, err := r.call(todo)
 		if r.ctx.Err() != nil {
 			return nil
 		}
@@ -111,16 +144,12 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 		if err != nil {
 			class := plugins.ClassOf(err)
 			for _, w := range todo {
-				w.failed(now, class, err.Error())
+				w.failed(now, class, err.Error(), plugins.IsRetryable(err), before)
 			}
 			r.pl.stats.HandlerErrors.Add(1)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
-				retryN++
-				r.pl.stats.Retries.Add(int64(len(todo)))
-				d := backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
 				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).
-					Int("attempt", todo[0].attempts).Dur("backoff", d).Msg("batch failed; retrying")
-				sleep(r.ctx, d)
+					Int("attempt", todo[0].attempts).Msg("batch failed; retrying")
 				continue
 			}
 			if len(todo) > 1 && r.pl.cfg.Retry.Bisect {
@@ -132,24 +161,32 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 				}
 				return r.settle(todo[mid:], todo[mid].attempts)
 			}
-			return r.deadLetter(todo)
+			held, err := r.deadLetter(todo)
+			if err != nil {
+				return err
+			}
+			todo = held
+			continue
 		}
-		next, err := r.outcome(todo, res, now, maxAttempts)
+		next, err := r.outcome(todo, res, now, maxAttempts, before)
 		if err != nil {
 			return err
 		}
-		if len(next) > 0 {
-			retryN++
-			r.pl.stats.Retries.Add(int64(len(next)))
-			sleep(r.ctx, backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff))
+		if len(next) > 0 && len(next) < len(todo) {
+			r.park()
 		}
 		todo = next
 	}
 	return nil
 }
 
-// call sends todo to the handler as one batch.
-func (r *batchRun) call(todo []*work) (*plugins.Result, error) {
+// call sends todo to the handler as one batch, through the handler breaker:
+// a call that times out, crashes the plugin, fails as a whole retryably, or
+// has every record fail retryably counts against it; a record's own bad data
+// does not. While the breaker is open, call waits.
+//
+// It also returns the pipeline's count of successful calls before this one.
+func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
 	recs := make([]record.Record, len(todo))
 	attempt := 1
 	for i, w := range todo {
@@ -160,16 +197,61 @@ func (r *batchRun) call(todo []*work) (*plugins.Result, error) {
 		Pipeline: r.pl.cfg.Name, Stream: r.lane.part.Stream, Partition: r.lane.part.ID,
 		Attempt: attempt, Records: recs,
 	}
-	start := time.Now()
-	res, err := r.pl.handler.Handle(r.ctx, b)
-	r.pl.stats.observeCall(time.Since(start))
+	var (
+		res    *plugins.Result
+		err    error
+		before int64
+	)
+	ok := r.pl.handlerBreaker.do(r.ctx, func() error {
+		before = r.pl.successes.Load()
+		start := time.Now()
+		res, err = r.pl.handler.Handle(r.ctx, b)
+		r.pl.stats.observeCall(time.Since(start))
+		if err == nil {
+			err = validateResult(res, len(todo))
+		}
+		sys := systemic(res, err, len(todo))
+		if sys == nil {
+			r.pl.successes.Add(1)
+		}
+		return sys
+	})
+	if !ok {
+		return nil, before, r.ctx.Err()
+	}
 	if err != nil {
-		return nil, fmt.Errorf("handling batch %d of %s: %w", r.id, r.lane.part, err)
+		return nil, before, fmt.Errorf("handling batch %d of %s: %w", r.id, r.lane.part, err)
 	}
-	if err := validateResult(res, len(todo)); err != nil {
-		return nil, fmt.Errorf("handling batch %d of %s: %w", r.id, r.lane.part, err)
+	return res, before, nil
+}
+
+// errAllRetryable marks, for the breaker, a call in which every record
+// failed retryably: the handler's dependency is down, not the data bad.
+var errAllRetryable = errors.New("every record failed retryably")
+
+// systemic says whether a handler call's outcome counts against the handler
+// breaker (non-nil) or as a success (nil). n is the batch's record count.
+func systemic(res *plugins.Result, err error, n int) error {
+	if err != nil {
+		if plugins.ClassOf(err) == plugins.ClassInvalidInput {
+			return nil // the batch's data, not the handler
+		}
+		return err
 	}
-	return res, nil
+	if len(res.Failures) < n {
+		return nil
+	}
+	failed := make(map[int]bool, len(res.Failures))
+	for _, f := range res.Failures {
+		if !f.Retryable {
+			return nil // the handler works: it judged a record bad
+		}
+		failed[f.Index] = true
+	}
+	if len(failed) == n {
+		return errAllRetryable
+	}
+	return nil
 }
 
 // badReply is a handler reply that breaks the protocol. It fails the whole
@@ -203,7 +285,7 @@ func validateResult(res *plugins.Result, n int) error {
 // then reported complete. It returns the records to try again: retryable
 // failures, and every later record of a failing record's key (so a key's
 // records complete in order).
-func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, maxAttempts int) ([]*work, error) {
+func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, maxAttempts int, before int64) ([]*work, error) {
 	type status struct {
 		fail     *plugins.Failure
 		deferred bool
@@ -251,7 +333,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		}
 	}
 	for name, msgs := range perSink {
-		if err := r.write(r.pl.sinks[name], "sink "+name, msgs); err != nil {
+		if err := r.write(r.pl.sinks[name], r.pl.sinkBreakers[name], "sink "+name, msgs); err != nil {
 			return nil, nil // stopped: abandon
 		}
 		r.pl.stats.Outputs.Add(int64(len(msgs)))
@@ -266,7 +348,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 			ok = append(ok, w)
 		default:
 			f := st[i].fail
-			w.failed(now, f.Class, f.Message)
+			w.failed(now, f.Class, f.Message, f.Retryable, before)
 			r.pl.stats.Failures.Add(1)
 			if !f.Retryable || w.attempts >= maxAttempts {
 				dead = append(dead, w)
@@ -276,48 +358,104 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		}
 	}
 	r.complete(ok)
-	if err := r.deadLetter(dead); err != nil {
+	if r.pl.guard != nil {
+		r.pl.guard.record(len(ok), 0)
+	}
+	held, err := r.deadLetter(dead)
+	if err != nil {
 		return nil, err
+	}
+	if len(held) > 0 {
+		next = mergeInOrder(todo, next, held)
 	}
 	return next, nil
 }
 
-// deadLetter writes ws to the DLQ and reports them complete. Without a DLQ it
-// returns a fatal error naming the first record.
-func (r *batchRun) deadLetter(ws []*work) error {
+// mergeInOrder returns the members of a and b in the order they have in
+// all (both are subsets of it).
+func mergeInOrder(all, a, b []*work) []*work {
+	in := make(map[*work]bool, len(a)+len(b))
+	for _, w := range a {
+		in[w] = true
+	}
+	for _, w := range b {
+		in[w] = true
+	}
+	out := make([]*work, 0, len(in))
+	for _, w := range all {
+		if in[w] {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// deadLetter writes the records of ws that failed for good to the DLQ and
+// reports them complete. It holds back (returns, to be retried) the records
+// whose failure may pass on its own and that no other call has succeeded
+// since: they met an outage, not their own bad data, and the DLQ is for
+// poison records. Without a DLQ, a record that failed for good is a fatal
+// error naming it; the DLQ guard is one too.
+func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 	if len(ws) == 0 {
-		return nil
+		return nil, nil
+	}
+	var dead []*work
+	for _, w := range ws {
+		if w.retryable && r.pl.successes.Load() <= w.successesBefore {
+			held = append(held, w)
+			continue
+		}
+		dead = append(dead, w)
+	}
+	if len(held) > 0 {
+		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).
+			Msg("records failed past retry.max_attempts but nothing has succeeded since: treating it as an outage, not dead-lettering; retrying")
+	}
+	if len(dead) == 0 {
+		return held, nil
 	}
 	if r.pl.dlq == nil {
-		w := ws[0]
-		return fmt.Errorf("pipeline %s: %s at %s: %s (%s): %w", r.pl.cfg.Name, r.lane.part, w.rec.Position, w.msg, w.class, ErrNoDLQ)
+		w := dead[0]
+		return nil, fmt.Errorf("pipeline %s: %s at %s: %s (%s): %w", r.pl.cfg.Name, r.lane.part, w.rec.Position, w.msg, w.class, ErrNoDLQ)
 	}
-	msgs := make([]record.Message, len(ws))
+	if err := r.pl.guard.check(len(dead)); err != nil {
+		return nil, fmt.Errorf("pipeline %s: %w", r.pl.cfg.Name, err)
+	}
+	msgs := make([]record.Message, len(dead))
 	origin := dlq.Origin{Pipeline: r.pl.cfg.Name, HandlerName: r.pl.info.Name, HandlerVersion: r.pl.info.Version, HostID: r.pl.hostID}
-	for i, w := range ws {
+	for i, w := range dead {
 		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
 		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).
 			Int("attempts", w.attempts).Str("error", w.msg).Msg("record dead-lettered")
 	}
-	if err := r.write(r.pl.dlq, "dlq", msgs); err != nil {
-		return nil // stopped: abandon, nothing committed past these records
+	if err := r.write(r.pl.dlq, r.pl.dlqBreaker, "dlq", msgs); err != nil {
+		return nil, nil // stopped: abandon, nothing committed past these records
 	}
-	w := ws[0]
-	r.log.Info().Int("records", len(ws)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+	w := dead[0]
+	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).
 		Int("attempts", w.attempts).Str("error", w.msg).Msg("dead-lettered (first of them shown; debug level lists each)")
 	r.pl.stats.DLQ.Add(int64(len(msgs)))
-	r.complete(ws)
-	return nil
+	r.pl.guard.record(0, len(dead))
+	r.complete(dead)
+	return held, nil
 }
 
-// write writes msgs to s, retrying the messages that failed with backoff
-// until all are written or the lane is stopped (then it returns ctx's error).
-// A destination that is down therefore holds the batch, and with it the
-// partition's commit, instead of losing records.
-func (r *batchRun) write(s Sink, what string, msgs []record.Message) error {
+// write writes msgs to s through its breaker, retrying the messages that
+// failed with backoff until all are written or the lane is stopped (then it
+// returns ctx's error). A destination that is down therefore holds the
+// batch, and with it the partition's commit, instead of losing records;
+// once its breaker opens, the pipeline's partitions pause.
+func (r *batchRun) write(s Sink, b *breaker, what string, msgs []record.Message) error {
 	for n := 1; ; n++ {
-		err := s.Write(r.ctx, msgs)
+		var err error
+		if !b.do(r.ctx, func() error {
+			err = s.Write(r.ctx, msgs)
+			return err
+		}) {
+			return r.ctx.Err()
+		}
 		if err == nil {
 			return nil
 		}

@@ -115,6 +115,13 @@ func (c *committer) commit(ctx context.Context, batch map[record.Partition]recor
 	for p, pos := range batch {
 		c.committed[p] = pos
 	}
+	if e := c.log.Debug(); e.Enabled() {
+		d := zerolog.Dict()
+		for p, pos := range batch {
+			d = d.Str(p.String(), pos.String())
+		}
+		e.Dict("positions", d).Msg("committed")
+	}
 	if c.onDone != nil {
 		c.onDone(batch)
 	}

@@ -67,9 +67,18 @@ func newEnv(t *testing.T, partitions int32) *env {
 	return e
 }
 
+// echoHandler is the handler section of e.config.
+const echoHandler = `{ plugin: "builtin:echo", instances: 2, timeout: 10s, env: { WEIR_ECHO_SINK: out } }`
+
 // config is a one-pipeline file: builtin echo handler, key ordering, output
 // to e.out. extra is appended to the pipeline (indented YAML).
 func (e *env) config(extra string) *config.File {
+	e.t.Helper()
+	return e.configWith(echoHandler, extra)
+}
+
+// configWith is config with another handler section.
+func (e *env) configWith(handler, extra string) *config.File {
 	e.t.Helper()
 	y := fmt.Sprintf(`version: 1
 kafka: { brokers: [%s] }
@@ -77,12 +86,12 @@ pipelines:
   - name: e2e
     source: { kafka: { topics: [%s], group: %s } }
     batch: { max_records: 200, max_bytes: 1MiB, max_wait: 5ms }
-    handler: { plugin: "builtin:echo", instances: 2, timeout: 10s, env: { WEIR_ECHO_SINK: out } }
+    handler: %s
     ordering: key
     retry: { max_attempts: 5, initial_backoff: 10ms, max_backoff: 200ms }
     sinks: { out: { kafka: { topic: %s } } }
     shutdown_timeout: 10s
-%s`, strings.Join(e.brokers, ", "), e.in, e.group, e.out, extra)
+%s`, strings.Join(e.brokers, ", "), e.in, e.group, handler, e.out, extra)
 	cfg, err := config.Parse("e2e.yaml", []byte(y))
 	if err != nil {
 		e.t.Fatalf("config: %v", err)
@@ -110,7 +119,7 @@ type running struct {
 }
 
 func (e *env) start(cfg *config.File, name string, onEvent func(host.Event)) *running {
-	log := zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel).With().Str("host", name).Logger()
+	log := zerolog.New(zerolog.NewTestWriter(e.t)).Level(testLogLevel()).With().Str("host", name).Logger()
 	h := host.New(cfg, host.Options{Logger: log, HostID: name, OnEvent: onEvent,
 		// notice rebalances within a tenth of a second, not kgo's 3s default
 		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
@@ -207,6 +216,13 @@ func verifyOutputs(t *testing.T, recs []*kgo.Record, n int) {
 	}
 	if dups > 0 {
 		t.Errorf("%d duplicate outputs without a crash", dups)
+		var ids []int
+		for id, c := range seen {
+			if c > 1 {
+				ids = append(ids, id)
+			}
+		}
+		t.Logf("duplicated ids: %v", ids[:min(len(ids), 50)])
 	}
 }
 
@@ -398,4 +414,13 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// testLogLevel is warn, or WEIR_TEST_LOG (debug, info, ...) to see more of a
+// failing end-to-end test.
+func testLogLevel() zerolog.Level {
+	if l, err := zerolog.ParseLevel(os.Getenv("WEIR_TEST_LOG")); err == nil && os.Getenv("WEIR_TEST_LOG") != "" {
+		return l
+	}
+	return zerolog.WarnLevel
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -190,33 +191,46 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (
 		}
 	}
 
-	// Kafka topics written by this pipeline, created if missing.
-	var topics []string
-	for _, s := range pc.Sinks {
-		if s.Kafka != nil {
-			topics = append(topics, s.Kafka.Topic)
+	// One producer per cluster the pipeline writes to: the shared one, and
+	// any other a sink or the DLQ names with brokers.
+	producers := map[string]*kgo.Client{}
+	producer := func(brokers []string, topic string) (*kgo.Client, error) {
+		opts := conn
+		if len(brokers) > 0 {
+			opts = append(append([]kgo.Opt{}, conn...), kgo.SeedBrokers(brokers...))
 		}
-	}
-	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
-		topics = append(topics, pc.DLQ.Kafka.Topic)
-	}
-	var producer *kgo.Client
-	if len(topics) > 0 {
-		if err := kafkasrc.EnsureTopics(ctx, conn, -1, topics...); err != nil {
-			return nil, closeFn, fmt.Errorf("creating output topics %v: %w", topics, err)
+		key := strings.Join(brokers, ",")
+		cl := producers[key]
+		if cl == nil {
+			var err error
+			cl, err = kgo.NewClient(append(append([]kgo.Opt{}, opts...),
+				kgo.ProducerLinger(kafkasink.DefaultLinger), kgo.AllowAutoTopicCreation())...)
+			if err != nil {
+				return nil, fmt.Errorf("creating the kafka producer: %w", err)
+			}
+			producers[key] = cl
+			closers = append(closers, cl.Close)
 		}
-		producer, err = kgo.NewClient(append(append([]kgo.Opt{}, conn...), kgo.ProducerLinger(kafkasink.DefaultLinger))...)
-		if err != nil {
-			return nil, closeFn, fmt.Errorf("creating the kafka producer: %w", err)
+		// Create the topic if it is missing. A cluster that does not answer
+		// now is not fatal: writes to it hold their batches (and the
+		// commit) and retry until it does.
+		ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := kafkasrc.EnsureTopics(ectx, opts, -1, topic); err != nil {
+			log.Warn().Err(err).Str("topic", topic).Strs("brokers", brokers).Msg("could not check or create an output topic; writes to it will wait and retry")
 		}
-		closers = append(closers, producer.Close)
+		return cl, nil
 	}
 
 	sinkMap := make(map[string]Sink, len(pc.Sinks))
 	for name, s := range pc.Sinks {
 		switch {
 		case s.Kafka != nil:
-			k, err := kafkasink.NewWithClient(producer, s.Kafka.Topic)
+			cl, err := producer(s.Kafka.Brokers, s.Kafka.Topic)
+			if err != nil {
+				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
+			}
+			k, err := kafkasink.NewWithClient(cl, s.Kafka.Topic)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
@@ -233,7 +247,11 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (
 	}
 	var dlqSink Sink
 	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
-		k, err := kafkasink.NewWithClient(producer, pc.DLQ.Kafka.Topic)
+		cl, err := producer(pc.DLQ.Kafka.Brokers, pc.DLQ.Kafka.Topic)
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("dlq: %w", err)
+		}
+		k, err := kafkasink.NewWithClient(cl, pc.DLQ.Kafka.Topic)
 		if err != nil {
 			return nil, closeFn, fmt.Errorf("dlq: %w", err)
 		}

@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -28,6 +29,9 @@ type completion struct {
 	abandoned []*item
 	// done is set on a batch's last message.
 	done bool
+	// freeSlot says the batch no longer occupies one of the lane's
+	// concurrent batch slots: sent once per batch, when it ends or parks.
+	freeSlot bool
 	// fatal stops the pipeline: a record failed for good with no DLQ.
 	fatal error
 }
@@ -59,9 +63,11 @@ type lane struct {
 	queue         []*item
 	tracker       *tracker
 	busyKeys      map[string]int
-	inflight      int
+	inflight      int // batches holding a concurrency slot
+	workers       int // batch goroutines running, parked ones included
 	maxConcurrent int
 	batchN        int64
+	maxDispatched int64 // seq of the newest record dispatched; -1 before any
 	results       chan completion
 }
 
@@ -77,7 +83,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		hardCtx: hardCtx, hardStop: hardStop,
 		tracker: newTracker(), busyKeys: map[string]int{},
-		maxConcurrent: conc, results: make(chan completion, conc),
+		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
 	}
 }
 
@@ -136,10 +142,18 @@ func (l *lane) run() {
 	for {
 		l.takeIncoming()
 		var wait time.Duration
-		if !stopping {
-			wait = l.dispatch(time.Now())
+		switch {
+		case !stopping:
+			wait = l.dispatch(time.Now(), math.MaxInt64, false)
+		case l.hardCtx.Err() == nil:
+			// Soft stop: dispatch nothing new, but fill the gaps below
+			// the newest record already dispatched. Under ordering key,
+			// records of busy keys wait in the queue while later ones
+			// run; abandoning them would hold the commit below records
+			// that completed, and the next owner would repeat those.
+			l.dispatch(time.Now(), l.maxDispatched, true)
 		}
-		if stopping && l.inflight == 0 {
+		if stopping && l.workers == 0 {
 			l.abandonQueue()
 			return
 		}
@@ -192,15 +206,19 @@ func (l *lane) abandonQueue() {
 	l.pl.release(bytes)
 }
 
-// dispatch starts as many batches as the ordering mode allows. It returns how
-// long to wait before a partial batch becomes due (0: nothing to wait for).
-func (l *lane) dispatch(now time.Time) time.Duration {
+// dispatch starts as many batches as the ordering mode allows, of records
+// up to seq limit. It returns how long to wait before a partial batch
+// becomes due (0: nothing to wait for); with force, a partial batch is due
+// at once.
+func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 	for l.inflight < l.maxConcurrent && len(l.queue) > 0 {
-		batch, wait := l.take(now)
+		batch, wait := l.take(now, limit, force)
 		if batch == nil {
 			return wait
 		}
+		l.maxDispatched = max(l.maxDispatched, batch[len(batch)-1].seq)
 		l.inflight++
+		l.workers++
 		l.batchN++
 		l.pl.startBatch(l, l.batchN, batch)
 	}
@@ -210,20 +228,23 @@ func (l *lane) dispatch(now time.Time) time.Duration {
 // take removes the next batch from the queue, or returns how long until one
 // is due. A batch closes at max_records or max_bytes, or when its oldest
 // record has waited max_wait.
-func (l *lane) take(now time.Time) ([]*item, time.Duration) {
+func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
 	if l.pl.cfg.Ordering == config.OrderingKey {
-		return l.takeByKey(now)
+		return l.takeByKey(now, limit, force)
 	}
 	n, bytes := 0, int64(0)
-	for n < len(l.queue) && n < b.MaxRecords {
+	for n < len(l.queue) && n < b.MaxRecords && l.queue[n].seq <= limit {
 		if n > 0 && bytes+l.queue[n].size > b.MaxBytes {
 			break
 		}
 		bytes += l.queue[n].size
 		n++
 	}
-	full := n == b.MaxRecords || n < len(l.queue)
+	if n == 0 {
+		return nil, 0
+	}
+	full := force || n == b.MaxRecords || n < len(l.queue)
 	if !full {
 		if due := l.queue[0].arrived.Add(b.MaxWait); due.After(now) {
 			return nil, due.Sub(now)
@@ -245,16 +266,19 @@ func (l *lane) keyScanLimit() int { return 16 * l.pl.cfg.Batch.MaxRecords }
 // takeByKey forms a batch of records whose keys have nothing in flight. A
 // record of a busy key blocks every later record of that key, so each key's
 // records leave the queue in order.
-func (l *lane) takeByKey(now time.Time) ([]*item, time.Duration) {
+func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
 	var picked []int
 	var blocked map[string]struct{}
 	bytes := int64(0)
 	sizeFull := false
-	limit := min(len(l.queue), l.keyScanLimit())
+	scan := min(len(l.queue), l.keyScanLimit())
 	var oldest time.Time
-	for i := 0; i < limit && len(picked) < b.MaxRecords; i++ {
+	for i := 0; i < scan && len(picked) < b.MaxRecords; i++ {
 		it := l.queue[i]
+		if it.seq > limit {
+			break
+		}
 		k := string(it.rec.Key)
 		if l.busyKeys[k] > 0 {
 			continue
@@ -283,7 +307,7 @@ func (l *lane) takeByKey(now time.Time) ([]*item, time.Duration) {
 	if len(picked) == 0 {
 		return nil, 0 // every key at the head is busy: a completion will wake us
 	}
-	full := len(picked) == b.MaxRecords || sizeFull
+	full := force || len(picked) == b.MaxRecords || sizeFull
 	if !full {
 		if due := oldest.Add(b.MaxWait); due.After(now) {
 			return nil, due.Sub(now)
@@ -329,8 +353,11 @@ func (l *lane) finish(c completion) {
 		}
 	}
 	l.pl.completed(len(c.items), bytes)
-	if c.done {
+	if c.freeSlot {
 		l.inflight--
+	}
+	if c.done {
+		l.workers--
 	}
 	if c.fatal != nil {
 		l.pl.fail(c.fatal)

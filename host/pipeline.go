@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -71,9 +72,23 @@ type pipeline struct {
 	// with a fake handler.
 	restarts func() int64
 
-	mu     sync.Mutex
-	lanes  map[record.Partition]*lane
-	paused map[record.Partition]bool
+	// Breakers guard the handler pool, each sink and the DLQ; while any is
+	// open every partition is paused at the source.
+	handlerBreaker *breaker
+	sinkBreakers   map[string]*breaker
+	dlqBreaker     *breaker
+	guard          *dlqGuard // nil without a DLQ
+	// successes counts handler calls that were not systemic failures (a
+	// record handled, or rejected as bad data): a record failing retryably
+	// is only dead-lettered if a call succeeded after its first failure
+	// began. Otherwise it met an outage, not its own bad data.
+	successes atomic.Int64
+
+	mu            sync.Mutex
+	lanes         map[record.Partition]*lane
+	backpressured map[record.Partition]bool // over max_inflight_bytes
+	paused        map[record.Partition]bool // paused at the source now
+	openBreakers  map[string]bool
 
 	cancel  context.CancelCauseFunc
 	failMu  sync.Mutex
@@ -96,6 +111,20 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
 		hostID: d.hostID, onEvent: d.onEvent, stats: &Stats{},
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
+		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
+	}
+	pl.handlerBreaker = newBreaker("handler", cfg.Breaker, pl.log, pl.breakerChanged)
+	pl.sinkBreakers = make(map[string]*breaker, len(d.sinks))
+	for name := range d.sinks {
+		pl.sinkBreakers[name] = newBreaker("sink "+name, cfg.Breaker, pl.log, pl.breakerChanged)
+	}
+	if d.dlq != nil {
+		pl.dlqBreaker = newBreaker("dlq", cfg.Breaker, pl.log, pl.breakerChanged)
+		ratio, window := 0.5, 1000
+		if cfg.DLQ != nil {
+			ratio, window = cfg.DLQ.MaxRatio, cfg.DLQ.Window
+		}
+		pl.guard = newDLQGuard(ratio, window)
 	}
 	pl.commits = newCommitter(d.src, pl.log)
 	pl.commits.onDone = func(m map[record.Partition]record.Position) {
@@ -181,6 +210,7 @@ func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
 		pl.mu.Unlock()
 		pl.commits.own(c.Partition)
 		go l.run()
+		pl.reconcilePauses() // a breaker may be open: start paused
 		l.log.Info().Int64("generation", c.Generation).Msg("partition assigned")
 		pl.event(EventAssigned, c.Partition, record.Position{})
 	}
@@ -224,29 +254,60 @@ func (pl *pipeline) Lost(_ context.Context, parts []record.Partition) {
 	}
 }
 
-// detach removes the lanes of parts. A partition paused for backpressure is
-// resumed at the source, which would otherwise keep it paused if it comes
-// back to us in a later assignment.
+// detach removes the lanes of parts. The source clears its pauses of a
+// partition it revokes or loses.
 func (pl *pipeline) detach(parts []record.Partition) []*lane {
 	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	var out []*lane
-	var resume []record.Partition
 	for _, p := range parts {
 		if l := pl.lanes[p]; l != nil {
 			out = append(out, l)
 			delete(pl.lanes, p)
 		}
-		if pl.paused[p] {
+		delete(pl.backpressured, p)
+		delete(pl.paused, p)
+	}
+	pl.stats.Paused.Store(int64(len(pl.paused)))
+	return out
+}
+
+// reconcilePauses pauses at the source every partition that should be
+// paused (over the in-flight budget, or any breaker open) and resumes the
+// others that are paused.
+func (pl *pipeline) reconcilePauses() {
+	pl.mu.Lock()
+	var pause, resume []record.Partition
+	for p := range pl.lanes {
+		want := pl.backpressured[p] || len(pl.openBreakers) > 0
+		if want && !pl.paused[p] {
+			pl.paused[p] = true
+			pause = append(pause, p)
+		} else if !want && pl.paused[p] {
 			delete(pl.paused, p)
-			pl.stats.Paused.Add(-1)
 			resume = append(resume, p)
 		}
 	}
+	pl.stats.Paused.Store(int64(len(pl.paused)))
 	pl.mu.Unlock()
+	if len(pause) > 0 {
+		pl.src.Pause(pause...)
+	}
 	if len(resume) > 0 {
 		pl.src.Resume(resume...)
 	}
-	return out
+}
+
+// breakerChanged pauses every partition while any breaker is open.
+func (pl *pipeline) breakerChanged(name string, open bool) {
+	pl.mu.Lock()
+	if open {
+		pl.openBreakers[name] = true
+	} else {
+		delete(pl.openBreakers, name)
+	}
+	pl.mu.Unlock()
+	pl.reconcilePauses()
 }
 
 // Deliver implements sources.Lanes.
@@ -262,14 +323,12 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 	bytes := l.deliver(recs, time.Now())
 	if pl.stats.InflightBytes.Add(bytes) > pl.cfg.MaxInflightBytes {
 		pl.mu.Lock()
-		if !pl.paused[p] && pl.lanes[p] == l {
-			pl.paused[p] = true
-			pl.stats.Paused.Add(1)
-			pl.mu.Unlock()
-			pl.src.Pause(p)
-			return
-		}
+		already := pl.backpressured[p] || pl.lanes[p] != l
+		pl.backpressured[p] = true
 		pl.mu.Unlock()
+		if !already {
+			pl.reconcilePauses()
+		}
 	}
 }
 
@@ -289,16 +348,10 @@ func (pl *pipeline) release(bytes int64) {
 		return
 	}
 	pl.mu.Lock()
-	if len(pl.paused) == 0 {
-		pl.mu.Unlock()
-		return
-	}
-	resume := make([]record.Partition, 0, len(pl.paused))
-	for p := range pl.paused {
-		resume = append(resume, p)
-		delete(pl.paused, p)
-	}
-	pl.stats.Paused.Add(-int64(len(resume)))
+	had := len(pl.backpressured) > 0
+	clear(pl.backpressured)
 	pl.mu.Unlock()
-	pl.src.Resume(resume...)
+	if had {
+		pl.reconcilePauses()
+	}
 }

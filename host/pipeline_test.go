@@ -129,6 +129,7 @@ func testPipelineConfig() *config.Pipeline {
 		Handler:          config.Handler{Instances: 4, Timeout: time.Second},
 		Ordering:         config.OrderingPartition,
 		Retry:            config.Retry{MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Bisect: true},
+		Breaker:          config.Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 100 * time.Millisecond, Interval: time.Minute},
 		MaxInflightBytes: 64 << 20,
 		ShutdownTimeout:  5 * time.Second,
 	}
@@ -509,5 +510,51 @@ func TestRevokeAbandonsAtDeadline(t *testing.T) {
 	}
 	if got := h.pl.stats.InflightBytes.Load(); got != 0 {
 		t.Fatalf("in-flight bytes after revoke = %d", got)
+	}
+}
+
+// Regression: under ordering key, a graceful revoke abandoned queued records
+// of a busy key while later records of other keys had completed, so the
+// final commit stopped below completed records and the next owner repeated
+// them (duplicates in TestRebalanceWhileFlowing). Draining now fills those
+// gaps first.
+func TestRevokeUnderKeyOrderingFillsGapsBeforeCommitting(t *testing.T) {
+	cfg := testPipelineConfig()
+	cfg.Ordering = config.OrderingKey
+	cfg.Batch.MaxWait = time.Millisecond
+	release := make(chan struct{})
+	var mu sync.Mutex
+	handled := map[int64]int{}
+	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		if b.Records[0].Position.Offset == 0 {
+			<-release // key k0's first record is slow
+		}
+		mu.Lock()
+		for _, r := range b.Records {
+			handled[r.Position.Offset]++
+		}
+		mu.Unlock()
+		return echo(b), nil
+	}), false)
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+	key := func(off int64, k string) record.Record {
+		return record.Record{Partition: p, Position: record.Position{Offset: off}, Key: []byte(k), Value: []byte("v")}
+	}
+	h.pl.Deliver(p, []record.Record{key(0, "k0")})
+	time.Sleep(20 * time.Millisecond) // offset 0 is in flight, k0 busy
+	h.pl.Deliver(p, []record.Record{key(1, "k0"), key(2, "k1"), key(3, "k2")})
+	h.waitCompleted(2) // offsets 2 and 3 done; 1 waits behind 0
+	go func() { time.Sleep(50 * time.Millisecond); close(release) }()
+	h.pl.Revoke(context.Background(), []record.Partition{p})
+	if c, _ := h.src.lastCommit(p); c != 3 {
+		t.Fatalf("final commit = %d, want 3 (offset 1 must be handled before the revoke completes)", c)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for off := int64(0); off < 4; off++ {
+		if handled[off] != 1 {
+			t.Fatalf("offset %d handled %d times", off, handled[off])
+		}
 	}
 }

@@ -19,6 +19,7 @@ type Stats struct {
 	InflightBytes atomic.Int64 // bytes delivered and not yet complete
 	Paused        atomic.Int64 // partitions paused for backpressure now
 	Commits       atomic.Int64 // successful source commits
+	Parked        atomic.Int64 // batches holding back keys while retrying records
 	callNanos     atomic.Int64
 	calls         atomic.Int64
 }
@@ -42,6 +43,7 @@ type Snapshot struct {
 	InflightBytes int64   `json:"inflight_bytes"`
 	Paused        int64   `json:"paused_partitions"`
 	Commits       int64   `json:"commits"`
+	Parked        int64   `json:"parked_batches"`
 	MeanCallMs    float64 `json:"mean_call_ms"`
 	// PluginRestarts counts handler processes restarted after a crash or a
 	// timeout.
@@ -54,7 +56,7 @@ func (s *Stats) Snapshot() Snapshot {
 		RecordsIn: s.RecordsIn.Load(), Completed: s.Completed.Load(), Outputs: s.Outputs.Load(),
 		Failures: s.Failures.Load(), DLQ: s.DLQ.Load(), Retries: s.Retries.Load(),
 		Batches: s.Batches.Load(), HandlerErrors: s.HandlerErrors.Load(),
-		InflightBytes: s.InflightBytes.Load(), Paused: s.Paused.Load(), Commits: s.Commits.Load(),
+		InflightBytes: s.InflightBytes.Load(), Paused: s.Paused.Load(), Commits: s.Commits.Load(), Parked: s.Parked.Load(),
 	}
 	if n := s.calls.Load(); n > 0 {
 		snap.MeanCallMs = float64(s.callNanos.Load()) / float64(n) / 1e6

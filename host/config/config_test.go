@@ -775,6 +775,21 @@ func TestDurations(t *testing.T) {
 	}
 }
 
+// The DLQ guard's defaults apply when a dlq section is present.
+func TestDLQDefaultsAndChecks(t *testing.T) {
+	f := mustParse(t, minimal+"    dlq: { kafka: { topic: dead } }\n")
+	if d := f.Pipelines[0].DLQ; d == nil || d.MaxRatio != 0.5 || d.Window != 1000 || d.Kafka.Topic != "dead" {
+		t.Fatalf("dlq = %+v", d)
+	}
+	_, err := Parse("weir.yaml", []byte(minimal+"    dlq: { kafka: { topic: dead, brokers: [other:9092] }, max_ratio: 1.5, window: 3 }\n    breaker: { failure_ratio: 0, min_requests: 0, open_for: 0s }\n"), SkipFileChecks())
+	for _, want := range []string{"dlq.max_ratio: must be more than 0 and at most 1, got 1.5", "dlq.window: must be at least 10, got 3",
+		"breaker.failure_ratio: must be more than 0", "breaker.min_requests: must be at least 1", "breaker.open_for:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
 // TestDefaults pins the documented defaults, so changing one is a visible
 // decision (types.go documents them for users).
 func TestDefaults(t *testing.T) {
@@ -792,12 +807,13 @@ func TestDefaults(t *testing.T) {
 		},
 		Ordering:         OrderingPartition,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},
+		Breaker:          Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 30 * time.Second, Interval: time.Minute},
 		Sinks:            map[string]Sink{"out": {Kafka: &KafkaSink{Topic: "out"}}},
 		MaxInflightBytes: 64 << 20,
 		ShutdownTimeout:  30 * time.Second,
 	}
 	if got := f.Pipelines[0]; !reflect.DeepEqual(got, want) {
-		t.Errorf("pipeline with defaults:\n got %+v\nwant %+v", got, want)
+		t.Errorf("pipeline with defaults (no dlq):\n got %+v\nwant %+v", got, want)
 	}
 	d := Defaults()
 	d.Name, d.Source, d.Handler.Plugin, d.Handler.Builtin, d.Sinks = want.Name, want.Source, want.Handler.Plugin, want.Handler.Builtin, want.Sinks

@@ -299,6 +299,20 @@ func (d *decoder) int(n *yaml.Node, path string, dst *int) {
 	}
 }
 
+func (d *decoder) float(n *yaml.Node, path string, dst *float64) {
+	m, ok := d.scalar(n, path, "a number")
+	if !ok {
+		return
+	}
+	if t := m.ShortTag(); t != "!!float" && t != "!!int" {
+		d.errorf(n, path, "%q is not a number", m.Value)
+		return
+	}
+	if err := m.Decode(dst); err != nil {
+		d.errorf(n, path, "%q is not a number", m.Value)
+	}
+}
+
 func (d *decoder) bool(n *yaml.Node, path string, dst *bool) {
 	m, ok := d.scalar(n, path, "true or false")
 	if !ok {
@@ -431,12 +445,17 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		"ordering": func(v *yaml.Node, p string) {
 			d.str(v, p, (*string)(&pl.Ordering))
 		},
-		"retry": func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
-		"sinks": func(v *yaml.Node, p string) { d.sinks(v, p, &pl.Sinks) },
+		"retry":   func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
+		"breaker": func(v *yaml.Node, p string) { d.breaker(v, p, &pl.Breaker) },
+		"sinks":   func(v *yaml.Node, p string) { d.sinks(v, p, &pl.Sinks) },
 		"dlq": func(v *yaml.Node, p string) {
 			if !isNull(resolve(v)) {
-				pl.DLQ = &DLQ{}
-				d.object(v, p, fields{"kafka": d.kafkaSink(&pl.DLQ.Kafka)})
+				pl.DLQ = defaultDLQ()
+				d.object(v, p, fields{
+					"kafka":     d.kafkaSink(&pl.DLQ.Kafka),
+					"max_ratio": func(v *yaml.Node, p string) { d.float(v, p, &pl.DLQ.MaxRatio) },
+					"window":    func(v *yaml.Node, p string) { d.int(v, p, &pl.DLQ.Window) },
+				})
 			}
 		},
 		"max_inflight_bytes": func(v *yaml.Node, p string) { d.size(v, p, &pl.MaxInflightBytes) },
@@ -486,6 +505,15 @@ func (d *decoder) retry(n *yaml.Node, path string, r *Retry) {
 	})
 }
 
+func (d *decoder) breaker(n *yaml.Node, path string, b *Breaker) {
+	d.object(n, path, fields{
+		"failure_ratio": func(v *yaml.Node, p string) { d.float(v, p, &b.FailureRatio) },
+		"min_requests":  func(v *yaml.Node, p string) { d.int(v, p, &b.MinRequests) },
+		"open_for":      func(v *yaml.Node, p string) { d.duration(v, p, &b.OpenFor) },
+		"interval":      func(v *yaml.Node, p string) { d.duration(v, p, &b.Interval) },
+	})
+}
+
 func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 	out := map[string]Sink{}
 	d.entries(n, path, func(key, val *yaml.Node, p string) {
@@ -508,7 +536,8 @@ func (d *decoder) kafkaSink(dst **KafkaSink) func(*yaml.Node, string) {
 		k := &KafkaSink{}
 		*dst = k
 		d.object(v, p, fields{
-			"topic": func(v *yaml.Node, p string) { d.str(v, p, &k.Topic) },
+			"topic":   func(v *yaml.Node, p string) { d.str(v, p, &k.Topic) },
+			"brokers": func(v *yaml.Node, p string) { d.strs(v, p, &k.Brokers) },
 		})
 	}
 }

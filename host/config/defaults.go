@@ -30,6 +30,12 @@ func Defaults() Pipeline {
 			MaxBackoff:     10 * time.Second,
 			Bisect:         true,
 		},
+		Breaker: Breaker{
+			FailureRatio: 0.5,
+			MinRequests:  20,
+			OpenFor:      30 * time.Second,
+			Interval:     60 * time.Second,
+		},
 		MaxInflightBytes: 64 << 20,
 		ShutdownTimeout:  30 * time.Second,
 	}
@@ -46,6 +52,11 @@ func defaultFile() File {
 // defaultKafkaSource is a Kafka source before its YAML is decoded onto it.
 func defaultKafkaSource() *KafkaSource {
 	return &KafkaSource{Start: Start{Kind: StartEarliest}}
+}
+
+// defaultDLQ is a DLQ section before its YAML is decoded onto it.
+func defaultDLQ() *DLQ {
+	return &DLQ{MaxRatio: 0.5, Window: 1000}
 }
 
 // applyDefaults fills the defaults that depend on other fields, once the

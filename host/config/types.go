@@ -92,6 +92,10 @@ type Pipeline struct {
 	Ordering Ordering
 	// Retry (YAML: retry) says how failures are retried.
 	Retry Retry
+	// Breaker (YAML: breaker) guards the handler pool and each sink: on
+	// systemic failure it opens, the pipeline's partitions pause at the
+	// source, and after OpenFor one probe batch decides whether to resume.
+	Breaker Breaker
 	// Sinks by name (YAML: sinks: {NAME: {KIND: ...}}); at least one.
 	// Handler outputs name one of them. A name matches ^[A-Za-z0-9_.-]+$.
 	Sinks map[string]Sink
@@ -223,6 +227,9 @@ type KafkaSink struct {
 	// Topic (YAML: topic) is required, a valid Kafka topic name, and not a
 	// source topic of the same pipeline.
 	Topic string
+	// Brokers (YAML: brokers) optionally names another cluster to write
+	// to; default: the shared kafka.brokers.
+	Brokers []string
 }
 
 // StdoutSink writes one JSON line per output to standard output. It has no
@@ -232,6 +239,37 @@ type StdoutSink struct{}
 // DLQ is where records that failed for good are written (YAML: dlq:
 // {KIND: ...}). Exactly one field is set.
 type DLQ struct {
-	// Kafka (YAML: kafka: {topic: T}) writes dead letters to a topic.
+	// Kafka (YAML: kafka: {topic: T, brokers: [...]}) writes dead letters
+	// to a topic, on the shared cluster or on the one brokers names.
 	Kafka *KafkaSink
+	// MaxRatio (YAML: max_ratio) is the DLQ guard: when more than this
+	// fraction of the last Window records would be dead-lettered (a bad
+	// deploy, not bad data), the pipeline halts with an error instead.
+	// Default 0.5; in (0, 1]; 1 turns the guard off.
+	MaxRatio float64
+	// Window (YAML: window) is how many of the latest records the guard
+	// looks at. Default 1000; at least 10. The guard judges once a tenth of
+	// the window has been seen.
+	Window int
+}
+
+// Breaker configures the circuit breakers of a pipeline (one for the
+// handler pool, one per sink). Systemic failures count against them:
+// batches that time out, crash the plugin, fail as a whole with a
+// retryable error or have every record fail retryably, and sink writes
+// that fail. A record's own bad data never counts.
+type Breaker struct {
+	// FailureRatio (YAML: failure_ratio): the breaker opens when at least
+	// this fraction of the calls in the current interval failed. Default
+	// 0.5; in (0, 1].
+	FailureRatio float64
+	// MinRequests (YAML: min_requests): the breaker does not open before
+	// this many calls in the interval. Default 20.
+	MinRequests int
+	// OpenFor (YAML: open_for) is how long the breaker stays open before a
+	// probe batch is let through. Default 30s.
+	OpenFor time.Duration
+	// Interval (YAML: interval) is how often the counts of a closed
+	// breaker are reset. Default 60s.
+	Interval time.Duration
 }

@@ -107,6 +107,7 @@ func (d *decoder) checkPipeline(path string, p *Pipeline) {
 	d.checkHandler(path+".handler", &p.Handler, p.Sinks)
 	d.checkOrdering(path+".ordering", p.Ordering)
 	d.checkRetry(path+".retry", p.Retry)
+	d.checkBreaker(path+".breaker", p.Breaker)
 	d.checkSinks(path+".sinks", p)
 	d.checkDLQ(path+".dlq", p)
 	d.positiveSize(path+".max_inflight_bytes", p.MaxInflightBytes)
@@ -243,6 +244,22 @@ func (d *decoder) checkRetry(path string, r Retry) {
 	}
 }
 
+func (d *decoder) checkBreaker(path string, b Breaker) {
+	d.ratio(path+".failure_ratio", b.FailureRatio)
+	if b.MinRequests < 1 {
+		d.errorAt(path+".min_requests", "must be at least 1, got %d", b.MinRequests)
+	}
+	d.positiveDuration(path+".open_for", b.OpenFor)
+	d.positiveDuration(path+".interval", b.Interval)
+}
+
+// ratio checks a fraction in (0, 1].
+func (d *decoder) ratio(path string, r float64) {
+	if !(r > 0 && r <= 1) {
+		d.errorAt(path, "must be more than 0 and at most 1, got %v", r)
+	}
+}
+
 func (d *decoder) checkSinks(path string, p *Pipeline) {
 	if len(p.Sinks) == 0 {
 		d.errorAt(path, "%s; declare at least one sink", d.missing(path))
@@ -268,6 +285,10 @@ func (d *decoder) checkDLQ(path string, p *Pipeline) {
 		return
 	}
 	d.checkOutputTopic(path+".kafka.topic", p.DLQ.Kafka.Topic, p.Source, "dead letters would loop back into the pipeline")
+	d.ratio(path+".max_ratio", p.DLQ.MaxRatio)
+	if p.DLQ.Window < 10 {
+		d.errorAt(path+".window", "must be at least 10, got %d", p.DLQ.Window)
+	}
 }
 
 // checkOutputTopic checks a topic the pipeline writes to: a valid name,

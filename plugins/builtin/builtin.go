@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"strconv"
 
 	"github.com/weirhq/weir/examples/iot"
 	"github.com/weirhq/weir/plugins"
@@ -26,6 +27,13 @@ const (
 	EnvEchoSink = "WEIR_ECHO_SINK"
 	// EnvCrashOn is the byte string that makes echo-crash exit.
 	EnvCrashOn = "WEIR_CRASH_ON"
+	// EnvFailOn is a byte string: echo fails a record whose value contains
+	// it as bad input (not retryable), a testing aid for the DLQ path.
+	EnvFailOn = "WEIR_FAIL_ON"
+	// EnvRetryWhile is a file path: while the file exists, echo fails every
+	// record retryably (class transient), a testing aid that simulates a
+	// downstream outage.
+	EnvRetryWhile = "WEIR_RETRY_WHILE"
 )
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
@@ -42,16 +50,20 @@ const DefaultEchoSink = "out"
 //     on the first record whose value contains WEIR_CRASH_ON (never if it
 //     is empty), to exercise crash handling end to end.
 //   - iot: the IoT example handler (package examples/iot).
+//
+// echo and echo-crash also honour WEIR_FAIL_ON and WEIR_RETRY_WHILE (testing
+// aids, see the constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
 	if sink == "" {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
+	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile)}
 	return map[string]plugins.Handler{
 		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, Echo(sink, nil)),
-		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, Echo(sink, crashOn)),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
+		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, aids.wrap(Echo(sink, crashOn))),
 		"iot":        iot.Handler(),
 	}
 }
@@ -76,6 +88,50 @@ func Echo(sink string, crashOn []byte) sdk.Func {
 				Message: record.Message{Key: r.Key, Value: r.Value, Headers: r.Headers},
 			})
 		}
+		return nil
+	}
+}
+
+// testAids are echo's failure switches (WEIR_FAIL_ON, WEIR_RETRY_WHILE).
+type testAids struct {
+	failOn     []byte
+	retryWhile string
+}
+
+// wrap makes fn fail records as the switches say, and hand the others on.
+func (a testAids) wrap(fn sdk.Func) sdk.Func {
+	if len(a.failOn) == 0 && a.retryWhile == "" {
+		return fn
+	}
+	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		if a.retryWhile != "" {
+			if _, err := os.Stat(a.retryWhile); err == nil {
+				for i := range b.Records {
+					res.Fail(i, plugins.ClassTransient, true, "downstream unavailable ("+a.retryWhile+" exists)")
+				}
+				return nil
+			}
+		}
+		if err := fn(ctx, b, res); err != nil {
+			return err
+		}
+		if len(a.failOn) == 0 {
+			return nil
+		}
+		bad := map[int]bool{}
+		for i := range b.Records {
+			if bytes.Contains(b.Records[i].Value, a.failOn) {
+				bad[i] = true
+				res.Fail(i, plugins.ClassInvalidInput, false, "value contains "+strconv.Quote(string(a.failOn)))
+			}
+		}
+		kept := res.Outputs[:0]
+		for _, o := range res.Outputs {
+			if !bad[o.Index] {
+				kept = append(kept, o)
+			}
+		}
+		res.Outputs = kept
 		return nil
 	}
 }
