@@ -1,6 +1,8 @@
 // Package dlq is weir's dead-letter queue: the envelope a failed record is
 // wrapped in (its original key, value and headers untouched, plus weir.*
-// headers saying where it came from and why it failed), and reading it back.
+// headers saying where it came from and why it failed), and reading it back:
+// an Inspector summarizes a DLQ topic, a Replayer sends its records back to
+// where they came from (`weir dlq inspect` and `weir dlq replay`).
 package dlq
 
 import (
@@ -29,6 +31,17 @@ const (
 	HeaderHandlerVersion = "weir.handler.version"
 	HeaderHost           = "weir.host"
 	HeaderReplayCount    = "weir.replay-count"
+	// HeaderReplaySourcePosition is set by `weir dlq replay` on a replayed
+	// record: "stream/partition/position" of the record that was
+	// dead-lettered, so that a pipeline can derive the original's
+	// idempotency key (two copies of one replay, after a replay was
+	// interrupted between producing and committing, then share it). A key
+	// derived from it must include HeaderReplayCount too: the original's
+	// own key was marked done when it was dead-lettered. Envelope drops it
+	// like every weir.* header except HeaderReplayCount: a replayed record
+	// that fails again is dead-lettered with its own position, and the
+	// next replay points at that.
+	HeaderReplaySourcePosition = "weir.replay.source-position"
 )
 
 // Failure is why a record is dead-lettered.
@@ -96,6 +109,12 @@ type Entry struct {
 	Timestamp   time.Time
 	Failure     Failure
 	ReplayCount int
+}
+
+// SourcePosition returns where the dead-lettered record was read:
+// "stream/partition/position", the value of HeaderReplaySourcePosition.
+func (e *Entry) SourcePosition() string {
+	return e.Source.Stream + "/" + e.Source.ID + "/" + e.Position
 }
 
 // Parse reads an envelope back. It fails, naming the header, when a weir.*

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -39,6 +42,7 @@ type quickstartSummary struct {
 	SourceTopic   string  `json:"source_topic"`
 	OutputTopic   string  `json:"output_topic"`
 	DLQTopic      string  `json:"dlq_topic"`
+	ReplayCommand string  `json:"replay_command"`
 	HandlerPlugin string  `json:"handler"`
 }
 
@@ -47,6 +51,7 @@ func newQuickstartCmd(g *globalFlags) *cobra.Command {
 		records    int
 		partitions int
 		asJSON     bool
+		keep       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "quickstart",
@@ -70,7 +75,7 @@ Exit status 0 when every record was accounted for and committed.`,
 				return err
 			}
 			return quickstart(cmd.Context(), quickstartOpts{
-				records: records, partitions: partitions, json: asJSON,
+				records: records, partitions: partitions, json: asJSON, keep: keep,
 				out: cmd.OutOrStdout(), progress: os.Stderr,
 			}, log)
 		},
@@ -78,12 +83,14 @@ Exit status 0 when every record was accounted for and committed.`,
 	cmd.Flags().IntVar(&records, "records", 100000, "sensor readings to seed")
 	cmd.Flags().IntVar(&partitions, "partitions", 8, "partitions of the source topic")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the in-process broker up after the summary (until SIGINT), to inspect and replay the DLQ against it")
 	return cmd
 }
 
 type quickstartOpts struct {
 	records, partitions int
 	json                bool
+	keep                bool
 	out                 io.Writer
 	progress            *os.File
 }
@@ -201,6 +208,7 @@ wait:
 		return err
 	}
 	sum.Committed = len(lags) == 0
+	sum.ReplayCommand = fmt.Sprintf("weir dlq replay --brokers %s --topic %s", sum.Brokers, dlqTopic)
 	sum.Accounted = sum.Outputs+sum.DLQ == int64(o.records)
 
 	if o.json {
@@ -216,6 +224,13 @@ wait:
 			fmt.Fprintf(o.out, "NOT all records accounted for (uncommitted partitions: %v)\n", lags)
 		}
 		return exitError{1}
+	}
+	if o.keep {
+		fmt.Fprintf(o.progress, "\nThe in-process broker stays up at %s until you press Ctrl-C; try:\n  %s --dry-run\n",
+			sum.Brokers, strings.Replace(sum.ReplayCommand, "weir ", "go run ./cmd/weir ", 1))
+		sig, stopSig := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stopSig()
+		<-sig.Done()
 	}
 	return nil
 }
@@ -235,7 +250,15 @@ weir quickstart: %d sensor readings through the iot-ingest pipeline
 `, s.Seeded, s.HandlerPlugin, s.RecordsIn, s.Outputs, s.OutputTopic, s.DLQ, s.DLQTopic, s.Retries, s.Batches,
 		s.Committed, group, s.SourceTopic, s.DurationS, s.RecordsPerS, s.Accounted)
 	fmt.Fprintf(w, `
-Next: run the pipeline from its file (examples/iot/weir.yaml), against your own broker:
-  KAFKA_BROKERS=localhost:9092 go run ./cmd/weir run -c examples/iot/weir.yaml
-`)
+Next:
+  - the %d dead-lettered readings keep their key, value and headers, plus the
+    reason in weir.* headers. Against a broker that outlives this process
+    (quickstart --keep, weir run, or docker compose up), look at them and,
+    after a fix, replay them:
+      weir dlq inspect --brokers BROKERS --topic %s
+      weir dlq replay  --brokers BROKERS --topic %s --dry-run
+      weir dlq replay  --brokers BROKERS --topic %s
+  - run the pipeline from its file against your own broker:
+      KAFKA_BROKERS=localhost:9092 go run ./cmd/weir run -c examples/iot/weir.yaml
+`, s.DLQ, s.DLQTopic, s.DLQTopic, s.DLQTopic)
 }

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/weirhq/weir/dlq"
+)
+
+func newDLQCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "Inspect and replay a dead-letter topic",
+		Long: `A pipeline's DLQ topic holds the records that failed for good, each with
+its original key, value and headers plus weir.* headers saying where it came
+from and why it failed. "weir dlq inspect" summarizes a DLQ topic; "weir dlq
+replay" sends its records back to where they came from, once the cause is
+fixed.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newDLQInspectCmd(g), newDLQReplayCmd(g))
+	return cmd
+}
+
+// dlqFlags are the flags both subcommands take.
+type dlqFlags struct {
+	brokers []string
+	topic   string
+	json    bool
+}
+
+func (f *dlqFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringSliceVar(&f.brokers, "brokers", nil, "Kafka seed brokers, comma-separated (default: $KAFKA_BROKERS)")
+	cmd.Flags().StringVar(&f.topic, "topic", "", "the DLQ topic (required)")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print the result as one JSON object")
+	_ = cmd.MarkFlagRequired("topic")
+}
+
+// seeds returns --brokers, or $KAFKA_BROKERS.
+func (f *dlqFlags) seeds() ([]string, error) {
+	bs := f.brokers
+	if len(bs) == 0 {
+		for _, b := range strings.Split(os.Getenv("KAFKA_BROKERS"), ",") {
+			if b = strings.TrimSpace(b); b != "" {
+				bs = append(bs, b)
+			}
+		}
+	}
+	if len(bs) == 0 {
+		return nil, errors.New("--brokers: required (or set KAFKA_BROKERS)")
+	}
+	return bs, nil
+}
+
+// quietLogs keeps the terminal for results: warnings and errors only,
+// unless --log-level was given.
+func quietLogs(cmd *cobra.Command, g *globalFlags) {
+	if !cmd.Flags().Changed("log-level") {
+		g.logLevel = "warn"
+	}
+}
+
+func newDLQInspectCmd(g *globalFlags) *cobra.Command {
+	var (
+		f       dlqFlags
+		samples int
+	)
+	cmd := &cobra.Command{
+		Use:   "inspect --brokers B --topic T",
+		Short: "Summarize a DLQ topic: counts by pipeline, source and error class, and samples",
+		Long: `Inspect reads the whole DLQ topic, from the start of each partition to its
+end at the time of the call (read_committed), without a consumer group and
+without committing anything, so it can run at any time. It reports how many
+records failed, by pipeline, by source topic/partition and by error class,
+the first and last failure time, and a few sample records with their key, the
+start of their value and every header. Records that are not weir envelopes
+are counted and listed by offset.
+
+It prints tables, or one JSON object with --json.`,
+		Example: `  weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq
+  weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq --json | jq .by_error_class`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			brokers, err := f.seeds()
+			if err != nil {
+				return err
+			}
+			if samples < 0 {
+				return fmt.Errorf("--samples: %d must be at least 0", samples)
+			} else if samples == 0 {
+				samples = -1 // none
+			}
+			quietLogs(cmd, g)
+			log, err := g.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			in, err := dlq.NewInspector(dlq.InspectConfig{Brokers: brokers, Topic: f.topic, Samples: samples, Logger: log})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := in.Inspect(ctx)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
+			}
+			return rep.WriteText(cmd.OutOrStdout())
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().IntVar(&samples, "samples", dlq.DefaultSamples, "sample records to show: the first of each pipeline and error class, then the latest (0: none)")
+	return cmd
+}
+
+func newDLQReplayCmd(g *globalFlags) *cobra.Command {
+	var (
+		f                       dlqFlags
+		cfg                     dlq.ReplayConfig
+		since, until, key, rate string
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --brokers B --topic T",
+		Short: "Send DLQ records back to their original topic (or --to another)",
+		Long: `Replay reads the DLQ topic up to its end at the start of the run (it does
+not wait for more) and re-produces each selected record to the topic it came
+from (weir.source.stream), or to --to: its original key, value, headers and
+timestamp, every weir.* header removed, plus weir.replay-count (one more than
+before) and weir.replay.source-position (stream/partition/offset of the record
+that failed), from which a pipeline derives the original's idempotency key.
+Records go through an idempotent producer, at most --rate per second.
+
+Resumable. Replay reads with a consumer group and commits the offsets of each
+batch once every record of it is acknowledged by the broker, never before. A
+second run of the same replay continues where the first stopped (after
+Ctrl-C, or with the records dead-lettered since) and replays nothing twice.
+
+Every record it reads is committed in its group: the replayed ones, those the
+filters skipped, those refused, and those that are not weir envelopes. So
+that skipping a record with one filter does not hide it from a replay with
+another filter, the default group depends on the filters and on --to:
+  weir-replay.<topic>          no filter, no --to
+  weir-replay.<topic>.<hash>   otherwise (the same filters give the same hash)
+A replay with other filters therefore starts from the beginning of the topic
+and, if the filters overlap, replays again what an earlier one replayed; the
+weir.replay.source-position header lets the pipeline recognize those. Name a
+group with --group to share progress between different filters.
+
+Filters (all must match): --pipeline and --error-class match weir.pipeline and
+weir.error.class exactly; --since (inclusive) and --until (exclusive) bound the
+last failure time (weir.failure.last), as RFC 3339 times or dates (UTC);
+--key is a regular expression over the record's key.
+
+A record already replayed --max-replays times (weir.replay-count) is refused:
+counted, listed and committed, never produced, so a record that keeps failing
+cannot loop. --dry-run reads from where the group stands and reports what
+would be replayed, without producing, committing or joining the group.
+
+A progress bar shows on a terminal; a summary ends the run (replayed, skipped
+by filter, refused, not envelopes), as one JSON object with --json.`,
+		Example: `  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --dry-run
+  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --error-class invalid_input --since 2026-11-26T06:00:00Z
+  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --key '^d-17$' --to sensor-readings-staging --rate 100/s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if cfg.Brokers, err = f.seeds(); err != nil {
+				return err
+			}
+			cfg.Topic = f.topic
+			if cfg.Filter.Since, err = parseTimeFlag("--since", since); err != nil {
+				return err
+			}
+			if cfg.Filter.Until, err = parseTimeFlag("--until", until); err != nil {
+				return err
+			}
+			if key != "" {
+				if cfg.Filter.Key, err = regexp.Compile(key); err != nil {
+					return fmt.Errorf("--key: %q is not a regular expression: %w", key, err)
+				}
+			}
+			if cfg.Rate, err = parseRate(rate); err != nil {
+				return err
+			}
+			if cfg.MaxReplays < 1 {
+				return fmt.Errorf("--max-replays: %d must be at least 1", cfg.MaxReplays)
+			}
+			if !cfg.Filter.Since.IsZero() && !cfg.Filter.Until.IsZero() && !cfg.Filter.Since.Before(cfg.Filter.Until) {
+				return fmt.Errorf("--since %s is not before --until %s", since, until)
+			}
+			quietLogs(cmd, g)
+			if cfg.Logger, err = g.logger(os.Stderr); err != nil {
+				return err
+			}
+			var bar *progressBar
+			if !f.json && isatty.IsTerminal(os.Stderr.Fd()) {
+				bar = &progressBar{w: os.Stderr, dryRun: cfg.DryRun}
+				cfg.Progress = bar.update
+			}
+			rp, err := dlq.NewReplayer(cfg)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			sum, runErr := rp.Run(ctx)
+			if bar != nil {
+				bar.finish()
+			}
+			if f.json {
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(sum); err != nil {
+					return err
+				}
+			} else if err := sum.WriteText(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if runErr != nil && ctx.Err() != nil {
+				return fmt.Errorf("interrupted; what was replayed is committed, run the same command again to continue: %w", runErr)
+			}
+			return runErr
+		},
+	}
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVar(&cfg.To, "to", "", "replay every record to this topic instead of its original one (it must exist)")
+	fl.StringSliceVar(&cfg.ToBrokers, "to-brokers", nil, "seed brokers of the cluster to replay to, when the DLQ is on another one (default: --brokers)")
+	fl.StringVar(&cfg.Filter.Pipeline, "pipeline", "", "replay only records of this pipeline (weir.pipeline)")
+	fl.StringVar(&cfg.Filter.ErrorClass, "error-class", "", "replay only records of this error class (weir.error.class)")
+	fl.StringVar(&since, "since", "", "replay only records that last failed at or after this time: RFC 3339 or a date (UTC)")
+	fl.StringVar(&until, "until", "", "replay only records that last failed before this time: RFC 3339 or a date (UTC)")
+	fl.StringVar(&key, "key", "", "replay only records whose key matches this regular expression")
+	fl.StringVar(&rate, "rate", "0", "at most this many records per second (N, N/s, N/m or N/h); 0: unlimited")
+	fl.BoolVar(&cfg.DryRun, "dry-run", false, "report what would be replayed; produce nothing, commit nothing")
+	fl.StringVar(&cfg.Group, "group", "", "consumer group that records progress (default: weir-replay.<topic>, plus a hash of the filters and --to when given)")
+	fl.IntVar(&cfg.MaxReplays, "max-replays", dlq.DefaultMaxReplays, "refuse records already replayed this many times (weir.replay-count)")
+	return cmd
+}
+
+// parseTimeFlag parses an RFC 3339 time or a date (midnight UTC); "" is
+// the zero time.
+func parseTimeFlag(name, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%s: %q is not a time; want RFC 3339 (2026-11-26T06:00:00Z) or a date (2026-11-26)", name, s)
+}
+
+// parseRate parses N, N/s, N/m or N/h into records per second.
+func parseRate(s string) (float64, error) {
+	num, unit, _ := strings.Cut(strings.TrimSpace(s), "/")
+	per := map[string]float64{"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || per == 0 || n < 0 || math.IsNaN(n) || n > 1e9 {
+		return 0, fmt.Errorf("--rate: %q is not a rate; want N, N/s, N/m or N/h with N >= 0 (0: unlimited)", s)
+	}
+	return n / per, nil
+}
+
+// progressBar draws a replay's progress on one terminal line, at most ten
+// times a second.
+type progressBar struct {
+	w      io.Writer
+	dryRun bool
+	last   time.Time
+	p      dlq.ReplayProgress
+}
+
+func (b *progressBar) update(p dlq.ReplayProgress) {
+	b.p = p
+	if time.Since(b.last) < 100*time.Millisecond && p.Read < p.Total {
+		return
+	}
+	b.last = time.Now()
+	b.draw()
+}
+
+func (b *progressBar) draw() {
+	const width = 30
+	frac := 1.0
+	if b.p.Total > 0 {
+		frac = float64(b.p.Read) / float64(b.p.Total)
+	}
+	fill := int(frac * width)
+	verb := "replayed"
+	if b.dryRun {
+		verb = "would replay"
+	}
+	fmt.Fprintf(b.w, "\r\033[K[%s%s] %3.0f%% %d/%d · %s %d · skipped %d · refused %d · not envelopes %d",
+		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, b.p.Read, b.p.Total,
+		verb, b.p.Replayed, b.p.SkippedByFilter, b.p.Refused, b.p.Invalid)
+}
+
+// finish draws the last state and ends the line, if anything was drawn.
+func (b *progressBar) finish() {
+	if !b.last.IsZero() {
+		b.draw()
+		fmt.Fprintln(b.w)
+	}
+}

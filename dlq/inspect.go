@@ -1,0 +1,380 @@
+package dlq
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DefaultSamples is how many sample records a Report holds by default.
+const DefaultSamples = 5
+
+// previewBytes is how much of a key, value or header value a sample shows.
+const previewBytes = 160
+
+// InspectConfig configures an Inspector.
+type InspectConfig struct {
+	// Brokers are the seed brokers; required.
+	Brokers []string
+	// Client holds extra connection options (TLS, SASL, client id, ...),
+	// applied after the inspector's own, so they may override them.
+	Client []kgo.Opt
+	// Topic is the DLQ topic; required.
+	Topic string
+	// Samples is how many sample records the report shows: the first
+	// record of each pipeline and error class, then the most recent ones.
+	// 0 means DefaultSamples; negative means none.
+	Samples int
+	// Logger receives the Kafka client's warnings. The zero value logs
+	// nothing.
+	Logger zerolog.Logger
+}
+
+// Inspector reads a whole DLQ topic and summarizes it. It reads without a
+// consumer group and commits nothing, so it can run at any time, beside a
+// replay or a pipeline writing the topic. It is safe for concurrent use;
+// each Inspect call has its own clients.
+type Inspector struct {
+	cfg InspectConfig
+}
+
+// NewInspector validates cfg and applies its defaults. It connects to
+// nothing.
+func NewInspector(cfg InspectConfig) (*Inspector, error) {
+	if err := validateConn("dlq inspect", cfg.Brokers, cfg.Topic); err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.Samples == 0:
+		cfg.Samples = DefaultSamples
+	case cfg.Samples < 0:
+		cfg.Samples = 0
+	}
+	return &Inspector{cfg: cfg}, nil
+}
+
+// Report is what Inspect found in a DLQ topic. Counts are over the records
+// read: every record from each partition's start to its last stable offset
+// when Inspect began.
+type Report struct {
+	Topic string `json:"topic"`
+	// Records is every record read; Envelopes + Invalid.
+	Records   int64 `json:"records"`
+	Envelopes int64 `json:"envelopes"`
+	// Invalid counts records that are not weir envelopes (Parse failed).
+	Invalid int64 `json:"invalid"`
+	// InvalidRecords are the first MaxListed of them, with the reason.
+	InvalidRecords []RecordRef `json:"invalid_records,omitempty"`
+	// ByPipeline, BySource ("stream/partition") and ByErrorClass count the
+	// envelopes; ByReplayCount counts them by weir.replay-count (how many
+	// times a record was replayed before it failed this time).
+	ByPipeline    map[string]int64 `json:"by_pipeline"`
+	BySource      map[string]int64 `json:"by_source"`
+	ByErrorClass  map[string]int64 `json:"by_error_class"`
+	ByReplayCount map[string]int64 `json:"by_replay_count"`
+	// FirstFailure is the earliest weir.failure.first, LastFailure the
+	// latest weir.failure.last; nil when no envelope has one.
+	FirstFailure *time.Time `json:"first_failure,omitempty"`
+	LastFailure  *time.Time `json:"last_failure,omitempty"`
+	Samples      []Sample   `json:"samples"`
+	// Partitions are the offsets read, per partition.
+	Partitions []PartitionSpan `json:"partitions"`
+}
+
+// RecordRef points at one record of the DLQ topic, with why it is listed.
+type RecordRef struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+	// Key is a preview of the record's key; nil for a null key.
+	Key *string `json:"key"`
+	// Destination is where a replay sends (or would send) it.
+	Destination string `json:"destination,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+}
+
+// Sample is one DLQ record shown in full: its key, a preview of its value
+// and every header, weir.* included. Bytes that are not UTF-8 are shown as
+// hex ("0x..."); long values are cut, ending in "…".
+type Sample struct {
+	Partition  int32          `json:"partition"`
+	Offset     int64          `json:"offset"`
+	Timestamp  time.Time      `json:"timestamp"`
+	Key        *string        `json:"key"`
+	Value      string         `json:"value"`
+	ValueBytes int            `json:"value_bytes"`
+	Headers    []SampleHeader `json:"headers"`
+}
+
+// SampleHeader is one header of a Sample.
+type SampleHeader struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// Inspect reads the topic from the start of each partition to its last
+// stable offset at the time of the call (read_committed; records written
+// meanwhile are left out) and returns the report. A record that is not an
+// envelope is counted in Invalid, never an error. It fails if the topic
+// does not exist or cannot be read, or when ctx ends.
+func (in *Inspector) Inspect(ctx context.Context) (*Report, error) {
+	cl, err := kgo.NewClient(baseOpts(in.cfg.Brokers, in.cfg.Logger, in.cfg.Client)...)
+	if err != nil {
+		return nil, fmt.Errorf("dlq inspect: create client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	spans, err := topicSpans(ctx, adm, in.cfg.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("dlq inspect: %w", err)
+	}
+	rep := &Report{
+		Topic:      in.cfg.Topic,
+		ByPipeline: map[string]int64{}, BySource: map[string]int64{},
+		ByErrorClass: map[string]int64{}, ByReplayCount: map[string]int64{},
+		Samples: []Sample{},
+	}
+	for _, s := range spans {
+		rep.Partitions = append(rep.Partitions, s)
+	}
+	sort.Slice(rep.Partitions, func(i, j int) bool { return rep.Partitions[i].Partition < rep.Partitions[j].Partition })
+
+	r := newReader(adm, in.cfg.Topic, spans, false, in.cfg.Logger)
+	if r.pending() {
+		rcl, err := kgo.NewClient(append(baseOpts(in.cfg.Brokers, in.cfg.Logger, in.cfg.Client),
+			kgo.ConsumePartitions(r.startOffsets()))...)
+		if err != nil {
+			return nil, fmt.Errorf("dlq inspect: create client: %w", err)
+		}
+		defer rcl.Close()
+		r.cl = rcl
+	}
+	samples := newSampler(in.cfg.Samples)
+	for !r.finished() {
+		recs, err := r.poll(ctx, 1000)
+		if err != nil {
+			return nil, fmt.Errorf("dlq inspect: %w", err)
+		}
+		for _, rec := range recs {
+			if rec.Attrs.IsControl() {
+				continue
+			}
+			rep.add(rec, samples)
+		}
+	}
+	rep.Samples = samples.result()
+	return rep, nil
+}
+
+// add counts one record.
+func (rep *Report) add(rec *kgo.Record, s *sampler) {
+	rep.Records++
+	e, err := Parse(rec.Key, rec.Value, headers(rec.Headers))
+	if err != nil {
+		rep.Invalid++
+		if len(rep.InvalidRecords) < MaxListed {
+			rep.InvalidRecords = append(rep.InvalidRecords, RecordRef{Partition: rec.Partition, Offset: rec.Offset,
+				Key: previewKey(rec.Key), Reason: err.Error()})
+		}
+		return
+	}
+	rep.Envelopes++
+	rep.ByPipeline[e.Origin.Pipeline]++
+	rep.BySource[e.Source.String()]++
+	rep.ByErrorClass[e.Failure.Class]++
+	rep.ByReplayCount[fmt.Sprint(e.ReplayCount)]++
+	first, last := e.Failure.FirstFailure, e.Failure.LastFailure
+	if first.IsZero() {
+		first = last
+	}
+	if last.IsZero() {
+		last = first
+	}
+	if !first.IsZero() && (rep.FirstFailure == nil || first.Before(*rep.FirstFailure)) {
+		rep.FirstFailure = &first
+	}
+	if !last.IsZero() && (rep.LastFailure == nil || last.After(*rep.LastFailure)) {
+		rep.LastFailure = &last
+	}
+	s.offer(e.Origin.Pipeline+"\x00"+e.Failure.Class, rec)
+}
+
+// sampler keeps the first record of each kind (pipeline and class) and the
+// most recent records, n of each at most.
+type sampler struct {
+	n      int
+	kinds  map[string]bool
+	first  []*kgo.Record
+	recent []*kgo.Record // a ring of the last n
+	seen   int
+}
+
+func newSampler(n int) *sampler { return &sampler{n: n, kinds: map[string]bool{}} }
+
+func (s *sampler) offer(kind string, rec *kgo.Record) {
+	if s.n == 0 {
+		return
+	}
+	if !s.kinds[kind] && len(s.first) < s.n {
+		s.kinds[kind] = true
+		s.first = append(s.first, rec)
+		return
+	}
+	if len(s.recent) < s.n {
+		s.recent = append(s.recent, rec)
+	} else {
+		s.recent[s.seen%s.n] = rec
+	}
+	s.seen++
+}
+
+// result returns the first of each kind, then the most recent, n at most.
+func (s *sampler) result() []Sample {
+	out := []Sample{}
+	if s.n == 0 {
+		return out
+	}
+	add := func(rec *kgo.Record) {
+		if len(out) < s.n {
+			out = append(out, sampleOf(rec))
+		}
+	}
+	for _, rec := range s.first {
+		add(rec)
+	}
+	// The ring's oldest entry is at seen%n once it is full.
+	start := 0
+	if len(s.recent) == s.n {
+		start = s.seen % s.n
+	}
+	// Most recent first.
+	for i := len(s.recent) - 1; i >= 0; i-- {
+		add(s.recent[(start+i)%len(s.recent)])
+	}
+	return out
+}
+
+func sampleOf(rec *kgo.Record) Sample {
+	s := Sample{Partition: rec.Partition, Offset: rec.Offset, Timestamp: rec.Timestamp.UTC(),
+		Key: previewKey(rec.Key), Value: preview(rec.Value), ValueBytes: len(rec.Value),
+		Headers: make([]SampleHeader, len(rec.Headers))}
+	for i, h := range rec.Headers {
+		s.Headers[i] = SampleHeader{Key: h.Key, Value: preview(h.Value)}
+	}
+	return s
+}
+
+func previewKey(k []byte) *string {
+	if k == nil {
+		return nil
+	}
+	s := preview(k)
+	return &s
+}
+
+// preview shows b as text when it is UTF-8, else as hex, cut to about
+// previewBytes.
+func preview(b []byte) string {
+	if utf8.Valid(b) {
+		if len(b) <= previewBytes {
+			return string(b)
+		}
+		cut := previewBytes
+		for cut > 0 && !utf8.RuneStart(b[cut]) {
+			cut--
+		}
+		return string(b[:cut]) + "…"
+	}
+	if len(b) <= previewBytes/2 {
+		return "0x" + hex.EncodeToString(b)
+	}
+	return "0x" + hex.EncodeToString(b[:previewBytes/2]) + "…"
+}
+
+// WriteText writes the report as tables, for a terminal.
+func (rep *Report) WriteText(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "DLQ topic %s: %d records (%d envelopes, %d not envelopes)\n", rep.Topic, rep.Records, rep.Envelopes, rep.Invalid)
+	if rep.FirstFailure != nil {
+		fmt.Fprintf(tw, "failures from %s to %s\n", rep.FirstFailure.Format(time.RFC3339), rep.LastFailure.Format(time.RFC3339))
+	}
+	table := func(title string, m map[string]int64) {
+		if len(m) == 0 {
+			return
+		}
+		fmt.Fprintf(tw, "\n%s\tRECORDS\n", title)
+		for _, kv := range sortedCounts(m) {
+			fmt.Fprintf(tw, "%s\t%d\n", orNone(kv.k), kv.n)
+		}
+	}
+	table("PIPELINE", rep.ByPipeline)
+	table("SOURCE", rep.BySource)
+	table("ERROR CLASS", rep.ByErrorClass)
+	if len(rep.ByReplayCount) > 1 || rep.ByReplayCount["0"] == 0 {
+		table("REPLAYED BEFORE", rep.ByReplayCount)
+	}
+	if rep.Invalid > 0 {
+		fmt.Fprintf(tw, "\nNOT ENVELOPES\tOFFSET\tREASON\n")
+		for _, r := range rep.InvalidRecords {
+			fmt.Fprintf(tw, "%s/%d\t%d\t%s\n", rep.Topic, r.Partition, r.Offset, r.Reason)
+		}
+		if n := rep.Invalid - int64(len(rep.InvalidRecords)); n > 0 {
+			fmt.Fprintf(tw, "... and %d more\t\t\n", n)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range rep.Samples {
+		key := "null"
+		if s.Key != nil {
+			key = fmt.Sprintf("%q", *s.Key)
+		}
+		fmt.Fprintf(w, "\nsample %s/%d@%d  key %s  %s\n", rep.Topic, s.Partition, s.Offset, key, s.Timestamp.Format(time.RFC3339))
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "  (value, %d bytes)\t%s\n", s.ValueBytes, s.Value)
+		for _, h := range s.Headers {
+			fmt.Fprintf(tw, "  %s\t%s\n", h.Key, h.Value)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type count struct {
+	k string
+	n int64
+}
+
+// sortedCounts orders m by count, largest first, then by key.
+func sortedCounts(m map[string]int64) []count {
+	out := make([]count, 0, len(m))
+	for k, n := range m {
+		out = append(out, count{k, n})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].n != out[j].n {
+			return out[i].n > out[j].n
+		}
+		return out[i].k < out[j].k
+	})
+	return out
+}
+
+func orNone(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "(none)"
+	}
+	return s
+}
