@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
@@ -36,6 +37,9 @@ type work struct {
 	// successesBefore is the pipeline's count of successful handler calls
 	// when the call of this record's first failure started.
 	successesBefore int64
+	// key is the record's idempotency key (hasKey: with idempotency on).
+	key    checkpoint.Key
+	hasKey bool
 }
 
 func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string, retryable bool, successesBefore int64) {
@@ -76,30 +80,61 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
 }
 
 func (r *batchRun) run() {
-	err := r.settle(r.all, r.pl.cfg.Retry.MaxAttempts)
+	todo := r.all
+	var err error
+	if r.pl.marks != nil {
+		todo, err = r.claim(r.all)
+	}
+	if err == nil && len(todo) > 0 {
+		err = r.settle(todo, r.pl.cfg.Retry.MaxAttempts)
+	}
 	var abandoned []*item
+	var abandonedWork []*work
 	for _, w := range r.all {
 		if !w.isDone() {
 			abandoned = append(abandoned, w.item)
+			abandonedWork = append(abandonedWork, w)
 		}
 	}
 	if len(abandoned) > 0 && err == nil {
 		r.log.Debug().Int("records", len(abandoned)).Msg("batch abandoned on stop; its records will be redelivered")
 	}
+	r.release(abandonedWork)
 	if r.parked {
 		r.pl.stats.Parked.Add(-1)
 	}
-	r.lane.results <- completion{abandoned: abandoned, done: true, freeSlot: !r.parked, fatal: err}
+	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked}
+	switch {
+	case errors.Is(err, errFenced):
+		c.fenced = err
+	case errors.Is(err, context.Canceled):
+		// the lane stopped: abandoned, not failed
+	default:
+		c.fatal = err
+	}
+	r.lane.results <- c
 }
 
 // isDone reports whether w was reported complete to the lane. A work value
 // is only touched by its batch's goroutine.
 func (w *work) isDone() bool { return w.done }
 
-func (r *batchRun) complete(ws []*work) {
+// complete marks ws done in Redis (with idempotency on), then reports them
+// complete to the lane. An error (the lane stopped, or the partition was
+// fenced) means they were not reported.
+func (r *batchRun) complete(ws []*work) error {
 	if len(ws) == 0 {
-		return
+		return nil
 	}
+	if err := r.markDone(ws); err != nil {
+		return err
+	}
+	r.sendComplete(ws)
+	return nil
+}
+
+// sendComplete reports ws complete to the lane.
+func (r *batchRun) sendComplete(ws []*work) {
 	items := make([]*item, len(ws))
 	for i, w := range ws {
 		items[i] = w.item
@@ -357,7 +392,9 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 			}
 		}
 	}
-	r.complete(ok)
+	if err := r.complete(ok); err != nil {
+		return nil, err
+	}
 	if r.pl.guard != nil {
 		r.pl.guard.record(len(ok), 0)
 	}
@@ -438,7 +475,9 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		Int("attempts", w.attempts).Str("error", w.msg).Msg("dead-lettered (first of them shown; debug level lists each)")
 	r.pl.stats.DLQ.Add(int64(len(msgs)))
 	r.pl.guard.record(0, len(dead))
-	r.complete(dead)
+	if err := r.complete(dead); err != nil {
+		return nil, err
+	}
 	return held, nil
 }
 

@@ -2,11 +2,13 @@ package host
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/record"
 )
 
@@ -22,30 +24,34 @@ type Committer interface {
 // partition again until it is owned anew.
 type committer struct {
 	src    Committer
+	marks  Marks // nil: no checkpoint in Redis
 	log    zerolog.Logger
 	onDone func(map[record.Partition]record.Position) // test hook; may be nil
+	// onFenced is told of a partition whose Redis checkpoint was refused
+	// because a newer owner fenced it.
+	onFenced func(record.Partition, error)
 
 	commitMu sync.Mutex // held across a commit; serializes loop and release
 
 	mu        sync.Mutex
-	owned     map[record.Partition]bool
+	owned     map[record.Partition]int64 // generation of each owned partition
 	pending   map[record.Partition]record.Position
 	committed map[record.Partition]record.Position
 	kick      chan struct{}
 }
 
-func newCommitter(src Committer, log zerolog.Logger) *committer {
+func newCommitter(src Committer, marks Marks, log zerolog.Logger) *committer {
 	return &committer{
-		src: src, log: log,
-		owned: map[record.Partition]bool{}, pending: map[record.Partition]record.Position{},
+		src: src, marks: marks, log: log,
+		owned: map[record.Partition]int64{}, pending: map[record.Partition]record.Position{},
 		committed: map[record.Partition]record.Position{}, kick: make(chan struct{}, 1),
 	}
 }
 
-// own starts accepting requests for p.
-func (c *committer) own(p record.Partition) {
+// own starts accepting requests for p, owned at generation gen.
+func (c *committer) own(p record.Partition, gen int64) {
 	c.mu.Lock()
-	c.owned[p] = true
+	c.owned[p] = gen
 	delete(c.committed, p)
 	c.mu.Unlock()
 }
@@ -53,7 +59,7 @@ func (c *committer) own(p record.Partition) {
 // request asks for p to be committed up to pos (inclusive).
 func (c *committer) request(p record.Partition, pos record.Position) {
 	c.mu.Lock()
-	if c.owned[p] {
+	if _, ok := c.owned[p]; ok {
 		c.pending[p] = pos
 	}
 	c.mu.Unlock()
@@ -85,7 +91,7 @@ func (c *committer) flush(ctx context.Context) {
 	c.mu.Lock()
 	batch := make(map[record.Partition]record.Position, len(c.pending))
 	for p, pos := range c.pending {
-		if c.owned[p] {
+		if _, ok := c.owned[p]; ok {
 			batch[p] = pos
 		}
 		delete(c.pending, p)
@@ -100,14 +106,20 @@ func (c *committer) commit(ctx context.Context, batch map[record.Partition]recor
 	if len(batch) == 0 {
 		return true
 	}
+	batch = c.checkpoint(ctx, batch)
+	if len(batch) == 0 {
+		return false
+	}
 	err := c.src.Commit(ctx, batch)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
 		c.log.Warn().Err(err).Int("partitions", len(batch)).Msg("commit failed; will retry")
 		for p, pos := range batch {
-			if _, newer := c.pending[p]; !newer && c.owned[p] {
-				c.pending[p] = pos
+			if _, newer := c.pending[p]; !newer {
+				if _, ok := c.owned[p]; ok {
+					c.pending[p] = pos
+				}
 			}
 		}
 		return false
@@ -126,6 +138,49 @@ func (c *committer) commit(ctx context.Context, batch map[record.Partition]recor
 		c.onDone(batch)
 	}
 	return true
+}
+
+// checkpoint stores each position of batch in Redis, fenced by the
+// partition's generation, before the source commit; it returns the
+// positions that may go on to the source. A fenced partition is reported
+// and left out; one that failed for another reason is kept pending.
+func (c *committer) checkpoint(ctx context.Context, batch map[record.Partition]record.Position) map[record.Partition]record.Position {
+	if c.marks == nil {
+		return batch
+	}
+	out := make(map[record.Partition]record.Position, len(batch))
+	for p, pos := range batch {
+		c.mu.Lock()
+		gen, owned := c.owned[p]
+		c.mu.Unlock()
+		if !owned {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.marks.Commit(cctx, p, gen, pos)
+		cancel()
+		switch {
+		case err == nil:
+			out[p] = pos
+		case errors.Is(err, checkpoint.ErrFenced):
+			c.log.Error().Err(err).Str("partition", p.String()).Msg("checkpoint refused: another owner has the partition")
+			c.mu.Lock()
+			delete(c.owned, p)
+			delete(c.pending, p)
+			c.mu.Unlock()
+			if c.onFenced != nil {
+				c.onFenced(p, err)
+			}
+		default:
+			c.log.Warn().Err(err).Str("partition", p.String()).Msg("checkpoint to redis failed; will retry")
+			c.mu.Lock()
+			if _, newer := c.pending[p]; !newer {
+				c.pending[p] = pos
+			}
+			c.mu.Unlock()
+		}
+	}
+	return out
 }
 
 // release commits p's final position (if it moved past what was committed)

@@ -80,8 +80,20 @@ func (e *env) config(extra string) *config.File {
 // configWith is config with another handler section.
 func (e *env) configWith(handler, extra string) *config.File {
 	e.t.Helper()
+	return e.configWithRedis("", handler, extra)
+}
+
+// configWithRedis is configWith plus a redis section at redisAddr (none if
+// empty; then idempotency is off). Keys get a prefix of the test's own.
+func (e *env) configWithRedis(redisAddr, handler, extra string) *config.File {
+	e.t.Helper()
+	redis := ""
+	if redisAddr != "" {
+		redis = fmt.Sprintf("redis: { addr: %q, key_prefix: %q }\n", redisAddr, "weir-test:"+e.group+":")
+	}
 	y := fmt.Sprintf(`version: 1
 kafka: { brokers: [%s] }
+%s
 pipelines:
   - name: e2e
     source: { kafka: { topics: [%s], group: %s } }
@@ -91,7 +103,7 @@ pipelines:
     retry: { max_attempts: 5, initial_backoff: 10ms, max_backoff: 200ms }
     sinks: { out: { kafka: { topic: %s } } }
     shutdown_timeout: 10s
-%s`, strings.Join(e.brokers, ", "), e.in, e.group, handler, e.out, extra)
+%s`, strings.Join(e.brokers, ", "), redis, e.in, e.group, handler, e.out, extra)
 	cfg, err := config.Parse("e2e.yaml", []byte(y))
 	if err != nil {
 		e.t.Fatalf("config: %v", err)

@@ -6,6 +6,7 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/kzlog"
 	"github.com/weirhq/weir/plugins"
@@ -63,6 +65,28 @@ func New(cfg *config.File, opts Options) *Host {
 		opts.HostID = name + "-" + strconv.Itoa(os.Getpid())
 	}
 	return &Host{cfg: cfg, opts: opts}
+}
+
+// storeConfig maps the config file's redis section and a pipeline's
+// idempotency section onto the checkpoint store's configuration.
+func (h *Host) storeConfig(pc *config.Pipeline, addr string) checkpoint.Config {
+	r := h.cfg.Redis
+	c := checkpoint.Config{
+		Addr: addr, Username: r.Username, Password: r.Password, DB: r.DB,
+		SentinelMaster: r.SentinelMaster, SentinelAddrs: r.SentinelAddrs, ClusterAddrs: r.ClusterAddrs,
+		KeyPrefix: r.KeyPrefix, Pipeline: pc.Name,
+		TTL: pc.Idempotency.TTL, ClaimTTL: pc.Idempotency.ClaimTTL,
+	}
+	if r.TLS {
+		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	switch pc.Idempotency.Key {
+	case "position":
+		c.Mode = checkpoint.ModePosition
+	default:
+		c.Mode, c.Template = checkpoint.ModeTemplate, pc.Idempotency.Key
+	}
+	return c
 }
 
 // Stats returns a snapshot of each running pipeline's counters.
@@ -113,13 +137,15 @@ func (h *Host) Run(ctx context.Context) error {
 		brokers = emb.Addrs()
 		log.Info().Strs("brokers", brokers).Msg("embedded kafka broker started (in-process; data is lost on exit)")
 	}
+	redisAddr := h.cfg.Redis.Addr
 	if h.cfg.Redis.Embedded() {
 		mr, err := miniredis.Run()
 		if err != nil {
 			return fmt.Errorf("starting the embedded redis: %w", err)
 		}
 		cleanup = append(cleanup, mr.Close)
-		log.Info().Str("addr", mr.Addr()).Msg("embedded redis started (in-process; data is lost on exit)")
+		redisAddr = mr.Addr()
+		log.Info().Str("addr", redisAddr).Msg("embedded redis started (in-process; data is lost on exit)")
 	}
 	h.mu.Lock()
 	h.brokers = brokers
@@ -152,7 +178,7 @@ func (h *Host) Run(ctx context.Context) error {
 	runs := make([]func(context.Context) error, 0, len(h.cfg.Pipelines))
 	for i := range h.cfg.Pipelines {
 		pc := &h.cfg.Pipelines[i]
-		pl, closeFn, err := h.build(ctx, pc, conn)
+		pl, closeFn, err := h.build(ctx, pc, conn, redisAddr)
 		cleanup = append(cleanup, closeFn)
 		if err != nil {
 			return fmt.Errorf("pipeline %s: %w", pc.Name, err)
@@ -182,7 +208,7 @@ func (h *Host) Run(ctx context.Context) error {
 
 // build creates a pipeline and what it owns. closeFn releases those parts
 // and is valid even when err is not nil.
-func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (pl *pipeline, closeFn func(), err error) {
+func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, redisAddr string) (pl *pipeline, closeFn func(), err error) {
 	log := h.opts.Logger.With().Str("pipeline", pc.Name).Logger()
 	var closers []func()
 	closeFn = func() {
@@ -259,9 +285,20 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (
 		dlqSink = k
 	}
 
+	var marks Marks
+	if !pc.Idempotency.Off() {
+		store, err := checkpoint.New(ctx, h.storeConfig(pc, redisAddr))
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("idempotency store: %w", err)
+		}
+		closers = append(closers, func() { _ = store.Close() })
+		marks = store
+		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
+	}
+
 	pool, err := plugins.NewPool(ctx, plugins.PoolConfig{
 		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
-		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances,
+		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances, Dir: pc.Handler.Dir,
 		Timeout: pc.Handler.Timeout, Logger: log,
 	})
 	if err != nil {
@@ -273,8 +310,13 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (
 		_ = pool.Close(cctx)
 	})
 
+	group := []kgo.Opt{
+		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+	}
 	src, err := kafkasrc.New(kafkasrc.Config{
-		Client: conn, Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+		// conn last, so that tests' KafkaOpts win
+		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
 		Start: pc.Source.Kafka.Start, Logger: log,
 	})
 	if err != nil {
@@ -284,7 +326,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt) (
 	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
 		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
-		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink,
+		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
 		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
 	})
 	pl.restarts = pool.Restarts

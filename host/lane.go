@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"math"
 	"sync"
 	"time"
@@ -34,6 +35,9 @@ type completion struct {
 	freeSlot bool
 	// fatal stops the pipeline: a record failed for good with no DLQ.
 	fatal error
+	// fenced says a newer owner fenced the partition: the lane must go,
+	// committing nothing.
+	fenced error
 }
 
 // lane owns one partition while it is claimed. Its goroutine (run) alone
@@ -135,6 +139,13 @@ func (l *lane) kill() {
 
 func (l *lane) run() {
 	defer close(l.done)
+	if err := l.fence(); err != nil {
+		l.abandonQueue()
+		if errors.Is(err, errFenced) {
+			l.pl.fenced(l, err)
+		}
+		return
+	}
 	stopping := false
 	stopC := l.stop
 	var timer *time.Timer
@@ -181,6 +192,20 @@ func (l *lane) run() {
 			}
 		}
 	}
+}
+
+// fence raises the partition's generation in Redis to the lane's before
+// anything is handled, so that the previous owner's marks and checkpoints
+// are refused from now on. It returns errFenced if a newer owner got there
+// first, or the stop's error.
+func (l *lane) fence() error {
+	if l.pl.marks == nil {
+		return nil
+	}
+	r := &batchRun{pl: l.pl, lane: l, ctx: l.hardCtx, log: l.log}
+	return r.redisCall("fence", func(ctx context.Context) error {
+		return l.pl.marks.Fence(ctx, l.part, l.gen)
+	})
 }
 
 func (l *lane) takeIncoming() {
@@ -361,6 +386,9 @@ func (l *lane) finish(c completion) {
 	}
 	if c.fatal != nil {
 		l.pl.fail(c.fatal)
+	}
+	if c.fenced != nil {
+		l.pl.fenced(l, c.fenced)
 	}
 	if moved {
 		if pos, ok := l.tracker.watermark(); ok {

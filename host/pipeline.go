@@ -78,6 +78,10 @@ type pipeline struct {
 	sinkBreakers   map[string]*breaker
 	dlqBreaker     *breaker
 	guard          *dlqGuard // nil without a DLQ
+	// marks keeps idempotency marks and checkpoints in Redis; nil with
+	// idempotency off. redisBreaker guards it.
+	marks        Marks
+	redisBreaker *breaker
 	// successes counts handler calls that were not systemic failures (a
 	// record handled, or rejected as bad data): a record failing retryably
 	// is only dead-lettered if a call succeeded after its first failure
@@ -96,6 +100,7 @@ type pipeline struct {
 }
 
 type pipelineDeps struct {
+	marks   Marks
 	src     Source
 	handler Dispatcher
 	info    plugins.Info
@@ -114,6 +119,10 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
 	}
 	pl.handlerBreaker = newBreaker("handler", cfg.Breaker, pl.log, pl.breakerChanged)
+	if d.marks != nil {
+		pl.marks = d.marks
+		pl.redisBreaker = newBreaker("redis", cfg.Breaker, pl.log, pl.breakerChanged)
+	}
 	pl.sinkBreakers = make(map[string]*breaker, len(d.sinks))
 	for name := range d.sinks {
 		pl.sinkBreakers[name] = newBreaker("sink "+name, cfg.Breaker, pl.log, pl.breakerChanged)
@@ -126,7 +135,15 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		}
 		pl.guard = newDLQGuard(ratio, window)
 	}
-	pl.commits = newCommitter(d.src, pl.log)
+	pl.commits = newCommitter(d.src, d.marks, pl.log)
+	pl.commits.onFenced = func(p record.Partition, err error) {
+		pl.mu.Lock()
+		l := pl.lanes[p]
+		pl.mu.Unlock()
+		if l != nil {
+			pl.fenced(l, err)
+		}
+	}
 	pl.commits.onDone = func(m map[record.Partition]record.Position) {
 		pl.stats.Commits.Add(1)
 		for p, pos := range m {
@@ -152,7 +169,7 @@ func (pl *pipeline) run(ctx context.Context) error {
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
-		pl.commits.loop(commitCtx, 10*time.Millisecond)
+		pl.commits.loop(commitCtx, pl.cfg.CommitInterval)
 	}()
 	err := pl.src.Run(ctx, pl)
 	// The source revokes every lane before Run returns; drop any it missed.
@@ -208,7 +225,7 @@ func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
 		l := newLane(pl, c.Partition, c.Generation)
 		pl.lanes[c.Partition] = l
 		pl.mu.Unlock()
-		pl.commits.own(c.Partition)
+		pl.commits.own(c.Partition, c.Generation)
 		go l.run()
 		pl.reconcilePauses() // a breaker may be open: start paused
 		l.log.Info().Int64("generation", c.Generation).Msg("partition assigned")
@@ -231,6 +248,7 @@ func (pl *pipeline) Revoke(ctx context.Context, parts []record.Partition) {
 		go func() {
 			defer wg.Done()
 			l.drain(dctx)
+			l.abandonQueue()
 			pos, ok := l.tracker.watermark()
 			pl.commits.release(context.WithoutCancel(ctx), l.part, pos, ok)
 			ev := l.log.Info()
@@ -244,11 +262,23 @@ func (pl *pipeline) Revoke(ctx context.Context, parts []record.Partition) {
 	wg.Wait()
 }
 
+// fenced drops a lane whose partition a newer owner fenced in Redis: it
+// is paused at the source (so nothing more is fetched for it here) and
+// dropped like a lost partition, committing nothing. The source's own
+// revoke or loss of it follows when the group catches up.
+func (pl *pipeline) fenced(l *lane, err error) {
+	pl.log.Error().Err(err).Str("partition", l.part.String()).Int64("generation", l.gen).
+		Msg("another owner has this partition: dropping its lane without committing")
+	pl.src.Pause(l.part)
+	go pl.Lost(context.Background(), []record.Partition{l.part})
+}
+
 // Lost implements sources.Lanes: abandon the lanes, commit nothing.
 func (pl *pipeline) Lost(_ context.Context, parts []record.Partition) {
 	for _, l := range pl.detach(parts) {
 		pl.commits.drop(l.part)
 		l.kill()
+		l.abandonQueue()
 		l.log.Warn().Msg("partition lost; in-flight work abandoned, nothing committed")
 		pl.event(EventLost, l.part, record.Position{})
 	}

@@ -132,15 +132,21 @@ func testPipelineConfig() *config.Pipeline {
 		Breaker:          config.Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 100 * time.Millisecond, Interval: time.Minute},
 		MaxInflightBytes: 64 << 20,
 		ShutdownTimeout:  5 * time.Second,
+		CommitInterval:   time.Millisecond,
 	}
 }
 
 func newHarness(t *testing.T, cfg *config.Pipeline, h Dispatcher, withDLQ bool) *harness {
 	t.Helper()
+	return newHarnessWithMarks(t, cfg, h, withDLQ, nil)
+}
+
+func newHarnessWithMarks(t *testing.T, cfg *config.Pipeline, h Dispatcher, withDLQ bool, marks Marks) *harness {
+	t.Helper()
 	src := newFakeSource()
 	out, dead := &memSink{}, &memSink{}
 	deps := pipelineDeps{src: src, handler: h, info: plugins.Info{Name: "fake", Version: "0.1"},
-		sinks: map[string]Sink{"out": out}, hostID: "test-host"}
+		sinks: map[string]Sink{"out": out}, hostID: "test-host", marks: marks}
 	if withDLQ {
 		deps.dlq = dead
 	}

@@ -20,6 +20,7 @@ type Stats struct {
 	Paused        atomic.Int64 // partitions paused for backpressure now
 	Commits       atomic.Int64 // successful source commits
 	Parked        atomic.Int64 // batches holding back keys while retrying records
+	Duplicates    atomic.Int64 // records dropped as already handled (idempotency marks)
 	callNanos     atomic.Int64
 	calls         atomic.Int64
 }
@@ -44,6 +45,7 @@ type Snapshot struct {
 	Paused        int64   `json:"paused_partitions"`
 	Commits       int64   `json:"commits"`
 	Parked        int64   `json:"parked_batches"`
+	Duplicates    int64   `json:"duplicates_dropped"`
 	MeanCallMs    float64 `json:"mean_call_ms"`
 	// PluginRestarts counts handler processes restarted after a crash or a
 	// timeout.
@@ -56,7 +58,7 @@ func (s *Stats) Snapshot() Snapshot {
 		RecordsIn: s.RecordsIn.Load(), Completed: s.Completed.Load(), Outputs: s.Outputs.Load(),
 		Failures: s.Failures.Load(), DLQ: s.DLQ.Load(), Retries: s.Retries.Load(),
 		Batches: s.Batches.Load(), HandlerErrors: s.HandlerErrors.Load(),
-		InflightBytes: s.InflightBytes.Load(), Paused: s.Paused.Load(), Commits: s.Commits.Load(), Parked: s.Parked.Load(),
+		InflightBytes: s.InflightBytes.Load(), Paused: s.Paused.Load(), Commits: s.Commits.Load(), Parked: s.Parked.Load(), Duplicates: s.Duplicates.Load(),
 	}
 	if n := s.calls.Load(); n > 0 {
 		snap.MeanCallMs = float64(s.callNanos.Load()) / float64(n) / 1e6

@@ -48,6 +48,8 @@ type PoolConfig struct {
 	// WEIR_BUILTIN_HANDLER=Builtin, so that ServeBuiltinIfRequested serves
 	// the handler of that name compiled into it.
 	Builtin string
+	// Dir is the handler process's working directory; "" means the host's.
+	Dir string
 	// Args are the arguments of the handler process.
 	Args []string
 	// Env is added to the environment the handler process inherits from
@@ -290,6 +292,7 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
 	}
 	cmd := exec.Command(p.exe, p.cfg.Args...)
+	cmd.Dir = p.cfg.Dir
 	// A copy: go-plugin appends to it, and launches run concurrently.
 	cmd.Env = slices.Clone(p.env)
 	setProcAttr(cmd)

@@ -790,6 +790,34 @@ func TestDLQDefaultsAndChecks(t *testing.T) {
 	}
 }
 
+func TestIdempotencyKeyModes(t *testing.T) {
+	withRedis := strings.Replace(minimal, "pipelines:", "redis: {addr: localhost:6379}\npipelines:", 1)
+	if k := mustParse(t, withRedis).Pipelines[0].Idempotency.Key; k != "position" {
+		t.Fatalf("default key with a redis section = %q, want position", k)
+	}
+	for _, key := range []string{"position", "off", "key", "header:message-id", "json:/message_id"} {
+		f := mustParse(t, withRedis+"    idempotency: { key: \""+key+"\" }\n")
+		if got := f.Pipelines[0].Idempotency.Key; got != key {
+			t.Errorf("key %q parsed as %q", key, got)
+		}
+	}
+	for key, want := range map[string]string{
+		"header:":  "the header name is missing",
+		"json:a":   "is not a JSON pointer",
+		"sha1":     "is not an idempotency key",
+		"position": "needs a redis section",
+	} {
+		src := withRedis
+		if want == "needs a redis section" {
+			src = minimal
+		}
+		_, err := Parse("weir.yaml", []byte(src+"    idempotency: { key: \""+key+"\" }\n"), SkipFileChecks())
+		if err == nil || !strings.Contains(err.Error(), "pipelines[0].idempotency.key: ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("key %q: err = %v, want %q", key, err, want)
+		}
+	}
+}
+
 // TestDefaults pins the documented defaults, so changing one is a visible
 // decision (types.go documents them for users).
 func TestDefaults(t *testing.T) {
@@ -808,8 +836,10 @@ func TestDefaults(t *testing.T) {
 		Ordering:         OrderingPartition,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},
 		Breaker:          Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 30 * time.Second, Interval: time.Minute},
+		Idempotency:      Idempotency{Key: "off", TTL: 24 * time.Hour, ClaimTTL: 2 * time.Minute}, // no redis section
 		Sinks:            map[string]Sink{"out": {Kafka: &KafkaSink{Topic: "out"}}},
 		MaxInflightBytes: 64 << 20,
+		CommitInterval:   100 * time.Millisecond,
 		ShutdownTimeout:  30 * time.Second,
 	}
 	if got := f.Pipelines[0]; !reflect.DeepEqual(got, want) {
@@ -817,6 +847,7 @@ func TestDefaults(t *testing.T) {
 	}
 	d := Defaults()
 	d.Name, d.Source, d.Handler.Plugin, d.Handler.Builtin, d.Sinks = want.Name, want.Source, want.Handler.Plugin, want.Handler.Builtin, want.Sinks
+	d.Idempotency.Key = "off" // resolved from the redis section, which Defaults cannot see
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("Defaults() = %+v, disagrees with the defaults Parse applies", Defaults())
 	}

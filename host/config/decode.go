@@ -421,18 +421,24 @@ func (d *decoder) file(root *yaml.Node, f *File) {
 
 func (d *decoder) kafka(n *yaml.Node, path string, k *Kafka) {
 	d.object(n, path, fields{
-		"brokers":   func(v *yaml.Node, p string) { d.strs(v, p, &k.Brokers) },
-		"client_id": func(v *yaml.Node, p string) { d.str(v, p, &k.ClientID) },
+		"brokers":            func(v *yaml.Node, p string) { d.strs(v, p, &k.Brokers) },
+		"client_id":          func(v *yaml.Node, p string) { d.str(v, p, &k.ClientID) },
+		"session_timeout":    func(v *yaml.Node, p string) { d.duration(v, p, &k.SessionTimeout) },
+		"heartbeat_interval": func(v *yaml.Node, p string) { d.duration(v, p, &k.HeartbeatInterval) },
 	})
 }
 
 func (d *decoder) redis(n *yaml.Node, path string, r *Redis) {
 	d.object(n, path, fields{
-		"addr":       func(v *yaml.Node, p string) { d.str(v, p, &r.Addr) },
-		"username":   func(v *yaml.Node, p string) { d.str(v, p, &r.Username) },
-		"password":   func(v *yaml.Node, p string) { d.str(v, p, &r.Password) },
-		"db":         func(v *yaml.Node, p string) { d.int(v, p, &r.DB) },
-		"key_prefix": func(v *yaml.Node, p string) { d.str(v, p, &r.KeyPrefix) },
+		"addr":            func(v *yaml.Node, p string) { d.str(v, p, &r.Addr) },
+		"username":        func(v *yaml.Node, p string) { d.str(v, p, &r.Username) },
+		"password":        func(v *yaml.Node, p string) { d.str(v, p, &r.Password) },
+		"db":              func(v *yaml.Node, p string) { d.int(v, p, &r.DB) },
+		"key_prefix":      func(v *yaml.Node, p string) { d.str(v, p, &r.KeyPrefix) },
+		"tls":             func(v *yaml.Node, p string) { d.bool(v, p, &r.TLS) },
+		"sentinel_master": func(v *yaml.Node, p string) { d.str(v, p, &r.SentinelMaster) },
+		"sentinel_addrs":  func(v *yaml.Node, p string) { d.strs(v, p, &r.SentinelAddrs) },
+		"cluster_addrs":   func(v *yaml.Node, p string) { d.strs(v, p, &r.ClusterAddrs) },
 	})
 }
 
@@ -447,7 +453,14 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		},
 		"retry":   func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
 		"breaker": func(v *yaml.Node, p string) { d.breaker(v, p, &pl.Breaker) },
-		"sinks":   func(v *yaml.Node, p string) { d.sinks(v, p, &pl.Sinks) },
+		"idempotency": func(v *yaml.Node, p string) {
+			d.object(v, p, fields{
+				"key":       func(v *yaml.Node, p string) { d.str(v, p, &pl.Idempotency.Key) },
+				"ttl":       func(v *yaml.Node, p string) { d.duration(v, p, &pl.Idempotency.TTL) },
+				"claim_ttl": func(v *yaml.Node, p string) { d.duration(v, p, &pl.Idempotency.ClaimTTL) },
+			})
+		},
+		"sinks": func(v *yaml.Node, p string) { d.sinks(v, p, &pl.Sinks) },
 		"dlq": func(v *yaml.Node, p string) {
 			if !isNull(resolve(v)) {
 				pl.DLQ = defaultDLQ()
@@ -460,6 +473,7 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		},
 		"max_inflight_bytes": func(v *yaml.Node, p string) { d.size(v, p, &pl.MaxInflightBytes) },
 		"shutdown_timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &pl.ShutdownTimeout) },
+		"commit_interval":    func(v *yaml.Node, p string) { d.duration(v, p, &pl.CommitInterval) },
 	})
 }
 
@@ -489,6 +503,7 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 	d.object(n, path, fields{
 		"plugin":    func(v *yaml.Node, p string) { d.str(v, p, &h.Plugin) },
 		"args":      func(v *yaml.Node, p string) { d.strs(v, p, &h.Args) },
+		"dir":       func(v *yaml.Node, p string) { d.str(v, p, &h.Dir) },
 		"env":       func(v *yaml.Node, p string) { d.strMap(v, p, &h.Env) },
 		"outputs":   func(v *yaml.Node, p string) { d.strs(v, p, &h.Outputs) },
 		"instances": func(v *yaml.Node, p string) { d.int(v, p, &h.Instances) },

@@ -36,7 +36,12 @@ func Defaults() Pipeline {
 			OpenFor:      30 * time.Second,
 			Interval:     60 * time.Second,
 		},
+		Idempotency: Idempotency{
+			TTL:      24 * time.Hour,
+			ClaimTTL: 2 * time.Minute,
+		},
 		MaxInflightBytes: 64 << 20,
+		CommitInterval:   100 * time.Millisecond,
 		ShutdownTimeout:  30 * time.Second,
 	}
 }
@@ -44,7 +49,7 @@ func Defaults() Pipeline {
 // defaultFile is a File before its YAML is decoded onto it.
 func defaultFile() File {
 	return File{
-		Kafka: Kafka{ClientID: "weir"},
+		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
 		Redis: Redis{KeyPrefix: "weir:"},
 	}
 }

@@ -36,6 +36,14 @@ type Kafka struct {
 	Brokers []string
 	// ClientID (YAML: client_id) is sent to the brokers. Default "weir".
 	ClientID string
+	// SessionTimeout (YAML: session_timeout) is how long the group waits
+	// for a member that stopped heartbeating (it crashed) before giving its
+	// partitions to the others. Default 45s.
+	SessionTimeout time.Duration
+	// HeartbeatInterval (YAML: heartbeat_interval) is how often a member
+	// tells the group it is alive, and notices a rebalance. Default 3s;
+	// less than SessionTimeout.
+	HeartbeatInterval time.Duration
 }
 
 // Embedded reports whether the connection is the in-process broker.
@@ -56,10 +64,25 @@ type Redis struct {
 	// KeyPrefix (YAML: key_prefix) is put before every key weir writes.
 	// Default "weir:".
 	KeyPrefix string
+	// TLS (YAML: tls) connects with TLS, verifying the server against the
+	// system's roots. Default false.
+	TLS bool
+	// SentinelMaster and SentinelAddrs (YAML: sentinel_master,
+	// sentinel_addrs) connect to the master Redis Sentinel names instead
+	// of Addr; ClusterAddrs (YAML: cluster_addrs) connect to a Redis
+	// Cluster. Set one of Addr, SentinelAddrs, ClusterAddrs.
+	SentinelMaster string
+	SentinelAddrs  []string
+	ClusterAddrs   []string
 }
 
 // Embedded reports whether the connection is the in-process miniredis.
 func (r Redis) Embedded() bool { return r.Addr == "embedded" }
+
+// Configured reports whether the file names a Redis server.
+func (r Redis) Configured() bool {
+	return r.Addr != "" || len(r.SentinelAddrs) > 0 || len(r.ClusterAddrs) > 0
+}
 
 // Ordering says which records of a partition may be handled concurrently
 // (YAML: ordering: partition | key | none).
@@ -96,6 +119,9 @@ type Pipeline struct {
 	// systemic failure it opens, the pipeline's partitions pause at the
 	// source, and after OpenFor one probe batch decides whether to resume.
 	Breaker Breaker
+	// Idempotency (YAML: idempotency) says how records are keyed so that
+	// a record is handled once.
+	Idempotency Idempotency
 	// Sinks by name (YAML: sinks: {NAME: {KIND: ...}}); at least one.
 	// Handler outputs name one of them. A name matches ^[A-Za-z0-9_.-]+$.
 	Sinks map[string]Sink
@@ -107,6 +133,12 @@ type Pipeline struct {
 	// of records read but not yet complete; past it, partitions are
 	// paused. Default 64MiB; at least Batch.MaxBytes.
 	MaxInflightBytes int64
+	// CommitInterval (YAML: commit_interval) is how often completed
+	// positions are committed to the source (and checkpointed in Redis);
+	// a revoke or shutdown always commits at once. Default 100ms. Records
+	// completed since the last commit are redelivered after a crash:
+	// dropped as done with idempotency on, handled again with it off.
+	CommitInterval time.Duration
 	// ShutdownTimeout (YAML: shutdown_timeout) bounds how long in-flight
 	// batches may take to finish on shutdown or revoke. Default 30s.
 	ShutdownTimeout time.Duration
@@ -187,6 +219,10 @@ type Handler struct {
 	Builtin string
 	// Args (YAML: args) are passed to the plugin process. Optional.
 	Args []string
+	// Dir (YAML: dir) is the plugin process's working directory, resolved
+	// against the config file's directory; default: weir's own. Set it so
+	// that a script named in Args resolves beside the config file.
+	Dir string
 	// Env (YAML: env) is the plugin process's extra environment. Optional.
 	Env map[string]string
 	// Outputs (YAML: outputs) optionally lists the sinks the handler emits
@@ -252,6 +288,28 @@ type DLQ struct {
 	// the window has been seen.
 	Window int
 }
+
+// Idempotency says how a pipeline's records get idempotency keys, which are
+// marked done in Redis after the outcome step so that a redelivered record
+// is not handled again.
+type Idempotency struct {
+	// Key (YAML: key) is "position" (the record's pipeline, stream,
+	// partition and position: catches redelivery after a crash), "off",
+	// or a template over the record so that duplicates sent by producers
+	// are dropped too: "key" (the record key), "header:NAME", or
+	// "json:/pointer" (a field of a JSON value, RFC 6901). Default:
+	// "position" when the file has a redis section, else "off".
+	Key string
+	// TTL (YAML: ttl) is how long a done mark is kept. Default 24h.
+	TTL time.Duration
+	// ClaimTTL (YAML: claim_ttl) is how long a template key's claim holds
+	// while its record is in flight (a crashed owner's claim expires after
+	// it). Default 2m; more than handler.timeout, at most TTL.
+	ClaimTTL time.Duration
+}
+
+// Off reports whether idempotency is off.
+func (i Idempotency) Off() bool { return i.Key == "off" }
 
 // Breaker configures the circuit breakers of a pipeline (one for the
 // handler pool, one per sink). Systemic failures count against them:

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/weirhq/weir/host/checkpoint"
 )
 
 var (
@@ -23,6 +26,7 @@ var (
 func (d *decoder) validate(f *File) {
 	d.checkVersion(f.Version)
 	d.checkKafka(f)
+	d.checkGroupTimes(f.Kafka)
 	d.checkRedis(f.Redis)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
@@ -33,6 +37,7 @@ func (d *decoder) validate(f *File) {
 		p := &f.Pipelines[i]
 		d.checkName(path, p.Name, first, i)
 		d.checkPipeline(path, p)
+		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis)
 	}
 }
 
@@ -75,9 +80,30 @@ func (d *decoder) checkKafka(f *File) {
 	}
 }
 
+func (d *decoder) checkGroupTimes(k Kafka) {
+	d.positiveDuration("kafka.session_timeout", k.SessionTimeout)
+	d.positiveDuration("kafka.heartbeat_interval", k.HeartbeatInterval)
+	if k.HeartbeatInterval >= k.SessionTimeout && k.SessionTimeout > 0 {
+		d.errorAt("kafka.heartbeat_interval", "%v must be less than session_timeout (%v)", k.HeartbeatInterval, k.SessionTimeout)
+	}
+}
+
 func (d *decoder) checkRedis(r Redis) {
-	if d.has("redis") && r.Addr == "" {
-		d.errorAt("redis.addr", "%s; write host:port or embedded", d.missing("redis.addr"))
+	servers := 0
+	for _, set := range []bool{r.Addr != "", len(r.SentinelAddrs) > 0, len(r.ClusterAddrs) > 0} {
+		if set {
+			servers++
+		}
+	}
+	switch {
+	case d.has("redis") && servers == 0:
+		d.errorAt("redis.addr", "%s; write host:port or embedded (or sentinel_addrs, or cluster_addrs)", d.missing("redis.addr"))
+	case servers > 1:
+		d.errorAt("redis", "set one of addr, sentinel_addrs and cluster_addrs")
+	case len(r.SentinelAddrs) > 0 && r.SentinelMaster == "":
+		d.errorAt("redis.sentinel_master", "%s with sentinel_addrs", d.missing("redis.sentinel_master"))
+	case len(r.ClusterAddrs) > 0 && r.DB != 0:
+		d.errorAt("redis.db", "a Redis Cluster has only db 0")
 	}
 	if r.DB < 0 {
 		d.errorAt("redis.db", "must not be negative, got %d", r.DB)
@@ -112,6 +138,7 @@ func (d *decoder) checkPipeline(path string, p *Pipeline) {
 	d.checkDLQ(path+".dlq", p)
 	d.positiveSize(path+".max_inflight_bytes", p.MaxInflightBytes)
 	d.positiveDuration(path+".shutdown_timeout", p.ShutdownTimeout)
+	d.positiveDuration(path+".commit_interval", p.CommitInterval)
 }
 
 func (d *decoder) checkSource(path string, s Source) {
@@ -160,6 +187,12 @@ func (d *decoder) checkBatch(path string, p *Pipeline) {
 
 func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 	d.resolvePlugin(path+".plugin", h)
+	if h.Dir != "" {
+		h.Dir = resolvePath(d.dir, h.Dir)
+		if fi, err := os.Stat(h.Dir); !d.opts.skipFileChecks && (err != nil || !fi.IsDir()) {
+			d.errorAt(path+".dir", "%s is not a directory", h.Dir)
+		}
+	}
 	if h.Instances < 1 {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
@@ -190,6 +223,19 @@ func (d *decoder) resolvePlugin(path string, h *Handler) {
 	if name, ok := strings.CutPrefix(h.Plugin, "builtin:"); ok {
 		h.Builtin = name
 		d.checkBuiltin(path, name)
+		return
+	}
+	if !strings.ContainsRune(h.Plugin, '/') {
+		// A bare name (python3, node) is an interpreter on PATH.
+		p, err := exec.LookPath(h.Plugin)
+		switch {
+		case err == nil:
+			h.PluginPath = p
+		case d.opts.skipFileChecks:
+			h.PluginPath = h.Plugin
+		default:
+			d.errorAt(path, "%q is not on PATH; write a path (./bin/%s) or an interpreter that is installed", h.Plugin, h.Plugin)
+		}
 		return
 	}
 	h.PluginPath = resolvePath(d.dir, h.Plugin)
@@ -241,6 +287,34 @@ func (d *decoder) checkRetry(path string, r Retry) {
 	d.positiveDuration(path+".max_backoff", r.MaxBackoff)
 	if r.InitialBackoff > r.MaxBackoff && r.MaxBackoff > 0 {
 		d.errorAt(path+".initial_backoff", "%v is more than max_backoff (%v)", r.InitialBackoff, r.MaxBackoff)
+	}
+}
+
+// checkIdempotency resolves the default key mode (position with a redis
+// section, else off) and checks the rest.
+func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout time.Duration, r Redis) {
+	kp := path + ".key"
+	switch {
+	case i.Key == "":
+		i.Key = "off"
+		if r.Configured() {
+			i.Key = "position"
+		}
+	case i.Key == "off":
+	case i.Key != "position" && i.Key != "key" && !strings.HasPrefix(i.Key, "header:") && !strings.HasPrefix(i.Key, "json:"):
+		d.errorAt(kp, "%q is not an idempotency key; write position, off, key, header:NAME or json:/pointer", i.Key)
+	case i.Key != "position" && templateError(i.Key) != "":
+		d.errorAt(kp, "%s", templateError(i.Key))
+	case !r.Configured():
+		d.errorAt(kp, "%q needs a redis section (marks are kept in Redis); add one, or write off", i.Key)
+	}
+	d.positiveDuration(path+".ttl", i.TTL)
+	d.positiveDuration(path+".claim_ttl", i.ClaimTTL)
+	if i.ClaimTTL > i.TTL && i.TTL > 0 {
+		d.errorAt(path+".claim_ttl", "%v is more than ttl (%v)", i.ClaimTTL, i.TTL)
+	}
+	if i.ClaimTTL > 0 && i.ClaimTTL <= handlerTimeout {
+		d.errorAt(path+".claim_ttl", "%v must be more than handler.timeout (%v): a claim must outlive the call", i.ClaimTTL, handlerTimeout)
 	}
 }
 
@@ -341,4 +415,12 @@ func listOrNone(names []string) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
+}
+
+// templateError is what is wrong with an idempotency key template, or "".
+func templateError(key string) string {
+	if _, err := checkpoint.ParseTemplate(key); err != nil {
+		return err.Error()
+	}
+	return ""
 }

@@ -34,6 +34,12 @@ const (
 	// record retryably (class transient), a testing aid that simulates a
 	// downstream outage.
 	EnvRetryWhile = "WEIR_RETRY_WHILE"
+	// EnvSideEffects is a file path: echo appends a line "VALUE PID" to it
+	// for every record it handles successfully, one write per batch, as the
+	// record of a side effect that survives a crash (a testing aid for the
+	// crash tests: which records had their side effect, how often, by which
+	// process).
+	EnvSideEffects = "WEIR_SIDEFX_FILE"
 )
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
@@ -51,15 +57,15 @@ const DefaultEchoSink = "out"
 //     is empty), to exercise crash handling end to end.
 //   - iot: the IoT example handler (package examples/iot).
 //
-// echo and echo-crash also honour WEIR_FAIL_ON and WEIR_RETRY_WHILE (testing
-// aids, see the constants).
+// echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE and
+// WEIR_SIDEFX_FILE (testing aids, see the constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
 	if sink == "" {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
-	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile)}
+	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects)}
 	return map[string]plugins.Handler{
 		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
 		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
@@ -92,15 +98,17 @@ func Echo(sink string, crashOn []byte) sdk.Func {
 	}
 }
 
-// testAids are echo's failure switches (WEIR_FAIL_ON, WEIR_RETRY_WHILE).
+// testAids are echo's testing switches (WEIR_FAIL_ON, WEIR_RETRY_WHILE,
+// WEIR_SIDEFX_FILE).
 type testAids struct {
-	failOn     []byte
-	retryWhile string
+	failOn      []byte
+	retryWhile  string
+	sideEffects string
 }
 
 // wrap makes fn fail records as the switches say, and hand the others on.
 func (a testAids) wrap(fn sdk.Func) sdk.Func {
-	if len(a.failOn) == 0 && a.retryWhile == "" {
+	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" {
 		return fn
 	}
 	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
@@ -116,7 +124,7 @@ func (a testAids) wrap(fn sdk.Func) sdk.Func {
 			return err
 		}
 		if len(a.failOn) == 0 {
-			return nil
+			return a.recordSideEffects(b, nil)
 		}
 		bad := map[int]bool{}
 		for i := range b.Records {
@@ -132,6 +140,33 @@ func (a testAids) wrap(fn sdk.Func) sdk.Func {
 			}
 		}
 		res.Outputs = kept
+		return a.recordSideEffects(b, bad)
+	}
+}
+
+// recordSideEffects appends "VALUE PID" for each record of b not in bad to
+// the side-effect file, in one write.
+func (a testAids) recordSideEffects(b *plugins.Batch, bad map[int]bool) error {
+	if a.sideEffects == "" {
 		return nil
 	}
+	pid := strconv.Itoa(os.Getpid())
+	var buf []byte
+	for i := range b.Records {
+		if !bad[i] {
+			buf = append(buf, b.Records[i].Value...)
+			buf = append(buf, ' ')
+			buf = append(buf, pid...)
+			buf = append(buf, '\n')
+		}
+	}
+	f, err := os.OpenFile(a.sideEffects, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return plugins.NewError(plugins.ClassTransient, true, err)
+	}
+	defer f.Close()
+	if _, err := f.Write(buf); err != nil {
+		return plugins.NewError(plugins.ClassTransient, true, err)
+	}
+	return nil
 }

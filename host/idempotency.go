@@ -1,0 +1,182 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/weirhq/weir/host/checkpoint"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/record"
+)
+
+// Marks is what the host needs of the idempotency and checkpoint store
+// (host/checkpoint.Store): keys for records, claims before dispatch, done
+// marks after the outcome, and fenced checkpoints. Every write carries the
+// lane's generation and fails with checkpoint.ErrFenced once a newer owner
+// has fenced the partition.
+type Marks interface {
+	KeyOf(r *record.Record) (checkpoint.Key, error)
+	Claim(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) (checkpoint.Claims, error)
+	MarkDone(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
+	Release(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
+	Commit(ctx context.Context, part record.Partition, gen int64, pos record.Position) error
+	Fence(ctx context.Context, part record.Partition, gen int64) error
+}
+
+// errFenced stops a lane whose partition another owner has fenced: nothing
+// more of it is handled, marked or committed here.
+var errFenced = errors.New("partition fenced by a newer owner")
+
+// redisSystemic says whether a store call's error counts against the Redis
+// breaker: an unreachable or failing Redis does; a fence does not (Redis
+// answered, and said no).
+func redisSystemic(err error) error {
+	if err == nil || errors.Is(err, checkpoint.ErrFenced) {
+		return nil
+	}
+	return err
+}
+
+// redisCall runs fn through the Redis breaker, retrying with backoff while
+// it fails, until it succeeds, is fenced, or the lane stops. Nothing is
+// handled, marked or committed without Redis: a Redis that is down holds
+// the batch, and its breaker pauses the partitions.
+func (r *batchRun) redisCall(what string, fn func(ctx context.Context) error) error {
+	for n := 1; ; n++ {
+		var err error
+		if !r.pl.redisBreaker.do(r.ctx, func() error {
+			ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+			defer cancel()
+			err = fn(ctx)
+			return redisSystemic(err)
+		}) {
+			return r.ctx.Err()
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, checkpoint.ErrFenced):
+			return fmt.Errorf("%s: %w: %w", what, errFenced, err)
+		case r.ctx.Err() != nil:
+			return r.ctx.Err()
+		}
+		d := backoff(n, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
+		r.log.Warn().Err(err).Str("redis", what).Dur("backoff", d).Msg("redis call failed; retrying")
+		if !sleep(r.ctx, d) {
+			return r.ctx.Err()
+		}
+	}
+}
+
+// claim gets the batch's idempotency keys and claims them before anything
+// is dispatched. It returns the records to handle, in order. Records
+// already done (duplicates: redelivered after a crash, or resent by their
+// producer) are reported complete without being handled; a record whose
+// key cannot be made (the template's field is missing) is dead-lettered as
+// bad input; a key that another owner holds (template mode) is asked for
+// again until it is claimed or done.
+func (r *batchRun) claim(all []*work) ([]*work, error) {
+	m := r.pl.marks
+	var bad, pending []*work
+	for _, w := range all {
+		k, err := m.KeyOf(&w.rec)
+		if err != nil {
+			w.failed(time.Now(), plugins.ClassInvalidInput, "idempotency key: "+err.Error(), false, 0)
+			bad = append(bad, w)
+			continue
+		}
+		w.key, w.hasKey = k, true
+		pending = append(pending, w)
+	}
+	if _, err := r.deadLetter(bad); err != nil {
+		return nil, err
+	}
+	claimed := map[*work]bool{}
+	for n := 1; len(pending) > 0; n++ {
+		keys := keysOf(pending)
+		var cl checkpoint.Claims
+		err := r.redisCall("claim", func(ctx context.Context) error {
+			var err error
+			cl, err = m.Claim(ctx, r.lane.part, r.lane.gen, keys)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		var busy, dup []*work
+		for i, w := range pending {
+			switch cl.Status[i] {
+			case checkpoint.Done:
+				dup = append(dup, w)
+			case checkpoint.Busy:
+				busy = append(busy, w)
+			default:
+				claimed[w] = true
+			}
+		}
+		if len(dup) > 0 {
+			r.pl.stats.Duplicates.Add(int64(len(dup)))
+			r.log.Info().Int("records", len(dup)).Str("first", dup[0].rec.Position.String()).
+				Msg("dropped records already handled (redelivered, or sent twice by their producer)")
+			// Already marked done: complete without marking again.
+			r.sendComplete(dup)
+		}
+		pending = busy
+		if len(busy) > 0 {
+			d := backoff(n, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
+			r.log.Debug().Int("records", len(busy)).Dur("backoff", d).Msg("idempotency keys held by another owner; asking again")
+			if !sleep(r.ctx, d) {
+				return nil, nil
+			}
+		}
+	}
+	todo := make([]*work, 0, len(claimed))
+	for _, w := range all {
+		if claimed[w] {
+			todo = append(todo, w)
+		}
+	}
+	return todo, nil
+}
+
+func keysOf(ws []*work) []checkpoint.Key {
+	keys := make([]checkpoint.Key, 0, len(ws))
+	for _, w := range ws {
+		if w.hasKey {
+			keys = append(keys, w.key)
+		}
+	}
+	return keys
+}
+
+// markDone marks ws done in Redis before they count as complete: the
+// commit never passes a record that is not marked, so a record handled
+// before a crash is dropped when it is redelivered.
+func (r *batchRun) markDone(ws []*work) error {
+	if r.pl.marks == nil {
+		return nil
+	}
+	keys := keysOf(ws)
+	if len(keys) == 0 {
+		return nil
+	}
+	return r.redisCall("mark done", func(ctx context.Context) error {
+		return r.pl.marks.MarkDone(ctx, r.lane.part, r.lane.gen, keys)
+	})
+}
+
+// release gives up the claims of records abandoned on a stop, so the
+// partition's next owner can claim them at once. Best effort: an unreleased
+// claim expires after idempotency.claim_ttl.
+func (r *batchRun) release(ws []*work) {
+	if r.pl.marks == nil || len(ws) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := r.pl.marks.Release(ctx, r.lane.part, r.lane.gen, keysOf(ws)); err != nil {
+		r.log.Debug().Err(err).Msg("releasing the claims of abandoned records failed; they expire after claim_ttl")
+	}
+}
