@@ -1,0 +1,233 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/cobra"
+
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/loadtest"
+	"github.com/weirhq/weir/loadtest/harness"
+)
+
+func newLoadtestCmd(g *globalFlags) *cobra.Command {
+	var (
+		o       harness.Options
+		cfgPath string
+		brokers string
+		asJSON  bool
+		html    string
+		profile string
+	)
+	cmd := &cobra.Command{
+		Use:   "loadtest",
+		Short: "Push generated records through a pipeline and verify them end to end",
+		Long: `Loadtest generates records into a topic (on an in-process broker unless
+--brokers is given), runs a pipeline over them (the builtin echo or noop
+handler as a plugin subprocess, or the first pipeline of --config) and
+verifies the outputs: nothing lost, nothing duplicated, per-key order kept.
+It reports throughput, end-to-end latency (the producer timestamp carried in
+each value to the output record's timestamp, set by weir's sink when it
+writes it), peak RSS of weir and its plugin processes, and CPU time.
+Exit status 1 when anything was lost, duplicated or reordered.
+
+With the noop handler there are no outputs: only the host's counts and the
+committed offsets are verified, and latency is not measured. With --config,
+the handler must emit one output per record carrying its value (like echo)
+to --output-topic for the outputs to be verified.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Records < 1 || o.Keys < 1 || o.Partitions < 1 {
+				return errors.New("--records, --keys and --partitions must be at least 1")
+			}
+			if !cmd.Flags().Changed("log-level") {
+				g.logLevel = "warn" // keep the terminal for the progress bar
+			}
+			log, err := g.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			o.Logger = log
+			if brokers != "" {
+				o.Brokers = strings.Split(brokers, ",")
+			}
+			if cfgPath != "" {
+				if o.Config, err = loadConfig(cfgPath, cmd.ErrOrStderr()); err != nil {
+					return err
+				}
+			}
+			stderr := cmd.ErrOrStderr()
+			tty := false
+			if f, ok := stderr.(*os.File); ok && !asJSON {
+				tty = isatty.IsTerminal(f.Fd())
+			}
+			if tty {
+				o.Progress = func(p harness.Progress) { loadtestProgress(stderr, p) }
+			}
+			stopProfile, err := startCPUProfile(profile)
+			if err != nil {
+				return err
+			}
+			rep, err := harness.Run(cmd.Context(), o)
+			stopProfile()
+			if tty {
+				fmt.Fprint(stderr, "\r\033[K")
+			}
+			if err != nil {
+				return err
+			}
+			if html != "" {
+				if err := writeHTMLReport(html, rep); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				rep.WriteTable(cmd.OutOrStdout())
+			}
+			if !rep.OK {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Records, "records", 100_000, "records to generate")
+	f.Float64Var(&o.Rate, "rate", 0, "records per second to produce (0: as fast as possible)")
+	f.IntVar(&o.Size, "size", 100, fmt.Sprintf("value size in bytes (at least %d)", loadtest.MinValueSize))
+	f.IntVar(&o.Keys, "keys", 1000, "distinct keys")
+	f.IntVar(&o.Partitions, "partitions", 8, "partitions of the input and output topics")
+	f.StringVar(&o.Handler, "handler", "echo", "builtin handler: echo (outputs verified) or noop (counts verified)")
+	f.StringVar(&cfgPath, "config", "", "run the first pipeline of this config file instead of a builtin handler")
+	f.StringVar(&o.OutputTopic, "output-topic", "", "with --config: the topic whose outputs to verify")
+	f.StringVar(&o.Ordering, "ordering", string(config.OrderingPartition), "ordering of the builtin pipeline: partition, key or none")
+	f.DurationVar(&o.MaxWait, "max-wait", 0, "batch.max_wait of the builtin pipeline (default weir's)")
+	f.IntVar(&o.Instances, "instances", 0, "handler.instances of the builtin pipeline (default weir's)")
+	f.StringVar(&brokers, "brokers", "", "comma-separated brokers of an external Kafka (default: an in-process broker)")
+	f.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
+	f.StringVar(&html, "html", "", "also write a self-contained HTML report with charts to this file")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process (host, broker, clients) to this file")
+	cmd.AddCommand(newBenchCmd(g))
+	return cmd
+}
+
+// loadtestProgress draws one line: a bar of the records complete, and rates.
+func loadtestProgress(w io.Writer, p harness.Progress) {
+	done := max(p.Completed, p.Verified)
+	frac := min(float64(done)/float64(max(p.Total, 1)), 1)
+	const width = 30
+	n := int(frac * width)
+	rate := float64(done) / max(p.Elapsed.Seconds(), 1e-3)
+	fmt.Fprintf(w, "\r\033[K[%s%s] %3.0f%%  %d/%d complete  %d produced  %.0f records/s  %s",
+		strings.Repeat("#", n), strings.Repeat(".", width-n), frac*100, done, p.Total, p.Produced, rate,
+		p.Elapsed.Truncate(100*time.Millisecond))
+}
+
+func writeHTMLReport(path string, rep *loadtest.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("writing the HTML report: %w", err)
+	}
+	if err := loadtest.WriteHTML(f, rep); err != nil {
+		f.Close()
+		return fmt.Errorf("writing the HTML report %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	var (
+		o       harness.BenchOptions
+		asJSON  bool
+		profile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure weir against a plain franz-go consumer on one seeded topic",
+		Long: `Bench seeds a topic per value size on one in-process broker and measures,
+each with a fresh consumer group over the same topic:
+  1. a plain franz-go consumer-group client draining it (the limit);
+  2. weir with the builtin noop plugin handler, ordering partition;
+  3. the same, ordering key;
+  4. weir with idempotency marks in Redis (position keys): a redis-server
+     from PATH started for the run, else miniredis in process.
+It prints records/s of each and the ratio to (1). Rates count from the
+client's start (group join; for weir also the plugin processes' start) to
+the last record complete.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("log-level") {
+				g.logLevel = "warn"
+			}
+			log, err := g.logger(os.Stderr)
+			if err != nil {
+				return err
+			}
+			o.Logger = log
+			if !asJSON {
+				o.Log = cmd.ErrOrStderr()
+			}
+			stopProfile, err := startCPUProfile(profile)
+			if err != nil {
+				return err
+			}
+			rep, err := harness.Bench(cmd.Context(), o)
+			stopProfile()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout())
+				rep.WriteTable(cmd.OutOrStdout())
+			}
+			if !rep.OK {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Records, "records", 1_000_000, "records per value size")
+	f.IntSliceVar(&o.Sizes, "sizes", []int{100, 1024}, "value sizes in bytes")
+	f.IntVar(&o.Partitions, "partitions", 8, "partitions of the seeded topic")
+	f.IntVar(&o.Keys, "keys", 1000, "distinct keys")
+	f.StringVar(&o.Redis, "redis", "", "address of the Redis for measurement 4 (default: start redis-server from PATH)")
+	f.BoolVar(&asJSON, "json", false, "print the results as one JSON object")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process (host, broker, clients) to this file")
+	return cmd
+}
+
+// startCPUProfile starts profiling to path (nothing if empty) and returns
+// the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
