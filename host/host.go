@@ -45,6 +45,10 @@ type Options struct {
 	// KafkaOpts are appended to every Kafka client's options (tests use them
 	// to shorten heartbeats).
 	KafkaOpts []kgo.Opt
+	// AdminAddr, if set, replaces the config file's admin.addr ("off"
+	// disables the admin server; "127.0.0.1:0" picks a free port, see
+	// Host.AdminAddr).
+	AdminAddr string
 }
 
 // Host runs the pipelines of one config file.
@@ -55,6 +59,9 @@ type Host struct {
 	mu        sync.Mutex
 	pipelines []*pipeline
 	brokers   []string
+	// states maps a pipeline's name to its run state (see PipelineStatus).
+	states    map[string]string
+	adminAddr string
 }
 
 // New returns a Host for cfg, which must have been produced by config.Load
@@ -64,7 +71,21 @@ func New(cfg *config.File, opts Options) *Host {
 		name, _ := os.Hostname()
 		opts.HostID = name + "-" + strconv.Itoa(os.Getpid())
 	}
-	return &Host{cfg: cfg, opts: opts}
+	return &Host{cfg: cfg, opts: opts, states: map[string]string{}}
+}
+
+// Pipeline run states, as reported by Status and /readyz.
+const (
+	StateStarting = "starting" // building: plugins, connections
+	StateRunning  = "running"
+	StateStopped  = "stopped" // returned without an error
+	StateFailed   = "failed"
+)
+
+func (h *Host) setState(name, state string) {
+	h.mu.Lock()
+	h.states[name] = state
+	h.mu.Unlock()
 }
 
 // storeConfig maps the config file's redis section and a pipeline's
@@ -150,6 +171,9 @@ func (h *Host) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.brokers = brokers
 	h.mu.Unlock()
+	if stop := h.startAdmin(); stop != nil {
+		cleanup = append(cleanup, stop)
+	}
 	conn := []kgo.Opt{
 		kgo.SeedBrokers(brokers...),
 		kgo.ClientID(h.cfg.Kafka.ClientID),
@@ -178,9 +202,11 @@ func (h *Host) Run(ctx context.Context) error {
 	runs := make([]func(context.Context) error, 0, len(h.cfg.Pipelines))
 	for i := range h.cfg.Pipelines {
 		pc := &h.cfg.Pipelines[i]
+		h.setState(pc.Name, StateStarting)
 		pl, closeFn, err := h.build(ctx, pc, conn, redisAddr)
 		cleanup = append(cleanup, closeFn)
 		if err != nil {
+			h.setState(pc.Name, StateFailed)
 			return fmt.Errorf("pipeline %s: %w", pc.Name, err)
 		}
 		h.mu.Lock()
@@ -194,11 +220,16 @@ func (h *Host) Run(ctx context.Context) error {
 	errs := make([]error, len(runs))
 	var wg sync.WaitGroup
 	for i, run := range runs {
+		name := h.cfg.Pipelines[i].Name
+		h.setState(name, StateRunning)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if errs[i] = run(ctx); errs[i] != nil {
+				h.setState(name, StateFailed)
 				cancel() // one pipeline failing stops the process, loudly
+			} else {
+				h.setState(name, StateStopped)
 			}
 		}()
 	}

@@ -154,6 +154,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 }
 
 func (pl *pipeline) event(kind EventKind, p record.Partition, pos record.Position) {
+	pl.stats.countEvent(kind)
 	if pl.onEvent != nil {
 		pl.onEvent(Event{Pipeline: pl.cfg.Name, Kind: kind, Partition: p, Position: pos, Time: time.Now()})
 	}

@@ -21,13 +21,55 @@ type Stats struct {
 	Commits       atomic.Int64 // successful source commits
 	Parked        atomic.Int64 // batches holding back keys while retrying records
 	Duplicates    atomic.Int64 // records dropped as already handled (idempotency marks)
+	Assigned      atomic.Int64 // partitions assigned (rebalance events)
+	Revoked       atomic.Int64 // partitions revoked (rebalance events)
+	Lost          atomic.Int64 // partitions lost (rebalance events)
 	callNanos     atomic.Int64
 	calls         atomic.Int64
+	// callBuckets[i] counts calls that took at most callBounds[i] (and more
+	// than callBounds[i-1]); the last one counts the rest.
+	callBuckets [len(callBounds) + 1]atomic.Int64
 }
+
+// callBounds are the upper bounds, in seconds, of the handler call latency
+// histogram's buckets (weir_handler_call_seconds).
+var callBounds = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 func (s *Stats) observeCall(d time.Duration) {
 	s.callNanos.Add(int64(d))
 	s.calls.Add(1)
+	sec := d.Seconds()
+	i := 0
+	for i < len(callBounds) && sec > callBounds[i] {
+		i++
+	}
+	s.callBuckets[i].Add(1)
+}
+
+// callHistogram returns the handler call latency histogram: the number of
+// calls, the sum of their durations in seconds, and the cumulative count per
+// upper bound (the shape of a Prometheus histogram).
+func (s *Stats) callHistogram() (count uint64, sum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(callBounds))
+	var cum uint64
+	for i, b := range callBounds {
+		cum += uint64(s.callBuckets[i].Load())
+		buckets[b] = cum
+	}
+	count = cum + uint64(s.callBuckets[len(callBounds)].Load())
+	return count, float64(s.callNanos.Load()) / 1e9, buckets
+}
+
+// countEvent counts a partition lifecycle event (a rebalance step).
+func (s *Stats) countEvent(kind EventKind) {
+	switch kind {
+	case EventAssigned:
+		s.Assigned.Add(1)
+	case EventRevoked:
+		s.Revoked.Add(1)
+	case EventLost:
+		s.Lost.Add(1)
+	}
 }
 
 // Snapshot is a copy of Stats at one moment.

@@ -372,7 +372,7 @@ pipelines:
 			want: []problem{
 				{8, "pipelines[0].batch.max_wiat", "unknown field; did you mean max_wait?"},
 				{9, "pipelines[0].handlr", "unknown field; did you mean handler?"},
-				{10, "extra", "unknown field; expected one of: kafka, pipelines, redis, version"},
+				{10, "extra", "unknown field; expected one of: admin, kafka, pipelines, redis, version"},
 			},
 		},
 		{
@@ -975,6 +975,42 @@ func TestPluginFile(t *testing.T) {
 			}
 			if got := f.Pipelines[0].Handler.PluginPath; got != tt.wantPath {
 				t.Errorf("PluginPath = %q, want %q", got, tt.wantPath)
+			}
+		})
+	}
+}
+
+func TestAdmin(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml string
+		addr       string
+		off        bool
+		problem    string // part of the message at admin.addr; "" means valid
+	}{
+		{name: "default", yaml: "", addr: DefaultAdminAddr},
+		{name: "explicit", yaml: "admin: {addr: \"0.0.0.0:9000\"}\n", addr: "0.0.0.0:9000"},
+		{name: "any interface", yaml: "admin: {addr: \":9000\"}\n", addr: ":9000"},
+		{name: "free port", yaml: "admin: {addr: \"127.0.0.1:0\"}\n", addr: "127.0.0.1:0"},
+		{name: "off", yaml: "admin: {addr: off}\n", addr: "off", off: true},
+		{name: "empty", yaml: "admin: {addr: \"\"}\n", addr: "", off: true},
+		{name: "no port", yaml: "admin: {addr: localhost}\n", problem: "is not host:port"},
+		{name: "bad port", yaml: "admin: {addr: \"localhost:http\"}\n", problem: "is not a number"},
+		{name: "port too big", yaml: "admin: {addr: \"localhost:70000\"}\n", problem: "is not a number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := parse(t, minimal+tc.yaml)
+			if tc.problem != "" {
+				ps := problemsOf(t, err)
+				if len(ps) != 1 || ps[0].Path != "admin.addr" || !strings.Contains(ps[0].Error(), tc.problem) {
+					t.Fatalf("want one problem at admin.addr containing %q, got %v", tc.problem, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Admin.Addr != tc.addr || f.Admin.Off() != tc.off {
+				t.Fatalf("admin = %+v (off %v), want addr %q off %v", f.Admin, f.Admin.Off(), tc.addr, tc.off)
 			}
 		})
 	}

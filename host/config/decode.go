@@ -409,6 +409,11 @@ func (d *decoder) file(root *yaml.Node, f *File) {
 		"version": func(v *yaml.Node, p string) { d.int(v, p, &f.Version) },
 		"kafka":   func(v *yaml.Node, p string) { d.kafka(v, p, &f.Kafka) },
 		"redis":   func(v *yaml.Node, p string) { d.redis(v, p, &f.Redis) },
+		"admin": func(v *yaml.Node, p string) {
+			d.object(v, p, fields{
+				"addr": func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+			})
+		},
 		"pipelines": func(v *yaml.Node, p string) {
 			d.list(v, p, func(item *yaml.Node, p string) {
 				pl := Defaults()

@@ -51,6 +51,7 @@ func defaultFile() File {
 	return File{
 		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
 		Redis: Redis{KeyPrefix: "weir:"},
+		Admin: Admin{Addr: DefaultAdminAddr},
 	}
 }
 

@@ -23,6 +23,9 @@ type File struct {
 	Kafka Kafka
 	// Redis (YAML: redis) is the shared Redis connection; optional.
 	Redis Redis
+	// Admin (YAML: admin) is the admin HTTP server: metrics, health,
+	// status. Optional; on by default, on loopback.
+	Admin Admin
 	// Pipelines (YAML: pipelines) are the pipelines, in file order; at
 	// least one, with unique names.
 	Pipelines []Pipeline
@@ -48,6 +51,21 @@ type Kafka struct {
 
 // Embedded reports whether the connection is the in-process broker.
 func (k Kafka) Embedded() bool { return len(k.Brokers) == 1 && k.Brokers[0] == "embedded" }
+
+// Admin is the admin HTTP server (YAML: admin): /metrics (Prometheus),
+// /healthz, /readyz, /status (JSON) and a live status page at /.
+type Admin struct {
+	// Addr (YAML: addr) is the host:port the server listens on. Default
+	// "127.0.0.1:9464" (loopback only); "" or "off" disables the server.
+	// Port 0 picks a free port.
+	Addr string
+}
+
+// DefaultAdminAddr is where the admin server listens by default.
+const DefaultAdminAddr = "127.0.0.1:9464"
+
+// Off reports whether the admin server is disabled.
+func (a Admin) Off() bool { return a.Addr == "" || a.Addr == "off" }
 
 // Redis is the shared Redis connection (YAML: redis). The section is
 // optional; when present, Addr is required.

@@ -3,12 +3,14 @@ package config
 import (
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +30,7 @@ func (d *decoder) validate(f *File) {
 	d.checkKafka(f)
 	d.checkGroupTimes(f.Kafka)
 	d.checkRedis(f.Redis)
+	d.checkAdmin(f.Admin)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
 	}
@@ -85,6 +88,20 @@ func (d *decoder) checkGroupTimes(k Kafka) {
 	d.positiveDuration("kafka.heartbeat_interval", k.HeartbeatInterval)
 	if k.HeartbeatInterval >= k.SessionTimeout && k.SessionTimeout > 0 {
 		d.errorAt("kafka.heartbeat_interval", "%v must be less than session_timeout (%v)", k.HeartbeatInterval, k.SessionTimeout)
+	}
+}
+
+func (d *decoder) checkAdmin(a Admin) {
+	if a.Off() {
+		return
+	}
+	_, port, err := net.SplitHostPort(a.Addr)
+	if err != nil {
+		d.errorAt("admin.addr", "%q is not host:port (like 127.0.0.1:9464); write off to disable the admin server", a.Addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		d.errorAt("admin.addr", "%q: port %q is not a number from 0 to 65535", a.Addr, port)
 	}
 }
 
