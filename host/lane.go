@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,6 +20,8 @@ type item struct {
 	seq     int64
 	size    int64
 	arrived time.Time
+	// key is string(rec.Key), made once by the lane under ordering key.
+	key string
 }
 
 // completion is what a batch worker tells its lane: these records are
@@ -53,6 +56,7 @@ type lane struct {
 
 	mu       sync.Mutex
 	incoming []*item
+	spare    []*item       // the other of incoming's two buffers
 	wake     chan struct{} // capacity 1; a send means "look at incoming"
 
 	// stop is closed to ask for a soft stop: no new batches, finish the
@@ -95,16 +99,18 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 // goroutine and never blocks on processing.
 func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	items := make([]item, len(recs))
+	ptrs := make([]*item, len(recs))
 	var bytes int64
-	l.mu.Lock()
 	for i := range recs {
 		it := &items[i]
 		it.rec = recs[i]
 		it.size = int64(recs[i].Size())
 		it.arrived = now
 		bytes += it.size
-		l.incoming = append(l.incoming, it)
+		ptrs[i] = it
 	}
+	l.mu.Lock()
+	l.incoming = append(l.incoming, ptrs...)
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -211,12 +217,29 @@ func (l *lane) fence() error {
 func (l *lane) takeIncoming() {
 	l.mu.Lock()
 	in := l.incoming
-	l.incoming = nil
+	l.incoming, l.spare = l.spare, nil // swap buffers: deliver reuses the last one
 	l.mu.Unlock()
+	if len(in) == 0 {
+		l.mu.Lock()
+		l.spare = in
+		l.mu.Unlock()
+		return
+	}
+	byKey := l.pl.cfg.Ordering == config.OrderingKey
+	l.queue = slices.Grow(l.queue, len(in))
 	for _, it := range in {
 		it.seq = l.tracker.add(it.rec.Position)
+		if byKey {
+			it.key = string(it.rec.Key)
+		}
 		l.queue = append(l.queue, it)
 	}
+	clear(in)
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = in[:0]
+	}
+	l.mu.Unlock()
 }
 
 // abandonQueue gives back the budget of records that will not be handled
@@ -304,7 +327,7 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 		if it.seq > limit {
 			break
 		}
-		k := string(it.rec.Key)
+		k := it.key
 		if l.busyKeys[k] > 0 {
 			continue
 		}
@@ -344,7 +367,7 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 	for i, it := range l.queue {
 		if p < len(picked) && picked[p] == i {
 			batch = append(batch, it)
-			l.busyKeys[string(it.rec.Key)]++
+			l.busyKeys[it.key]++
 			p++
 			continue
 		}
@@ -371,9 +394,8 @@ func (l *lane) finish(c completion) {
 		}
 		bytes += it.size
 		if l.pl.cfg.Ordering == config.OrderingKey {
-			k := string(it.rec.Key)
-			if l.busyKeys[k]--; l.busyKeys[k] <= 0 {
-				delete(l.busyKeys, k)
+			if l.busyKeys[it.key]--; l.busyKeys[it.key] <= 0 {
+				delete(l.busyKeys, it.key)
 			}
 		}
 	}
