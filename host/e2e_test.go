@@ -353,17 +353,28 @@ func TestPluginKilledMidBatch(t *testing.T) {
 	cfg := e.config("")
 	cfg.Pipelines[0].Batch.MaxRecords = 50
 	r := e.start(cfg, "h1", nil)
+	failedCalls := func() int64 {
+		var f int64
+		for _, s := range r.h.Stats() {
+			f += s.HandlerErrors
+		}
+		return f
+	}
+	// Kill a plugin process at least three times, and until one kill hit a
+	// batch in flight (a kill can land on an idle process, which is
+	// restarted without failing anything).
 	killed := 0
-	for killed < 3 {
-		waitFor(t, func() bool { return r.completed() > int64(killed+1)*int64(n)/6 }, "progress")
+	for killed < 3 || (failedCalls() == 0 && killed < 12) {
+		waitFor(t, func() bool { return r.completed() > int64(killed+1)*int64(n)/14 }, "progress")
 		pids := childPids(t)
 		if len(pids) == 0 {
 			t.Fatal("no plugin processes found")
 		}
-		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil && err != syscall.ESRCH {
 			t.Fatal(err)
 		}
 		killed++
+		time.Sleep(50 * time.Millisecond)
 	}
 	recs := e.consume(n, 2*time.Minute)
 	var restarts, failed int64
@@ -375,7 +386,7 @@ func TestPluginKilledMidBatch(t *testing.T) {
 	verifyOutputs(t, recs, n)
 	e.requireCommittedToEnd()
 	if restarts < 3 {
-		t.Fatalf("plugin restarts = %d, want at least 3 (one per kill)", restarts)
+		t.Fatalf("plugin restarts = %d after %d kills, want at least 3", restarts, killed)
 	}
 	if failed == 0 {
 		t.Fatal("no batch failed: no kill hit a batch in flight")

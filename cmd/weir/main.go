@@ -32,6 +32,9 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 func main() {
 	// When started as a builtin handler's plugin process, serve it and exit.
 	plugins.ServeBuiltinIfRequested(builtin.Handlers())
+	// Millisecond timestamps: lines about one batch or one rebalance are
+	// often less than a second apart.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 
 	err := newRoot().Execute()
 	var ee exitError
