@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -131,47 +129,5 @@ func parseHex16(b []byte) (uint64, bool) {
 // acked (if not nil), and returns when all are acknowledged. Each record's
 // timestamp and value carry the time it was handed to the client.
 func ProduceGenerated(ctx context.Context, cl *kgo.Client, topic string, g *Generator, n int, rate float64, acked *atomic.Int64) error {
-	var (
-		mu    sync.Mutex
-		first error
-		wg    sync.WaitGroup
-	)
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		if rate > 0 && i%16 == 0 {
-			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-ctx.Done():
-				case <-time.After(d):
-				}
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			wg.Wait()
-			return fmt.Errorf("producing to %s: %w", topic, err)
-		}
-		r := g.Record(int64(i), time.Now())
-		r.Topic = topic
-		wg.Add(1)
-		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
-			defer wg.Done()
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-				return
-			}
-			if acked != nil {
-				acked.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		return fmt.Errorf("producing to %s: %w", topic, first)
-	}
-	return nil
+	return produce(ctx, cl, topic, n, rate, acked, func(i int) *kgo.Record { return g.Record(int64(i), time.Now()) })
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -18,12 +20,34 @@ import (
 // allows, and returns when all are acknowledged. gen is called in order from
 // one goroutine.
 func Produce(ctx context.Context, cl *kgo.Client, topic string, n int, gen func(i int) *kgo.Record) error {
+	return produce(ctx, cl, topic, n, 0, nil, gen)
+}
+
+// produce writes records gen(0)..gen(n-1) to topic at rate records per
+// second (0: as fast as the client allows), counting acknowledged records in
+// acked (if not nil), and returns when all are acknowledged or the first
+// failure is known.
+func produce(ctx context.Context, cl *kgo.Client, topic string, n int, rate float64, acked *atomic.Int64, gen func(i int) *kgo.Record) error {
 	var (
 		mu    sync.Mutex
 		first error
 		wg    sync.WaitGroup
 	)
+	start := time.Now()
 	for i := 0; i < n; i++ {
+		if rate > 0 && i%16 == 0 {
+			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-ctx.Done():
+				case <-time.After(d):
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			wg.Wait()
+			return fmt.Errorf("producing to %s: %w", topic, err)
+		}
 		r := gen(i)
 		r.Topic = topic
 		wg.Add(1)
@@ -35,6 +59,10 @@ func Produce(ctx context.Context, cl *kgo.Client, topic string, n int, gen func(
 					first = err
 				}
 				mu.Unlock()
+				return
+			}
+			if acked != nil {
+				acked.Add(1)
 			}
 		})
 	}
