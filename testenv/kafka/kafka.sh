@@ -189,7 +189,13 @@ wait_ready() {
     pending=""
     for n in "$@"; do
       local d="$dir/node-$n"
-      if ! pid_of "$n" >/dev/null; then
+      # Right after launch the pid may still be the forked shell, not yet
+      # java (pid_of matches java's command line): only a pid that is gone
+      # (or a zombie) has exited.
+      local lpid
+      lpid=$(cat "$d/pid" 2>/dev/null || true)
+      if [ -z "$lpid" ] || ! kill -0 "$lpid" 2>/dev/null ||
+        grep -q '^State:.*Z' "/proc/$lpid/status" 2>/dev/null; then
         say "node $n exited while starting; the end of its log:"
         tail -n 40 "$d/kafka.log" >&2 || true
         return 1
