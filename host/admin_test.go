@@ -2,18 +2,15 @@ package host_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -198,48 +195,6 @@ func TestReadyzFollowsTheBreaker(t *testing.T) {
 	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200 again")
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// redisCommand sends one command to a redis-server and returns its reply line.
-func redisCommand(t *testing.T, addr string, args ...string) string {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := io.WriteString(c, b.String()); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(line)
-}
-
 // The Redis password, taken from the environment, is used (a redis-server
 // that requires it keeps the idempotency marks) and appears nowhere: not in
 // any log line at debug level, not in /status, not in /metrics.
@@ -249,10 +204,10 @@ func TestSecretsStayOutOfLogsAndAdmin(t *testing.T) {
 	srv := testenv.StartRedis(t)
 	// StartRedis waits for an unauthenticated PING, so the password is set
 	// once the server is up.
-	if reply := redisCommand(t, srv.Addr(), "CONFIG", "SET", "requirepass", secret); reply != "+OK" {
+	if reply := testenv.RedisCommand(t, srv.Addr(), "CONFIG", "SET", "requirepass", secret); reply != "+OK" {
 		t.Fatalf("CONFIG SET requirepass: %s", reply)
 	}
-	if reply := redisCommand(t, srv.Addr(), "PING"); !strings.Contains(reply, "NOAUTH") {
+	if reply := testenv.RedisCommand(t, srv.Addr(), "PING"); !strings.Contains(reply, "NOAUTH") {
 		t.Fatalf("redis-server answers without the password: %s", reply)
 	}
 
@@ -283,7 +238,7 @@ pipelines:
 		t.Fatal("the password was not taken from the environment")
 	}
 
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	h := host.New(cfg, host.Options{Logger: zerolog.New(&logs).Level(zerolog.DebugLevel), HostID: "h1",
 		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -310,7 +265,7 @@ pipelines:
 	}
 	done <- nil
 
-	if reply := redisCommand(t, srv.Addr(), "AUTH", secret); reply != "+OK" {
+	if reply := testenv.RedisCommand(t, srv.Addr(), "AUTH", secret); reply != "+OK" {
 		t.Fatalf("AUTH: %s", reply)
 	}
 	out := logs.String()

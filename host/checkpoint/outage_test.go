@@ -1,11 +1,9 @@
 package checkpoint
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -189,7 +187,7 @@ func TestCloseTwiceAndCallsAfterClose(t *testing.T) {
 }
 
 func TestSetRedisLogger(t *testing.T) {
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	SetRedisLogger(zerolog.New(&buf))
 	defer SetRedisLogger(zerolog.Nop())
 	srv := testenv.StartRedis(t)
@@ -201,21 +199,4 @@ func TestSetRedisLogger(t *testing.T) {
 	if !strings.Contains(buf.String(), `"component":"redis"`) || !strings.Contains(buf.String(), `"level":"warn"`) {
 		t.Fatalf("go-redis logged %q; want zerolog JSON lines with component redis", buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

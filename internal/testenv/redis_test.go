@@ -1,51 +1,18 @@
 package testenv
 
 import (
-	"bufio"
-	"fmt"
 	"net"
-	"strings"
 	"testing"
 	"time"
 )
 
-// do sends one command and returns the first line of its reply.
-func do(t *testing.T, addr string, args ...string) string {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
-	}
-	if _, err := c.Write([]byte(b.String())); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(c)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	line = strings.TrimSpace(line)
-	if strings.HasPrefix(line, "$") && line != "$-1" {
-		v, _ := r.ReadString('\n')
-		return strings.TrimSpace(v)
-	}
-	return line
-}
-
 func TestRedisAnswers(t *testing.T) {
 	t.Setenv(EnvRedis, "")
 	addr := Redis(t)
-	if got := do(t, addr, "PING"); got != "+PONG" {
+	if got := RedisCommand(t, addr, "PING"); got != "+PONG" {
 		t.Fatalf("PING = %q", got)
 	}
-	if got := do(t, addr, "CONFIG", "GET", "appendonly"); got != "*2" {
+	if got := RedisCommand(t, addr, "CONFIG", "GET", "appendonly"); got != "*2" {
 		t.Logf("CONFIG GET = %q", got) // only checks the server takes commands
 	}
 }
@@ -60,7 +27,7 @@ func TestRedisFromEnvIsReturnedAsIs(t *testing.T) {
 func TestStopKeepsDataAndStartReusesThePort(t *testing.T) {
 	s := StartRedis(t)
 	addr := s.Addr()
-	if got := do(t, addr, "SET", "k", "v"); got != "+OK" {
+	if got := RedisCommand(t, addr, "SET", "k", "v"); got != "+OK" {
 		t.Fatalf("SET = %q", got)
 	}
 	if err := s.Stop(); err != nil {
@@ -79,7 +46,7 @@ func TestStopKeepsDataAndStartReusesThePort(t *testing.T) {
 	if s.Addr() != addr {
 		t.Fatalf("restarted on %s, want %s", s.Addr(), addr)
 	}
-	if got := do(t, addr, "GET", "k"); got != "v" {
+	if got := RedisCommand(t, addr, "GET", "k"); got != "v" {
 		t.Fatalf("GET after a restart = %q, want the saved value", got)
 	}
 	if err := s.Start(); err != nil {
@@ -89,7 +56,7 @@ func TestStopKeepsDataAndStartReusesThePort(t *testing.T) {
 
 func TestKillLosesData(t *testing.T) {
 	s := StartRedis(t)
-	do(t, s.Addr(), "SET", "k", "v")
+	RedisCommand(t, s.Addr(), "SET", "k", "v")
 	if err := s.Stop(); err != nil { // saves k ...
 		t.Fatal(err)
 	}
@@ -102,7 +69,7 @@ func TestKillLosesData(t *testing.T) {
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if got := do(t, s.Addr(), "GET", "k"); got != "$-1" {
+	if got := RedisCommand(t, s.Addr(), "GET", "k"); got != "$-1" {
 		t.Fatalf("GET after a kill = %q, want nil", got)
 	}
 }
