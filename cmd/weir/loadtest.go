@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -148,9 +149,11 @@ func writeHTMLReport(path string, rep *loadtest.Report) error {
 
 func newBenchCmd(g *globalFlags) *cobra.Command {
 	var (
-		o       harness.BenchOptions
-		asJSON  bool
-		profile string
+		o            harness.BenchOptions
+		asJSON       bool
+		profile      string
+		blockProfile string
+		mutexProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -182,8 +185,12 @@ the last record complete.`,
 			if err != nil {
 				return err
 			}
+			stopContention := startContentionProfiles(blockProfile, mutexProfile)
 			rep, err := harness.Bench(cmd.Context(), o)
 			stopProfile()
+			if perr := stopContention(); perr != nil && err == nil {
+				err = perr
+			}
 			if err != nil {
 				return err
 			}
@@ -209,7 +216,42 @@ the last record complete.`,
 	f.StringVar(&o.Redis, "redis", "", "address of the Redis for measurement 4 (default: start redis-server from PATH)")
 	f.BoolVar(&asJSON, "json", false, "print the results as one JSON object")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process (host, broker, clients) to this file")
+	f.IntVar(&o.Rounds, "rounds", 1, "repeat the measurements this many times, each round against its own limit")
+	f.StringSliceVar(&o.Only, "only", nil, "run only these weir measurements (partition, key, redis); the limit always runs")
+	f.StringVar(&blockProfile, "blockprofile", "", "write a blocking profile of this process to this file")
+	f.StringVar(&mutexProfile, "mutexprofile", "", "write a mutex contention profile of this process to this file")
 	return cmd
+}
+
+// startContentionProfiles turns on the runtime's blocking and mutex
+// profiling for the paths that are set, and returns the function that
+// writes them.
+func startContentionProfiles(blockPath, mutexPath string) func() error {
+	if blockPath != "" {
+		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
+	}
+	if mutexPath != "" {
+		runtime.SetMutexProfileFraction(10)
+	}
+	return func() error {
+		var errs []error
+		for _, p := range []struct{ name, path string }{{"block", blockPath}, {"mutex", mutexPath}} {
+			if p.path == "" {
+				continue
+			}
+			f, err := os.Create(p.path)
+			if err == nil {
+				err = pprof.Lookup(p.name).WriteTo(f, 0)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--%sprofile: %w", p.name, err))
+			}
+		}
+		return errors.Join(errs...)
+	}
 }
 
 // startCPUProfile starts profiling to path (nothing if empty) and returns

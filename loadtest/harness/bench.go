@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -33,7 +34,16 @@ type BenchOptions struct {
 	// Redis is the address of the Redis holding the idempotency marks of
 	// measurement 4; "" starts a redis-server from PATH for the run (or,
 	// when there is none, miniredis in process: "embedded").
-	Redis  string
+	Redis string
+	// Only, if not empty, names the weir measurements to run (by the
+	// names MeasureNoop, MeasureNoopKey, MeasureIdempote or their short
+	// forms "partition", "key", "redis"); the limit always runs, since
+	// every ratio is to it. For iterating and profiling one measurement.
+	Only []string
+	// Rounds repeats the whole sequence of measurements on each topic,
+	// each round with its own limit, so that a shared machine's noise
+	// shows in the spread of the ratios. Default 1.
+	Rounds int
 	Logger zerolog.Logger
 	// Log, if set, receives a line as each measurement starts and ends.
 	Log io.Writer
@@ -50,6 +60,7 @@ const (
 // BenchRow is one measurement.
 type BenchRow struct {
 	Size    int    `json:"value_bytes"`
+	Round   int    `json:"round"`
 	Name    string `json:"measurement"`
 	Records int64  `json:"records"`
 	// Seconds runs from creating the client (or starting the host: group
@@ -69,6 +80,7 @@ type BenchReport struct {
 	Redis      string     `json:"redis"`
 	CPUs       int        `json:"cpus"`
 	GoVersion  string     `json:"go_version"`
+	Rounds     int        `json:"rounds"`
 	Rows       []BenchRow `json:"rows"`
 	OK         bool       `json:"ok"`
 }
@@ -92,19 +104,26 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 	if o.Keys == 0 {
 		o.Keys = 1000
 	}
-	if o.Records < 1 || o.Partitions < 1 || o.Keys < 1 {
-		return nil, errors.New("records, partitions and keys must be at least 1")
+	if o.Rounds == 0 {
+		o.Rounds = 1
+	}
+	if o.Records < 1 || o.Partitions < 1 || o.Keys < 1 || o.Rounds < 1 {
+		return nil, errors.New("records, partitions, keys and rounds must be at least 1")
+	}
+	measures, err := selectMeasurements(o.Only)
+	if err != nil {
+		return nil, err
 	}
 	logf := func(format string, a ...any) {
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, format+"\n", a...)
 		}
 	}
-	rep := &BenchReport{Records: o.Records, Partitions: o.Partitions, Keys: o.Keys,
+	rep := &BenchReport{Records: o.Records, Partitions: o.Partitions, Keys: o.Keys, Rounds: o.Rounds,
 		CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), OK: true}
 
 	redisAddr := o.Redis
-	if redisAddr == "" {
+	if redisAddr == "" && slices.Contains(measures, MeasureIdempote) {
 		addr, stop, err := startRedisServer()
 		switch {
 		case errors.Is(err, exec.ErrNotFound):
@@ -144,37 +163,42 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		if err := loadtest.ProduceGenerated(ctx, cl, topic, gen, o.Records, 0, nil); err != nil {
 			return nil, err
 		}
-		var limit float64
-		for i, m := range []string{MeasureRaw, MeasureNoop, MeasureNoopKey, MeasureIdempote} {
-			logf("  %s ...", m)
-			group := fmt.Sprintf("%s-m%d", topic, i+1)
-			var row BenchRow
-			switch m {
-			case MeasureRaw:
-				row, err = benchConsumer(ctx, brokers, topic, group, o.Records)
-			case MeasureNoop, MeasureNoopKey:
-				ord := config.OrderingPartition
-				if m == MeasureNoopKey {
-					ord = config.OrderingKey
+		for round := 1; round <= o.Rounds; round++ {
+			if o.Rounds > 1 {
+				logf("  round %d of %d", round, o.Rounds)
+			}
+			var limit float64
+			for i, m := range measures {
+				logf("  %s ...", m)
+				group := fmt.Sprintf("%s-r%d-m%d", topic, round, i+1)
+				var row BenchRow
+				switch m {
+				case MeasureRaw:
+					row, err = benchConsumer(ctx, brokers, topic, group, o.Records)
+				case MeasureNoop, MeasureNoopKey:
+					ord := config.OrderingPartition
+					if m == MeasureNoopKey {
+						ord = config.OrderingKey
+					}
+					row, err = benchWeir(ctx, o.Logger, brokers, topic, group, string(ord), o.Records, "", "")
+				case MeasureIdempote:
+					row, err = benchWeir(ctx, o.Logger, brokers, topic, group, string(config.OrderingPartition), o.Records, redisAddr, "weir-bench:"+group+":")
 				}
-				row, err = benchWeir(ctx, o.Logger, brokers, topic, group, string(ord), o.Records, "", "")
-			case MeasureIdempote:
-				row, err = benchWeir(ctx, o.Logger, brokers, topic, group, string(config.OrderingPartition), o.Records, redisAddr, "weir-bench:"+group+":")
+				if err != nil {
+					return nil, fmt.Errorf("%s, %d-byte records: %w", m, size, err)
+				}
+				row.Size, row.Name, row.Round = gen.Size(), m, round
+				row.MBPerS = row.RecordsPerS * float64(gen.Size()) / 1e6
+				if m == MeasureRaw {
+					limit = row.RecordsPerS
+				}
+				if limit > 0 {
+					row.Ratio = row.RecordsPerS / limit
+				}
+				rep.OK = rep.OK && row.OK
+				rep.Rows = append(rep.Rows, row)
+				logf("  %s: %.0f records/s (%.2f of the limit)", m, row.RecordsPerS, row.Ratio)
 			}
-			if err != nil {
-				return nil, fmt.Errorf("%s, %d-byte records: %w", m, size, err)
-			}
-			row.Size, row.Name = gen.Size(), m
-			row.MBPerS = row.RecordsPerS * float64(gen.Size()) / 1e6
-			if m == MeasureRaw {
-				limit = row.RecordsPerS
-			}
-			if limit > 0 {
-				row.Ratio = row.RecordsPerS / limit
-			}
-			rep.OK = rep.OK && row.OK
-			rep.Rows = append(rep.Rows, row)
-			logf("  %s: %.0f records/s (%.2f of the limit)", m, row.RecordsPerS, row.Ratio)
 		}
 		// Free the broker's memory before the next size.
 		if _, err := adm.DeleteTopics(ctx, topic); err != nil {
@@ -182,6 +206,29 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 		}
 	}
 	return rep, nil
+}
+
+// shortNames are the short forms BenchOptions.Only accepts.
+var shortNames = map[string]string{"partition": MeasureNoop, "key": MeasureNoopKey, "redis": MeasureIdempote}
+
+// selectMeasurements returns the measurements to run, in order: the limit,
+// then those of only (all when only is empty).
+func selectMeasurements(only []string) ([]string, error) {
+	all := []string{MeasureRaw, MeasureNoop, MeasureNoopKey, MeasureIdempote}
+	if len(only) == 0 {
+		return all, nil
+	}
+	want := map[string]bool{MeasureRaw: true}
+	for _, name := range only {
+		if long, ok := shortNames[name]; ok {
+			name = long
+		}
+		if !slices.Contains(all, name) {
+			return nil, fmt.Errorf("measurement %q: want partition, key or redis", name)
+		}
+		want[name] = true
+	}
+	return slices.DeleteFunc(all, func(m string) bool { return !want[m] }), nil
 }
 
 // benchConsumer drains topic with a plain franz-go consumer-group client.
@@ -290,11 +337,45 @@ func (r *BenchReport) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "weir bench: %d records per size, %d partitions, %d keys; %d CPUs, %s; redis %s\n\n",
 		r.Records, r.Partitions, r.Keys, r.CPUs, r.GoVersion, r.Redis)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SIZE\tMEASUREMENT\tRECORDS/S\tMB/S\tRATIO\tSECONDS\tOK\t")
+	fmt.Fprintln(tw, "SIZE\tROUND\tMEASUREMENT\tRECORDS/S\tMB/S\tRATIO\tSECONDS\tOK\t")
 	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%d B\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%v\t\n", row.Size, row.Name, row.RecordsPerS, row.MBPerS, row.Ratio, row.Seconds, row.OK)
+		fmt.Fprintf(tw, "%d B\t%d\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%v\t\n", row.Size, row.Round, row.Name, row.RecordsPerS, row.MBPerS, row.Ratio, row.Seconds, row.OK)
 	}
 	tw.Flush()
+	if r.Rounds < 2 {
+		return
+	}
+	fmt.Fprintf(w, "\nratios over %d rounds (median, min-max):\n\n", r.Rounds)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SIZE\tMEASUREMENT\tMEDIAN\tMIN\tMAX\t")
+	type group struct {
+		size int
+		name string
+	}
+	var order []group
+	ratios := map[group][]float64{}
+	for _, row := range r.Rows {
+		g := group{row.Size, row.Name}
+		if _, ok := ratios[g]; !ok {
+			order = append(order, g)
+		}
+		ratios[g] = append(ratios[g], row.Ratio)
+	}
+	for _, g := range order {
+		rs := ratios[g]
+		slices.Sort(rs)
+		fmt.Fprintf(tw, "%d B\t%s\t%.2f\t%.2f\t%.2f\t\n", g.size, g.name, median(rs), rs[0], rs[len(rs)-1])
+	}
+	tw.Flush()
+}
+
+// median of sorted, non-empty xs.
+func median(xs []float64) float64 {
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // startRedisServer starts redis-server from PATH on a free loopback port,
