@@ -17,6 +17,7 @@ import (
 // time per instance anyway).
 type grpcClient struct {
 	client pb.HandlerClient
+	conn   grpc.ClientConnInterface
 	// done is canceled by go-plugin when the plugin process exits.
 	done context.Context
 }
@@ -24,7 +25,7 @@ type grpcClient struct {
 var _ Handler = (*grpcClient)(nil)
 
 func newGRPCClient(done context.Context, conn grpc.ClientConnInterface) *grpcClient {
-	return &grpcClient{client: pb.NewHandlerClient(conn), done: done}
+	return &grpcClient{client: pb.NewHandlerClient(conn), conn: conn, done: done}
 }
 
 // callOptions raise the message size limits of every call; go-plugin's own
@@ -60,17 +61,32 @@ func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
 	}, nil
 }
 
+// handleOptions are callOptions plus the codec of the hand-written batch
+// and result encodings (see wire.go).
+var handleOptions = append([]grpc.CallOption{grpc.ForceCodecV2(wireCodec{})}, callOptions...)
+
 // Handle sends b to the plugin and checks its reply. Errors are *Error
 // values: ClassCrash wrapping ErrPluginExited, ClassTimeout wrapping
 // ErrTimeout, ClassBadReply, or the class the handler gave.
 func (c *grpcClient) Handle(ctx context.Context, b *Batch) (*Result, error) {
+	w := encodeRecords(b)
+	w.setHead(b)
+	res, err := c.handleWire(ctx, w)
+	if err == nil {
+		w.release()
+	}
+	return res, err
+}
+
+// handleWire is Handle of a batch already encoded.
+func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, error) {
 	ctx, done := c.bind(ctx)
 	defer done()
-	resp, err := c.client.Handle(ctx, batchToPB(b), callOptions...)
-	if err != nil {
+	resp := new(pb.Result)
+	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
 		return nil, c.callError(ctx, "handle", err)
 	}
-	return resultFromPB(resp, len(b.Records))
+	return resultFromPB(resp, w.n)
 }
 
 // callError turns the error of a call into the plugins error taxonomy.

@@ -92,6 +92,8 @@ func Serve(h Handler) {
 
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
+		// Batches decode by hand (wire.go); everything else as usual.
+		grpc.ForceServerCodecV2(wireCodec{}),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 	)

@@ -391,6 +391,9 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 		return nil, err
 	}
 	defer p.leave()
+	// The records are encoded while waiting for no instance: an instance
+	// is held only for the call.
+	w := encodeRecords(b)
 	inst, err := p.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -400,8 +403,10 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	if dl, ok := callCtx.Deadline(); ok {
 		b.Deadline = dl
 	}
-	res, err := inst.h.Handle(callCtx, b)
+	w.setHead(b)
+	res, err := inst.h.handleWire(callCtx, w)
 	if err == nil {
+		w.release()
 		inst.failures = 0
 		p.idle <- inst
 		return res, nil

@@ -1,0 +1,554 @@
+package plugins
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/weirhq/weir/plugins/pb"
+	"github.com/weirhq/weir/record"
+)
+
+// The hot messages of the protocol, Batch and Result, have hand-written
+// wire encoders and decoders here; every other message goes through the
+// protobuf runtime. They produce and accept exactly the protobuf encoding
+// of handler.proto (a handler in any language sees no difference), but:
+//
+//   - the host encodes a batch's records straight from record.Record into
+//     one buffer, before it waits for an idle handler instance, so an
+//     instance is held only for the call itself; the header fields
+//     (deadline included) are encoded once the instance is taken, into a
+//     second buffer sent in front of the first (protobuf fields may come in
+//     any order, and a repeated field's elements concatenate);
+//   - decoding copies the message once and lets keys, values and header
+//     values alias that copy, with a few slab allocations per message
+//     instead of several per record.
+//
+// Decoders skip unknown fields, as the protobuf runtime does, and reject
+// what it rejects: truncated input, a wrong wire type for a known field,
+// invalid UTF-8 in a string field.
+
+// wireCodec is the gRPC codec of both sides of the handler connection.
+type wireCodec struct{}
+
+// protoCodec is gRPC's default codec, for every other message.
+var protoCodec = encoding.GetCodecV2(proto.Name)
+
+// Name is the protobuf codec's: the content type on the wire is unchanged.
+func (wireCodec) Name() string { return proto.Name }
+
+func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if w, ok := v.(*wireBatch); ok {
+		out := mem.BufferSlice{mem.SliceBuffer(w.head)}
+		if len(w.recs) > 0 {
+			out = append(out, mem.SliceBuffer(w.recs))
+		}
+		return out, nil
+	}
+	return protoCodec.Marshal(v)
+}
+
+func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	switch m := v.(type) {
+	case *pb.Batch:
+		return decodeBatch(data.Materialize(), m)
+	case *pb.Result:
+		return decodeResult(data.Materialize(), m)
+	}
+	return protoCodec.Unmarshal(data, v)
+}
+
+// wireBatch is a Batch encoded for the wire: head holds fields 1 to 5,
+// recs the records (field 6).
+type wireBatch struct {
+	head []byte
+	recs []byte
+	n    int // records in recs
+}
+
+// recsBufs recycles the records buffers of calls that completed.
+var recsBufs sync.Pool
+
+// encodeRecords returns the records of b encoded as Batch field 6. Its
+// buffer goes back to recsBufs through release.
+func encodeRecords(b *Batch) *wireBatch {
+	size := 0
+	for i := range b.Records {
+		n := recordSize(&b.Records[i])
+		size += protowire.SizeTag(6) + protowire.SizeBytes(n)
+	}
+	var buf []byte
+	if p, ok := recsBufs.Get().(*[]byte); ok && cap(*p) >= size {
+		buf = (*p)[:0]
+	} else {
+		buf = make([]byte, 0, size)
+	}
+	for i := range b.Records {
+		r := &b.Records[i]
+		buf = protowire.AppendTag(buf, 6, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(recordSize(r)))
+		buf = appendRecord(buf, r)
+	}
+	return &wireBatch{recs: buf, n: len(b.Records)}
+}
+
+// setHead encodes b's fields other than its records into w.
+func (w *wireBatch) setHead(b *Batch) {
+	buf := w.head[:0]
+	buf = appendString(buf, 1, b.Pipeline)
+	buf = appendString(buf, 2, b.Stream)
+	buf = appendString(buf, 3, b.Partition)
+	if a := clampUint32(b.Attempt); a != 0 {
+		buf = protowire.AppendTag(buf, 4, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, uint64(a))
+	}
+	if d := unixNano(b.Deadline); d != 0 {
+		buf = protowire.AppendTag(buf, 5, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, uint64(d))
+	}
+	w.head = buf
+}
+
+// release recycles w's records buffer. Call it only once the call that sent
+// w has returned successfully: gRPC may still hold the buffer otherwise.
+func (w *wireBatch) release() {
+	if cap(w.recs) > 0 && cap(w.recs) <= 16<<20 {
+		b := w.recs[:0]
+		recsBufs.Put(&b)
+	}
+	w.recs = nil
+}
+
+// marshalBatch encodes b whole (for tests and the Handle of a lone client).
+func marshalBatch(b *Batch) []byte {
+	w := encodeRecords(b)
+	w.setHead(b)
+	return append(w.head, w.recs...)
+}
+
+func appendString(buf []byte, num protowire.Number, s string) []byte {
+	if s == "" {
+		return buf
+	}
+	buf = protowire.AppendTag(buf, num, protowire.BytesType)
+	return protowire.AppendString(buf, s)
+}
+
+func sizeString(s string) int {
+	if s == "" {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(s))
+}
+
+// optional bytes: present (even if empty) unless nil.
+func appendOptBytes(buf []byte, num protowire.Number, b []byte) []byte {
+	if b == nil {
+		return buf
+	}
+	buf = protowire.AppendTag(buf, num, protowire.BytesType)
+	return protowire.AppendBytes(buf, b)
+}
+
+func sizeOptBytes(b []byte) int {
+	if b == nil {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(b))
+}
+
+func sizeVarintField(v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return 1 + protowire.SizeVarint(v)
+}
+
+func headerSize(key string, value []byte) int {
+	return sizeString(key) + sizeOptBytes(value)
+}
+
+func recordSize(r *record.Record) int {
+	n := sizeOptBytes(r.Key) + sizeOptBytes(r.Value)
+	for j := range r.Headers {
+		h := &r.Headers[j]
+		n += 1 + protowire.SizeBytes(headerSize(h.Key, h.Value))
+	}
+	n += sizeVarintField(uint64(unixNano(r.Timestamp)))
+	n += sizeVarintField(uint64(r.Position.Offset))
+	n += sizeString(r.Position.Seq)
+	return n
+}
+
+func appendRecord(buf []byte, r *record.Record) []byte {
+	buf = appendOptBytes(buf, 1, r.Key)
+	buf = appendOptBytes(buf, 2, r.Value)
+	for j := range r.Headers {
+		h := &r.Headers[j]
+		buf = protowire.AppendTag(buf, 3, protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(headerSize(h.Key, h.Value)))
+		buf = appendString(buf, 1, h.Key)
+		buf = appendOptBytes(buf, 2, h.Value)
+	}
+	if ts := unixNano(r.Timestamp); ts != 0 {
+		buf = protowire.AppendTag(buf, 4, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, uint64(ts))
+	}
+	if o := r.Position.Offset; o != 0 {
+		buf = protowire.AppendTag(buf, 5, protowire.VarintType)
+		buf = protowire.AppendVarint(buf, uint64(o))
+	}
+	return appendString(buf, 6, r.Position.Seq)
+}
+
+// errWire is the cause of every decoding error.
+var errWire = errors.New("malformed protobuf message")
+
+func wireErr(msg string, args ...any) error {
+	return fmt.Errorf("%w: "+msg, append([]any{errWire}, args...)...)
+}
+
+// field is one decoded field: its number and type, and its value (v for
+// varints and fixed, b for bytes; b aliases the input).
+type field struct {
+	num protowire.Number
+	typ protowire.Type
+	v   uint64
+	b   []byte
+}
+
+// next decodes the field at the start of buf and returns it and the rest.
+// One-byte tags and lengths, the common case, take a fast path.
+func next(buf []byte) (field, []byte, error) {
+	var f field
+	if len(buf) >= 2 && buf[0] < 0x80 && buf[0] >= 8 {
+		f.num, f.typ = protowire.Number(buf[0]>>3), protowire.Type(buf[0]&7)
+		switch {
+		case f.typ == protowire.BytesType && buf[1] < 0x80:
+			end := 2 + int(buf[1])
+			if end <= len(buf) {
+				f.b = buf[2:end:end]
+				return f, buf[end:], nil
+			}
+		case f.typ == protowire.VarintType && buf[1] < 0x80:
+			f.v = uint64(buf[1])
+			return f, buf[2:], nil
+		}
+	}
+	num, typ, n := protowire.ConsumeTag(buf)
+	if n < 0 {
+		return field{}, nil, wireErr("bad tag: %v", protowire.ParseError(n))
+	}
+	buf = buf[n:]
+	f = field{num: num, typ: typ}
+	switch typ {
+	case protowire.VarintType:
+		f.v, n = protowire.ConsumeVarint(buf)
+	case protowire.BytesType:
+		f.b, n = protowire.ConsumeBytes(buf)
+		if n >= 0 {
+			f.b = f.b[:len(f.b):len(f.b)]
+		}
+	default:
+		n = protowire.ConsumeFieldValue(num, typ, buf)
+	}
+	if n < 0 {
+		return field{}, nil, wireErr("field %d: %v", num, protowire.ParseError(n))
+	}
+	return f, buf[n:], nil
+}
+
+// is reports whether f is field num with wire type typ. A known field with
+// another wire type is skipped like an unknown one, as the protobuf
+// runtime does.
+func (f field) is(num protowire.Number, typ protowire.Type) bool {
+	return f.num == num && f.typ == typ
+}
+
+func (f field) str(msg string) (string, error) {
+	if !utf8.Valid(f.b) {
+		return "", wireErr("%s field %d: invalid UTF-8", msg, f.num)
+	}
+	return string(f.b), nil
+}
+
+// countFields counts the bytes fields numbered num at the top level of buf,
+// and the bytes fields numbered sub inside them. It only walks tags and lengths.
+func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error) {
+	for len(buf) > 0 {
+		var f field
+		if f, buf, err = next(buf); err != nil {
+			return 0, 0, err
+		}
+		if !f.is(num, protowire.BytesType) {
+			continue
+		}
+		n++
+		for in := f.b; len(in) > 0; {
+			var g field
+			if g, in, err = next(in); err != nil {
+				return 0, 0, err
+			}
+			if g.is(sub, protowire.BytesType) {
+				nsub++
+			}
+		}
+	}
+	return n, nsub, nil
+}
+
+// headerAlloc hands out the headers of a message from one preallocated
+// []pb.Header and its []*pb.Header, in order: the headers of one record (or
+// output) are a run of them.
+type headerAlloc struct {
+	vals []pb.Header
+	ptrs []*pb.Header
+	used int
+}
+
+func newHeaderAlloc(n int) headerAlloc {
+	if n == 0 {
+		return headerAlloc{}
+	}
+	return headerAlloc{vals: make([]pb.Header, n), ptrs: make([]*pb.Header, n)}
+}
+
+// add decodes the header in buf as the next one.
+func (a *headerAlloc) add(buf []byte) error {
+	h := &a.vals[a.used]
+	a.ptrs[a.used] = h
+	a.used++
+	return decodeHeader(buf, h)
+}
+
+// since returns the headers added since used was start (nil if none).
+func (a *headerAlloc) since(start int) []*pb.Header {
+	if a.used == start {
+		return nil
+	}
+	return a.ptrs[start:a.used:a.used]
+}
+
+// Wire types of the known fields; a field with another is skipped.
+const (
+	bytesT  = protowire.BytesType
+	varintT = protowire.VarintType
+)
+
+func decodeHeader(buf []byte, h *pb.Header) error {
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return err
+		}
+		buf = rest
+		switch {
+		case f.is(1, bytesT):
+			if h.Key, err = f.str("Header"); err != nil {
+				return err
+			}
+		case f.is(2, bytesT):
+			h.Value = f.b
+		}
+	}
+	return nil
+}
+
+// decodeBatch decodes a Batch into m (which must be empty), aliasing buf.
+func decodeBatch(buf []byte, m *pb.Batch) error {
+	nrec, nhdr, err := countFields(buf, 6, 3)
+	if err != nil {
+		return fmt.Errorf("decoding a batch: %w", err)
+	}
+	var recs []pb.Record
+	if nrec > 0 {
+		recs = make([]pb.Record, nrec)
+		m.Records = make([]*pb.Record, 0, nrec)
+	}
+	ha := newHeaderAlloc(nhdr)
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return fmt.Errorf("decoding a batch: %w", err)
+		}
+		buf = rest
+		switch {
+		case f.is(1, bytesT):
+			m.Pipeline, err = f.str("Batch")
+		case f.is(2, bytesT):
+			m.Stream, err = f.str("Batch")
+		case f.is(3, bytesT):
+			m.Partition, err = f.str("Batch")
+		case f.is(4, varintT):
+			m.Attempt = uint32(f.v)
+		case f.is(5, varintT):
+			m.DeadlineUnixNano = int64(f.v)
+		case f.is(6, bytesT):
+			r := &recs[len(m.Records)]
+			err = decodeRecord(f.b, r, &ha)
+			m.Records = append(m.Records, r)
+		}
+		if err != nil {
+			return fmt.Errorf("decoding a batch: %w", err)
+		}
+	}
+	return nil
+}
+
+func decodeRecord(buf []byte, r *pb.Record, ha *headerAlloc) error {
+	start := ha.used
+	defer func() { r.Headers = ha.since(start) }()
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return err
+		}
+		buf = rest
+		switch {
+		case f.is(1, bytesT):
+			r.Key = f.b
+		case f.is(2, bytesT):
+			r.Value = f.b
+		case f.is(3, bytesT):
+			if err := ha.add(f.b); err != nil {
+				return err
+			}
+		case f.is(4, varintT):
+			r.TimestampUnixNano = int64(f.v)
+		case f.is(5, varintT):
+			r.Offset = int64(f.v)
+		case f.is(6, bytesT):
+			if r.Sequence, err = f.str("Record"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// decodeResult decodes a Result into m (which must be empty), aliasing buf.
+// Sink names repeat: a run of one name is allocated once.
+func decodeResult(buf []byte, m *pb.Result) error {
+	nout, nhdr, err := countFields(buf, 1, 5)
+	if err != nil {
+		return fmt.Errorf("decoding a result: %w", err)
+	}
+	nfail, err := countSub(buf, 2)
+	if err != nil {
+		return fmt.Errorf("decoding a result: %w", err)
+	}
+	var outs []pb.Output
+	if nout > 0 {
+		outs = make([]pb.Output, nout)
+		m.Outputs = make([]*pb.Output, 0, nout)
+	}
+	var fails []pb.Failure
+	if nfail > 0 {
+		fails = make([]pb.Failure, nfail)
+		m.Failures = make([]*pb.Failure, 0, nfail)
+	}
+	ha := newHeaderAlloc(nhdr)
+	var lastSink string
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return fmt.Errorf("decoding a result: %w", err)
+		}
+		buf = rest
+		switch {
+		case f.is(1, bytesT):
+			o := &outs[len(m.Outputs)]
+			err = decodeOutput(f.b, o, &ha, &lastSink)
+			m.Outputs = append(m.Outputs, o)
+		case f.is(2, bytesT):
+			fl := &fails[len(m.Failures)]
+			err = decodeFailure(f.b, fl)
+			m.Failures = append(m.Failures, fl)
+		}
+		if err != nil {
+			return fmt.Errorf("decoding a result: %w", err)
+		}
+	}
+	return nil
+}
+
+func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) error {
+	start := ha.used
+	defer func() { o.Headers = ha.since(start) }()
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return err
+		}
+		buf = rest
+		switch {
+		case f.is(1, varintT):
+			o.Index = uint32(f.v)
+		case f.is(2, bytesT):
+			if string(f.b) == *lastSink {
+				o.Sink = *lastSink
+				continue
+			}
+			if o.Sink, err = f.str("Output"); err != nil {
+				return err
+			}
+			*lastSink = o.Sink
+		case f.is(3, bytesT):
+			o.Key = f.b
+		case f.is(4, bytesT):
+			o.Value = f.b
+		case f.is(5, bytesT):
+			if err := ha.add(f.b); err != nil {
+				return err
+			}
+		case f.is(6, varintT):
+			o.TimestampUnixNano = int64(f.v)
+		}
+	}
+	return nil
+}
+
+func decodeFailure(buf []byte, fl *pb.Failure) error {
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return err
+		}
+		buf = rest
+		switch {
+		case f.is(1, varintT):
+			fl.Index = uint32(f.v)
+		case f.is(2, bytesT):
+			if fl.Message, err = f.str("Failure"); err != nil {
+				return err
+			}
+		case f.is(3, varintT):
+			fl.Retryable = f.v != 0
+		case f.is(4, varintT):
+			fl.Class = pb.ErrorClass(int32(f.v)) // an enum is an int32 varint
+		}
+	}
+	return nil
+}
+
+// countSub counts the bytes fields numbered num at the top level of buf.
+func countSub(buf []byte, num protowire.Number) (int, error) {
+	n := 0
+	for len(buf) > 0 {
+		f, rest, err := next(buf)
+		if err != nil {
+			return 0, err
+		}
+		buf = rest
+		if f.is(num, bytesT) {
+			n++
+		}
+	}
+	return n, nil
+}
