@@ -9,6 +9,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/weirhq/weir/examples/iot"
 	"github.com/weirhq/weir/plugins"
@@ -40,6 +41,11 @@ const (
 	// crash tests: which records had their side effect, how often, by which
 	// process).
 	EnvSideEffects = "WEIR_SIDEFX_FILE"
+	// EnvBatchDelay is a duration (Go syntax, e.g. "20ms"): noop and echo
+	// sleep this long in every call before answering, a testing aid that
+	// makes a handler slower than its input (backpressure and memory
+	// tests). Unset or unparsable: no delay.
+	EnvBatchDelay = "WEIR_BATCH_DELAY"
 )
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
@@ -58,7 +64,8 @@ const DefaultEchoSink = "out"
 //   - iot: the IoT example handler (package examples/iot).
 //
 // echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE and
-// WEIR_SIDEFX_FILE (testing aids, see the constants).
+// WEIR_SIDEFX_FILE, and noop and echo WEIR_BATCH_DELAY (testing aids, see
+// the constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
 	if sink == "" {
@@ -66,11 +73,29 @@ func Handlers() map[string]plugins.Handler {
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
 	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects)}
+	delay, _ := time.ParseDuration(os.Getenv(EnvBatchDelay))
 	return map[string]plugins.Handler{
-		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
+		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, delayed(delay, Noop)),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, delayed(delay, aids.wrap(Echo(sink, nil)))),
 		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, aids.wrap(Echo(sink, crashOn))),
 		"iot":        iot.Handler(),
+	}
+}
+
+// delayed makes fn sleep d (or until its call is canceled) before it runs.
+func delayed(d time.Duration, fn sdk.Func) sdk.Func {
+	if d <= 0 {
+		return fn
+	}
+	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return fn(ctx, b, res)
 	}
 }
 

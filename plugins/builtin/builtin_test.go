@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/plugins/builtin"
@@ -45,5 +46,34 @@ func TestHandlers(t *testing.T) {
 	// Without WEIR_CRASH_ON, echo-crash is echo.
 	if res, err := hs["echo-crash"].Handle(context.Background(), b); err != nil || len(res.Outputs) != 2 {
 		t.Errorf("echo-crash: %+v, %v", res, err)
+	}
+}
+
+// TestBatchDelay: with WEIR_BATCH_DELAY set, noop and echo wait before
+// answering, and give up with the call's context.
+func TestBatchDelay(t *testing.T) {
+	t.Setenv(builtin.EnvBatchDelay, "1h")
+	hs := builtin.Handlers()
+	b := &plugins.Batch{Records: []record.Record{{Key: []byte("a"), Value: []byte("1")}}}
+	for _, name := range []string{"noop", "echo"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := hs[name].Handle(ctx, b)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			t.Fatalf("%s answered before its delay: %v", name, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		cancel()
+		if err := <-done; err == nil {
+			t.Errorf("%s: canceled during its delay, answered without error", name)
+		}
+	}
+	t.Setenv(builtin.EnvBatchDelay, "1ms")
+	if res, err := builtin.Handlers()["echo"].Handle(context.Background(), b); err != nil || len(res.Outputs) != 1 {
+		t.Errorf("echo with a 1ms delay: %+v, %v", res, err)
 	}
 }
