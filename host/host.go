@@ -348,7 +348,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	src, err := kafkasrc.New(kafkasrc.Config{
 		// conn last, so that tests' KafkaOpts win
 		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log,
+		Start: pc.Source.Kafka.Start, Logger: log, FetchMaxBytes: fetchMaxBytes(pc),
 	})
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)

@@ -18,11 +18,14 @@ import (
 type item struct {
 	rec     record.Record
 	seq     int64
-	size    int64
+	size    int64 // rec.Size(): what counts against batch.max_bytes
 	arrived time.Time
 	// key is string(rec.Key), made once by the lane under ordering key.
 	key string
 }
+
+// cost is what the item counts against the in-flight budget.
+func (it *item) cost() int64 { return it.size + RecordOverhead }
 
 // completion is what a batch worker tells its lane: these records are
 // complete (handled, or dead-lettered), or the batch ended.
@@ -95,8 +98,18 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 	}
 }
 
+// RecordOverhead is what the host holds in memory per record besides its
+// key, value and headers (record.Size): the record and its lane item (about
+// 210 bytes), the queue's pointers, its slot in the commit tracker, and the
+// Kafka client's decoded copy while a fetch waits to be delivered, rounded
+// up. A record counts against max_inflight_bytes with its size plus this,
+// so that the budget bounds memory for small records too: a 100-byte record
+// costs the host several times its 100 bytes.
+const RecordOverhead = 320
+
 // deliver appends records to the lane. It is called by the source's
-// goroutine and never blocks on processing.
+// goroutine and never blocks on processing. It returns what the records
+// count against the in-flight budget.
 func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	items := make([]item, len(recs))
 	ptrs := make([]*item, len(recs))
@@ -106,7 +119,7 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 		it.rec = recs[i]
 		it.size = int64(recs[i].Size())
 		it.arrived = now
-		bytes += it.size
+		bytes += it.cost()
 		ptrs[i] = it
 	}
 	l.mu.Lock()
@@ -248,7 +261,7 @@ func (l *lane) abandonQueue() {
 	l.takeIncoming()
 	var bytes int64
 	for _, it := range l.queue {
-		bytes += it.size
+		bytes += it.cost()
 	}
 	l.queue = nil
 	l.pl.release(bytes)
@@ -384,7 +397,7 @@ func (l *lane) finish(c completion) {
 	var bytes int64
 	moved := false
 	for _, it := range c.abandoned {
-		bytes += it.size
+		bytes += it.cost()
 	}
 	l.pl.release(bytes)
 	bytes = 0
@@ -392,7 +405,7 @@ func (l *lane) finish(c completion) {
 		if l.tracker.complete(it.seq) {
 			moved = true
 		}
-		bytes += it.size
+		bytes += it.cost()
 		if l.pl.cfg.Ordering == config.OrderingKey {
 			if l.busyKeys[it.key]--; l.busyKeys[it.key] <= 0 {
 				delete(l.busyKeys, it.key)

@@ -324,18 +324,30 @@ func TestCommitWaitsForEarlierBatch(t *testing.T) {
 }
 
 func TestBackpressurePausesAndResumes(t *testing.T) {
+	p := record.KafkaPartition("in", 0)
+	var small [][]record.Record
+	var cost int64 // of the small records, each counting its size and the host's overhead
+	for i := 0; i < 100; i += 10 {
+		recs := records(p, i, 10, 3)
+		for j := range recs {
+			cost += int64(recs[j].Size()) + RecordOverhead
+		}
+		small = append(small, recs)
+	}
 	cfg := testPipelineConfig()
-	cfg.MaxInflightBytes = 1000
+	cfg.MaxInflightBytes = cost + 300 // the small records fit ...
 	cfg.Batch.MaxRecords = 5
 	gate := make(chan struct{})
 	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
 		<-gate
 		return echo(b), nil
 	}), false)
-	p := record.KafkaPartition("in", 0)
 	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
-	for i := 0; i < 100; i += 10 { // ~5 bytes each, 100 records ≈ 600 bytes ...
-		h.pl.Deliver(p, records(p, i, 10, 3))
+	for _, recs := range small {
+		h.pl.Deliver(p, recs)
+	}
+	if h.src.pauses.Load() != 0 {
+		t.Fatal("partition paused under max_inflight_bytes")
 	}
 	big := records(p, 100, 1, 3)
 	big[0].Value = make([]byte, 600) // ... and this one tips it over

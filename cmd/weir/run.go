@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -39,6 +40,11 @@ completed, and stops the handler plugins. A second signal exits at once
 				stop() // a second signal now kills the process
 				log.Info().Msg("shutting down: finishing in-flight batches (signal again to exit at once)")
 			}()
+			if os.Getenv("GOMEMLIMIT") == "" {
+				limit := host.MemoryLimit(cfg)
+				debug.SetMemoryLimit(limit)
+				log.Debug().Int64("bytes", limit).Msg("soft memory limit: the pipelines' max_inflight_bytes plus headroom (GOMEMLIMIT overrides)")
+			}
 			h := host.New(cfg, host.Options{Logger: log})
 			if err := h.Run(ctx); err != nil {
 				return fmt.Errorf("run: %w", err)

@@ -148,8 +148,11 @@ type Pipeline struct {
 	// silently). Its topic must not be a source topic of the pipeline.
 	DLQ *DLQ
 	// MaxInflightBytes (YAML: max_inflight_bytes, a size) bounds the bytes
-	// of records read but not yet complete; past it, partitions are
-	// paused. Default 64MiB; at least Batch.MaxBytes.
+	// of records read but not yet complete, each counting its key, value
+	// and headers plus the host's own memory per record (320 bytes, see
+	// host.RecordOverhead); past it, partitions are paused. `weir run`
+	// sizes the Go runtime's memory limit from it. Default 64MiB; at least
+	// Batch.MaxBytes.
 	MaxInflightBytes int64
 	// CommitInterval (YAML: commit_interval) is how often completed
 	// positions are committed to the source (and checkpointed in Redis);

@@ -1,0 +1,42 @@
+package host
+
+import (
+	"math"
+
+	"github.com/weirhq/weir/host/config"
+)
+
+// MemoryHeadroom is the memory weir allows the Go runtime beyond the
+// pipelines' max_inflight_bytes: the runtime itself, the clients, fetches
+// in flight, the handler calls' encodings. The process's resident set is
+// that plus the executable's pages (about 25 MiB), so it stays under
+// max_inflight_bytes + 64 MiB. See MemoryLimit.
+const MemoryHeadroom = 36 << 20
+
+// MemoryLimit is the soft memory limit `weir run` gives the Go runtime
+// (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT is set: the sum of the
+// pipelines' max_inflight_bytes plus MemoryHeadroom. The in-flight budget
+// bounds what the host holds (records count with RecordOverhead); without a
+// limit, the garbage collector would still let the heap grow to twice what
+// is live before collecting, so the process could take twice its budget.
+func MemoryLimit(cfg *config.File) int64 {
+	limit := int64(MemoryHeadroom)
+	for i := range cfg.Pipelines {
+		if b := cfg.Pipelines[i].MaxInflightBytes; b < math.MaxInt64-limit {
+			limit += b
+		} else {
+			return math.MaxInt64
+		}
+	}
+	return limit
+}
+
+// fetchMaxBytes bounds one Kafka fetch response of a pipeline to a
+// thirty-second of its in-flight budget (at least 1 MiB, at most franz-go's
+// default of 50 MiB). A partition is paused only once a delivery has passed
+// the budget, so what one fetch brings is how far memory can overshoot it;
+// and the client holds a fetch's records, decompressed, until they are
+// delivered.
+func fetchMaxBytes(pc *config.Pipeline) int32 {
+	return int32(min(max(pc.MaxInflightBytes/32, 1<<20), 50<<20))
+}
