@@ -81,6 +81,18 @@ local cur = fenced(KEYS[1], gen)
 if cur then return redis.error_reply('FENCED ' .. cur) end
 local wm = redis.call('GET', KEYS[2])
 local any = redis.call('EXISTS', KEYS[3]) == 1
+if any then
+  -- Encoded positions sort as numbers do: look the done set up once for
+  -- the batch's range, and per position only if something is in it.
+  local lo, hi
+  for m in each(ARGV[2]) do
+    if (not lo) or le(m, lo) then lo = m end
+    if (not hi) or le(hi, m) then hi = m end
+  end
+  if lo then
+    any = #redis.call('ZRANGEBYLEX', KEYS[3], '[' .. lo, '[' .. hi, 'LIMIT', 0, 1) > 0
+  end
+end
 local out = {}
 for m in each(ARGV[2]) do
   if wm and le(m, wm) then

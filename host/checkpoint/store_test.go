@@ -97,6 +97,44 @@ func TestPositionMode(t *testing.T) {
 
 // Kafka offsets have gaps (transaction markers, compaction); the watermark
 // moves with the commit, which knows which offsets exist, not with n+1.
+// TestPositionModeClaimLooksUpTheBatchRange: the claim script asks the done
+// set once for the batch's range of positions and per position only when
+// that range holds something; the range must compare positions as numbers
+// (9 < 10 < 99 < 100), whatever order the batch lists them in.
+func TestPositionModeClaimLooksUpTheBatchRange(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, addr string, wait func(time.Duration)) {
+		s := open(t, addr, Config{KeyPrefix: uniquePrefix()})
+		const gen = 1
+		if err := s.Fence(context.Background(), p0, gen); err != nil {
+			t.Fatal(err)
+		}
+		at := func(offs ...int64) []Key {
+			var keys []Key
+			for _, o := range offs {
+				keys = append(keys, offsets(t, o, o+1)...)
+			}
+			return keys
+		}
+		markDone(t, s, p0, gen, at(9, 100))
+		for _, c := range []struct {
+			offs []int64
+			want string
+		}{
+			{[]int64{10, 11, 50, 99}, "CCCC"}, // between the two: the range holds nothing
+			{[]int64{9, 10}, "DC"},
+			{[]int64{99, 100}, "CD"},
+			{[]int64{100, 9, 50}, "DDC"},
+			{[]int64{101, 1000}, "CC"},
+			{[]int64{0, 8}, "CC"},
+			{[]int64{100}, "D"},
+		} {
+			if got := claim(t, s, p0, gen, at(c.offs...)); got != c.want {
+				t.Errorf("Claim(%v) = %s, want %s", c.offs, got, c.want)
+			}
+		}
+	})
+}
+
 func TestPositionModeOffsetGaps(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, addr string, _ func(time.Duration)) {
 		s := open(t, addr, Config{})
