@@ -70,9 +70,15 @@ func (p *GRPCPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, conn 
 // os.Stdout and os.Stderr are forwarded to the host, which logs them. A
 // process not started by a weir host prints a notice and exits with status 1.
 //
+// Unless GOGC or GOMEMLIMIT is set, Serve lets the process's garbage grow to
+// at least 64 MiB before a collection (GOGC=100 once the live heap is
+// larger): a batch's garbage would otherwise make the collector run every
+// few calls.
+//
 // Handler authors call sdk.Serve instead; the weir binary serves its built-in
 // handlers through ServeBuiltinIfRequested.
 func Serve(h Handler) {
+	startGCTuner()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
