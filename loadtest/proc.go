@@ -164,3 +164,7 @@ func statusBytes(path, field string) int64 {
 	}
 	return 0
 }
+
+// CPUTimes returns the user+system seconds used so far by this process and
+// by its children that have exited (and been waited for).
+func CPUTimes() (self, children float64) { return cpuTimes() }

@@ -69,7 +69,14 @@ type BenchRow struct {
 	RecordsPerS float64 `json:"records_per_s"`
 	MBPerS      float64 `json:"mb_per_s"`
 	Ratio       float64 `json:"ratio"` // to the franz-go consumer of the same size
-	OK          bool    `json:"ok"`    // every record consumed (and, for weir, committed)
+	// CPUSeconds is the CPU time (user+system) this process and its
+	// exited children used during the measurement: the in-process broker
+	// serving the fetches, the client or host, and weir's plugin
+	// processes (not the redis-server, which runs for the whole bench).
+	// Less sensitive than the rates to other load on the machine.
+	CPUSeconds         float64 `json:"cpu_s"`
+	CPUMicrosPerRecord float64 `json:"cpu_us_per_record"`
+	OK                 bool    `json:"ok"` // every record consumed (and, for weir, committed)
 }
 
 // BenchReport is what Bench measured.
@@ -172,6 +179,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 				logf("  %s ...", m)
 				group := fmt.Sprintf("%s-r%d-m%d", topic, round, i+1)
 				var row BenchRow
+				cpuSelf0, cpuChildren0 := loadtest.CPUTimes()
 				switch m {
 				case MeasureRaw:
 					row, err = benchConsumer(ctx, brokers, topic, group, o.Records)
@@ -188,6 +196,11 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 					return nil, fmt.Errorf("%s, %d-byte records: %w", m, size, err)
 				}
 				row.Size, row.Name, row.Round = gen.Size(), m, round
+				cpuSelf, cpuChildren := loadtest.CPUTimes()
+				row.CPUSeconds = cpuSelf - cpuSelf0 + cpuChildren - cpuChildren0
+				if row.Records > 0 {
+					row.CPUMicrosPerRecord = row.CPUSeconds * 1e6 / float64(row.Records)
+				}
 				row.MBPerS = row.RecordsPerS * float64(gen.Size()) / 1e6
 				if m == MeasureRaw {
 					limit = row.RecordsPerS
@@ -337,9 +350,9 @@ func (r *BenchReport) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "weir bench: %d records per size, %d partitions, %d keys; %d CPUs, %s; redis %s\n\n",
 		r.Records, r.Partitions, r.Keys, r.CPUs, r.GoVersion, r.Redis)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "SIZE\tROUND\tMEASUREMENT\tRECORDS/S\tMB/S\tRATIO\tSECONDS\tOK\t")
+	fmt.Fprintln(tw, "SIZE\tROUND\tMEASUREMENT\tRECORDS/S\tMB/S\tRATIO\tSECONDS\tCPU µS/REC\tOK\t")
 	for _, row := range r.Rows {
-		fmt.Fprintf(tw, "%d B\t%d\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%v\t\n", row.Size, row.Round, row.Name, row.RecordsPerS, row.MBPerS, row.Ratio, row.Seconds, row.OK)
+		fmt.Fprintf(tw, "%d B\t%d\t%s\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%v\t\n", row.Size, row.Round, row.Name, row.RecordsPerS, row.MBPerS, row.Ratio, row.Seconds, row.CPUMicrosPerRecord, row.OK)
 	}
 	tw.Flush()
 	if r.Rounds < 2 {
