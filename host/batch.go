@@ -69,8 +69,10 @@ type batchRun struct {
 func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
 	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx}
 	r.all = make([]*work, len(items))
+	ws := make([]work, len(items)) // one allocation, not one per record
 	for i, it := range items {
-		r.all[i] = &work{item: it}
+		ws[i].item = it
+		r.all[i] = &ws[i]
 	}
 	r.log = l.log.With().Int64("batch", id).
 		Str("first", items[0].rec.Position.String()).

@@ -138,7 +138,8 @@ func TestConvertCopies(t *testing.T) {
 		Offset:  7,
 	}
 	p := record.KafkaPartition("t", 0)
-	got := convert(p, r)
+	var chunk []byte
+	got := convert(p, r, &chunk)
 	copy(fetchBuf, "XXXXXXXXXX")
 	if string(got.Key) != "key" || string(got.Value) != "value" || string(got.Headers[0].Value) != "h1" ||
 		got.Headers[1].Value == nil || got.Position.Offset != 7 || got.Partition != p {
@@ -147,7 +148,17 @@ func TestConvertCopies(t *testing.T) {
 	if cap(got.Key) != 3 {
 		t.Fatalf("key capacity %d lets an append overwrite the value", cap(got.Key))
 	}
-	if null := convert(p, &kgo.Record{}); null.Key != nil || null.Value != nil {
+	if null := convert(p, &kgo.Record{}, &chunk); null.Key != nil || null.Value != nil {
 		t.Fatalf("null key/value became %q/%q", null.Key, null.Value)
+	}
+	// Records share a chunk without overlapping; one larger than a chunk
+	// gets its own.
+	next := convert(p, &kgo.Record{Key: []byte("k2"), Value: []byte("v2")}, &chunk)
+	big := convert(p, &kgo.Record{Value: make([]byte, chunkSize+1)}, &chunk)
+	after := convert(p, &kgo.Record{Key: []byte("k3")}, &chunk)
+	next.Key = append(next.Key, '!')
+	if string(got.Key) != "key" || string(got.Value) != "value" || string(next.Value) != "v2" ||
+		len(big.Value) != chunkSize+1 || string(after.Key) != "k3" {
+		t.Fatalf("records sharing a chunk: %q %q %q, big %d bytes, after %q", got.Key, got.Value, next.Value, len(big.Value), after.Key)
 	}
 }

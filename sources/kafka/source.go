@@ -359,6 +359,7 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			Msg("dropping records of a partition not assigned to this consumer")
 		return
 	}
+	var chunk []byte
 	for _, r := range ftp.Records {
 		if r.Offset < st.next {
 			dropped++
@@ -366,7 +367,7 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		}
 		st.next = r.Offset + 1
 		st.noteEpoch(r.Offset, r.LeaderEpoch)
-		recs = append(recs, convert(p, r))
+		recs = append(recs, convert(p, r, &chunk))
 	}
 	s.mu.Unlock()
 	if dropped > 0 {
@@ -378,18 +379,26 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 	}
 }
 
+// chunkSize is the most record bytes convert copies into one allocation.
+const chunkSize = 64 << 10
+
 // convert makes a record.Record of r, copying its key, value and header
-// values into one allocation of their own. kgo slices them out of the fetch
-// response (or the decompressed batch) without copying; keeping those slices
-// would let one record held by a lane (a parked key, a slow batch) pin a
-// whole fetch, tens of megabytes that the host's in-flight accounting
-// (record.Size) cannot see.
-func convert(p record.Partition, r *kgo.Record) record.Record {
+// values into chunk, a buffer of chunkSize shared by consecutive records
+// (a record larger than that gets one of its own). kgo slices them out of
+// the fetch response (or the decompressed batch) without copying; keeping
+// those slices would let one record held by a lane (a parked key, a slow
+// batch) pin a whole fetch, tens of megabytes that the host's in-flight
+// accounting (record.Size) cannot see. A held record pins at most its
+// chunk, and one allocation serves hundreds of small records.
+func convert(p record.Partition, r *kgo.Record, chunk *[]byte) record.Record {
 	n := len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
 		n += len(h.Value)
 	}
-	buf := make([]byte, 0, n)
+	buf := *chunk
+	if cap(buf)-len(buf) < n {
+		buf = make([]byte, 0, max(n, chunkSize))
+	}
 	take := func(b []byte) []byte {
 		if b == nil {
 			return nil // keep null keys and values null
@@ -411,6 +420,7 @@ func convert(p record.Partition, r *kgo.Record) record.Record {
 			out.Headers[i] = record.Header{Key: h.Key, Value: take(h.Value)}
 		}
 	}
+	*chunk = buf
 	return out
 }
 
