@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -828,10 +829,10 @@ func TestDefaults(t *testing.T) {
 	want := Pipeline{
 		Name:   "p",
 		Source: Source{Kafka: &KafkaSource{Topics: []string{"in"}, Group: "p", Start: Start{Kind: StartEarliest}}},
-		Batch:  Batch{MaxRecords: 500, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond},
+		Batch:  Batch{MaxRecords: 1000, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond},
 		Handler: Handler{
 			Plugin: "builtin:noop", Builtin: "noop",
-			Instances: 2, Timeout: 30 * time.Second,
+			Instances: max(2, runtime.NumCPU()), Timeout: 30 * time.Second,
 		},
 		Ordering:         OrderingPartition,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},

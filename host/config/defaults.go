@@ -1,6 +1,7 @@
 package config
 
 import (
+	"runtime"
 	"time"
 )
 
@@ -15,12 +16,12 @@ import (
 func Defaults() Pipeline {
 	return Pipeline{
 		Batch: Batch{
-			MaxRecords: 500,
+			MaxRecords: 1000,
 			MaxBytes:   1 << 20,
 			MaxWait:    50 * time.Millisecond,
 		},
 		Handler: Handler{
-			Instances: 2,
+			Instances: DefaultInstances(),
 			Timeout:   30 * time.Second,
 		},
 		Ordering: OrderingPartition,
@@ -73,3 +74,9 @@ func (p *Pipeline) applyDefaults() {
 		k.Group = p.Name
 	}
 }
+
+// DefaultInstances is the default of handler.instances: the number of CPUs,
+// at least 2. Batches of cheap handlers are bound by the handler processes'
+// CPU (decoding a batch, the call itself), so one process per CPU keeps
+// them all busy.
+func DefaultInstances() int { return max(2, runtime.NumCPU()) }

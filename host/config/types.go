@@ -216,7 +216,7 @@ type KafkaSource struct {
 // Batch says when a lane closes a batch: whichever limit is hit first
 // (YAML: batch).
 type Batch struct {
-	// MaxRecords (YAML: max_records) default 500.
+	// MaxRecords (YAML: max_records) default 1000.
 	MaxRecords int
 	// MaxBytes (YAML: max_bytes, a size: bytes or 512KiB, 1MiB, 1.5MB...)
 	// default 1MiB; at most MaxInflightBytes.
@@ -250,7 +250,7 @@ type Handler struct {
 	// to; each must be a declared sink.
 	Outputs []string
 	// Instances (YAML: instances) is the number of plugin processes.
-	// Default 2.
+	// Default: the number of CPUs, at least 2 (DefaultInstances).
 	Instances int
 	// Timeout (YAML: timeout) bounds one Handle call. Default 30s.
 	Timeout time.Duration
