@@ -11,24 +11,26 @@ import (
 // A handler process's live heap is usually small (a few MiB of gRPC
 // buffers and the handler's own state), while every call leaves a whole
 // batch of garbage behind (the request, its records, the result). Under
-// GOGC=100 the collector then runs every few calls, and measured with the
-// noop handler it took about a third of the process's CPU. So the process
-// serving a handler lets garbage reach at least gcHeadroom before
-// collecting, whatever its live heap; once the live heap is larger than
-// that, this is GOGC=100 again (collect when the heap doubles).
+// GOGC=100 (and the runtime's 4 MiB minimum heap) the collector then runs
+// every few calls, and measured with the noop handler it took about a third
+// of the process's CPU. So the process serving a handler lets garbage reach
+// about gcHeadroom before collecting, whatever its live heap; once the live
+// heap is larger than that, this is GOGC=100 again (collect when the heap
+// doubles).
 
-// gcHeadroom is the least garbage a handler process lets accumulate
-// between collections.
-const gcHeadroom = 64 << 20
+// gcHeadroom is the garbage a handler process lets accumulate between
+// collections, at least.
+const gcHeadroom = 16 << 20
 
-// gcPercentMax bounds the GC percent the tuner sets (a live heap of 6.4 MiB
-// or less gets this).
-const gcPercentMax = 1000
+// gcPercentMax bounds the GC percent the tuner sets (a live heap of 4 MiB
+// or less gets this). The runtime scales its minimum heap with the percent
+// (4 MiB at 100), so this also makes the minimum heap gcHeadroom.
+const gcPercentMax = 400
 
-// startGCTuner keeps the GC percent at max(100, gcHeadroom / live heap),
-// re-evaluated after every collection, unless the environment sets GOGC (or
-// GOMEMLIMIT, a policy of the user's own); it returns nil then. Serve calls
-// it once, in the handler process.
+// startGCTuner keeps the GC percent at gcHeadroom / live heap, between 100
+// and gcPercentMax, re-evaluated after every collection, unless the
+// environment sets GOGC (or GOMEMLIMIT, a policy of the user's own); it
+// returns nil then. Serve calls it once, in the handler process.
 func startGCTuner() *gcTuner {
 	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
 		return nil

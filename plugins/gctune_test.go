@@ -13,9 +13,10 @@ func TestGCPercentFor(t *testing.T) {
 		want int
 	}{
 		{0, gcPercentMax},
-		{1 << 20, gcPercentMax}, // 64 MiB of headroom would be 6400%
-		{16 << 20, 400},
-		{64 << 20, 100},
+		{1 << 20, gcPercentMax}, // 16 MiB of headroom would be 1600%
+		{4 << 20, 400},
+		{8 << 20, 200},
+		{16 << 20, 100},
 		{1 << 30, 100}, // a large heap: GOGC=100
 	} {
 		if got := gcPercentFor(c.live); got != c.want {

@@ -71,9 +71,8 @@ func (p *GRPCPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, conn 
 // process not started by a weir host prints a notice and exits with status 1.
 //
 // Unless GOGC or GOMEMLIMIT is set, Serve lets the process's garbage grow to
-// at least 64 MiB before a collection (GOGC=100 once the live heap is
-// larger): a batch's garbage would otherwise make the collector run every
-// few calls.
+// about 16 MiB before a collection (GOGC=100 once the live heap is larger):
+// a batch's garbage would otherwise make the collector run every few calls.
 //
 // Handler authors call sdk.Serve instead; the weir binary serves its built-in
 // handlers through ServeBuiltinIfRequested.
