@@ -248,6 +248,25 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		}
 	}
 
+	group := []kgo.Opt{
+		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+	}
+	srcCfg := kafkasrc.Config{
+		// conn last, so that tests' KafkaOpts win
+		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+		Start: pc.Source.Kafka.Start, Logger: log,
+	}
+	exactlyOnce := pc.Delivery == config.DeliveryExactlyOnce
+	if exactlyOnce {
+		srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID
+		srcCfg.TransactionTimeout = transactionTimeout(pc)
+	}
+	src, err := kafkasrc.New(srcCfg)
+	if err != nil {
+		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+	}
+
 	// One producer per cluster the pipeline writes to: the shared one, and
 	// any other a sink or the DLQ names with brokers.
 	producers := map[string]*kgo.Client{}
@@ -279,15 +298,28 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		return cl, nil
 	}
 
+	// kafkaSink writes to a topic through the cluster's producer or, under
+	// exactly-once, inside the source's transaction.
+	kafkaSink := func(ks *config.KafkaSink) (*kafkasink.Sink, error) {
+		if exactlyOnce {
+			ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := kafkasrc.EnsureTopics(ectx, conn, -1, ks.Topic); err != nil {
+				log.Warn().Err(err).Str("topic", ks.Topic).Msg("could not check or create an output topic; writes to it will wait and retry")
+			}
+			return kafkasink.NewWithProducer(src.TxnProducer(), ks.Topic)
+		}
+		cl, err := producer(ks.Brokers, ks.Topic)
+		if err != nil {
+			return nil, err
+		}
+		return kafkasink.NewWithClient(cl, ks.Topic)
+	}
 	sinkMap := make(map[string]Sink, len(pc.Sinks))
 	for name, s := range pc.Sinks {
 		switch {
 		case s.Kafka != nil:
-			cl, err := producer(s.Kafka.Brokers, s.Kafka.Topic)
-			if err != nil {
-				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
-			}
-			k, err := kafkasink.NewWithClient(cl, s.Kafka.Topic)
+			k, err := kafkaSink(s.Kafka)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
@@ -304,11 +336,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	}
 	var dlqSink Sink
 	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
-		cl, err := producer(pc.DLQ.Kafka.Brokers, pc.DLQ.Kafka.Topic)
-		if err != nil {
-			return nil, closeFn, fmt.Errorf("dlq: %w", err)
-		}
-		k, err := kafkasink.NewWithClient(cl, pc.DLQ.Kafka.Topic)
+		k, err := kafkaSink(pc.DLQ.Kafka)
 		if err != nil {
 			return nil, closeFn, fmt.Errorf("dlq: %w", err)
 		}
@@ -341,25 +369,25 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		_ = pool.Close(cctx)
 	})
 
-	group := []kgo.Opt{
-		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
-		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
-	}
-	src, err := kafkasrc.New(kafkasrc.Config{
-		// conn last, so that tests' KafkaOpts win
-		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log,
-	})
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
-	}
 	info := pool.Info()
 	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
 		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	var txn Transactor
+	if exactlyOnce {
+		txn = src
+	}
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
-		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
+		txn: txn, src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
 		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
 	})
 	pl.restarts = pool.Restarts
 	return pl, closeFn, nil
+}
+
+// transactionTimeout is how long the broker keeps an exactly-once
+// pipeline's transaction open before aborting it: long enough for the
+// barrier to wait out a batch (handler.timeout and some) twice over, plus
+// a commit interval; at most Kafka's default transaction.max.timeout.ms.
+func transactionTimeout(pc *config.Pipeline) time.Duration {
+	return min(2*(pc.Handler.Timeout+10*time.Second)+pc.CommitInterval, 15*time.Minute)
 }

@@ -66,6 +66,8 @@ type lane struct {
 	hardCtx  context.Context
 	hardStop context.CancelFunc
 	done     chan struct{}
+	// holds receives the exactly-once barrier's holds (see hold).
+	holds chan hold
 
 	// owned by run
 	queue         []*item
@@ -89,7 +91,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		pl: pl, part: part, gen: gen,
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		hardCtx: hardCtx, hardStop: hardStop,
+		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
 		tracker: newTracker(), busyKeys: map[string]int{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
 	}
@@ -117,6 +119,25 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	default:
 	}
 	return bytes
+}
+
+// hold is the exactly-once barrier's hold on a lane: the lane finishes the
+// batches it dispatched (and the records below them it skipped, under
+// ordering key), starts nothing newer, closes idle once it has no batch in
+// flight, and goes on as usual when release is closed.
+type hold struct {
+	idle    chan struct{}
+	release <-chan struct{}
+}
+
+// holdLane hands h to the lane; false if the lane has ended.
+func (l *lane) holdLane(h hold) bool {
+	select {
+	case l.holds <- h:
+		return true
+	case <-l.done:
+		return false
+	}
 }
 
 // requestStop asks the lane to stop taking new batches.
@@ -156,12 +177,23 @@ func (l *lane) run() {
 	stopC := l.stop
 	var timer *time.Timer
 	var timerC <-chan time.Time
+	var held *hold // the barrier holding this lane, if any
+	var releaseC <-chan struct{}
+	cut := int64(-1)
 	for {
 		l.takeIncoming()
 		var wait time.Duration
 		switch {
-		case !stopping:
+		case !stopping && held == nil:
 			wait = l.dispatch(time.Now(), math.MaxInt64, false)
+		case !stopping:
+			// Held: finish what was dispatched, filling the gaps below
+			// it, and start nothing past it.
+			l.dispatch(time.Now(), cut, true)
+			if l.workers == 0 && held.idle != nil {
+				close(held.idle)
+				held.idle = nil
+			}
 		case l.hardCtx.Err() == nil:
 			// Soft stop: dispatch nothing new, but fill the gaps below
 			// the newest record already dispatched. Under ordering key,
@@ -190,6 +222,10 @@ func (l *lane) run() {
 		case <-timerC:
 		case <-stopC:
 			stopping, stopC = true, nil
+		case h := <-l.holds:
+			held, releaseC, cut = &h, h.release, l.maxDispatched
+		case <-releaseC:
+			held, releaseC = nil, nil
 		}
 		if timer != nil && timerC != nil && !timer.Stop() {
 			select {

@@ -310,6 +310,32 @@ pipelines:
 			want: []problem{{8, "pipelines[0].ordering", `"fifo" is not an ordering; allowed: partition, key, none`}},
 		},
 		{
+			name: "delivery unknown",
+			src:  minimal + "    delivery: twice\n",
+			want: []problem{{8, "pipelines[0].delivery", `"twice" is not a delivery mode; allowed: at_least_once, exactly_once`}},
+		},
+		{
+			name: "exactly_once with a stdout sink, another cluster and marks in redis",
+			src: `version: 1
+kafka: {brokers: [embedded]}
+redis: {addr: "127.0.0.1:6379"}
+pipelines:
+  - name: p
+    source: {kafka: {topics: [in]}}
+    handler: {plugin: "builtin:noop"}
+    delivery: exactly_once
+    idempotency: {key: position}
+    sinks: {out: {kafka: {topic: out, brokers: ["other:9092"]}}, console: {stdout: {}}}
+    dlq: {kafka: {topic: dead, brokers: ["other:9092"]}}
+`,
+			want: []problem{
+				{9, "pipelines[0].idempotency.key", "must be off with delivery: exactly_once"},
+				{10, "pipelines[0].sinks.console", "exactly_once needs every sink to be kafka"},
+				{10, "pipelines[0].sinks.out.kafka.brokers", "remove brokers"},
+				{11, "pipelines[0].dlq.kafka.brokers", "remove brokers"},
+			},
+		},
+		{
 			name: "retry values",
 			src:  minimal + "    retry: {max_attempts: 0, initial_backoff: 20s, max_backoff: 10s, bisect: yes}\n",
 			want: []problem{
@@ -834,6 +860,7 @@ func TestDefaults(t *testing.T) {
 			Instances: 2, Timeout: 30 * time.Second,
 		},
 		Ordering:         OrderingPartition,
+		Delivery:         DeliveryAtLeastOnce,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},
 		Breaker:          Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 30 * time.Second, Interval: time.Minute},
 		Idempotency:      Idempotency{Key: "off", TTL: 24 * time.Hour, ClaimTTL: 2 * time.Minute}, // no redis section

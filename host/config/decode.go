@@ -456,6 +456,9 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		"ordering": func(v *yaml.Node, p string) {
 			d.str(v, p, (*string)(&pl.Ordering))
 		},
+		"delivery": func(v *yaml.Node, p string) {
+			d.str(v, p, (*string)(&pl.Delivery))
+		},
 		"retry":   func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
 		"breaker": func(v *yaml.Node, p string) { d.breaker(v, p, &pl.Breaker) },
 		"idempotency": func(v *yaml.Node, p string) {

@@ -24,6 +24,7 @@ func Defaults() Pipeline {
 			Timeout:   30 * time.Second,
 		},
 		Ordering: OrderingPartition,
+		Delivery: DeliveryAtLeastOnce,
 		Retry: Retry{
 			MaxAttempts:    5,
 			InitialBackoff: 100 * time.Millisecond,

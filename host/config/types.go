@@ -116,6 +116,23 @@ const (
 	OrderingNone Ordering = "none"
 )
 
+// Delivery says how a pipeline's outputs relate to its input positions
+// (YAML: delivery: at_least_once | exactly_once).
+type Delivery string
+
+const (
+	// DeliveryAtLeastOnce commits input positions after their outputs are
+	// written (default). With idempotency marks in Redis, a record that
+	// completed is not handled again after a crash (effectively once).
+	DeliveryAtLeastOnce Delivery = "at_least_once"
+	// DeliveryExactlyOnce writes outputs, dead letters and the input
+	// offsets in one Kafka transaction per commit interval: consumers of
+	// the outputs reading read_committed see each output once. Source,
+	// sinks and DLQ must all be Kafka on the shared cluster, and
+	// idempotency marks are off (the transaction replaces them).
+	DeliveryExactlyOnce Delivery = "exactly_once"
+)
+
 // Pipeline is one source → handler → sinks flow (an item of YAML
 // pipelines). Defaults returns its default values.
 type Pipeline struct {
@@ -131,6 +148,9 @@ type Pipeline struct {
 	Handler Handler
 	// Ordering (YAML: ordering). Default OrderingPartition.
 	Ordering Ordering
+	// Delivery (YAML: delivery) is the pipeline's delivery guarantee.
+	// Default DeliveryAtLeastOnce.
+	Delivery Delivery
 	// Retry (YAML: retry) says how failures are retried.
 	Retry Retry
 	// Breaker (YAML: breaker) guards the handler pool and each sink: on

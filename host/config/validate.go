@@ -40,7 +40,8 @@ func (d *decoder) validate(f *File) {
 		p := &f.Pipelines[i]
 		d.checkName(path, p.Name, first, i)
 		d.checkPipeline(path, p)
-		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis)
+		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis, p.Delivery)
+		d.checkDelivery(path, p)
 	}
 }
 
@@ -309,12 +310,12 @@ func (d *decoder) checkRetry(path string, r Retry) {
 
 // checkIdempotency resolves the default key mode (position with a redis
 // section, else off) and checks the rest.
-func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout time.Duration, r Redis) {
+func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout time.Duration, r Redis, delivery Delivery) {
 	kp := path + ".key"
 	switch {
 	case i.Key == "":
 		i.Key = "off"
-		if r.Configured() {
+		if r.Configured() && delivery != DeliveryExactlyOnce {
 			i.Key = "position"
 		}
 	case i.Key == "off":
@@ -332,6 +333,43 @@ func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout t
 	}
 	if i.ClaimTTL > 0 && i.ClaimTTL <= handlerTimeout {
 		d.errorAt(path+".claim_ttl", "%v must be more than handler.timeout (%v): a claim must outlive the call", i.ClaimTTL, handlerTimeout)
+	}
+}
+
+// checkDelivery checks the delivery mode, and that an exactly-once
+// pipeline can run in one Kafka transaction: its source, sinks and DLQ are
+// all Kafka on the shared cluster, and no idempotency marks are kept in
+// Redis (they would be written before the transaction commits, and a
+// transaction that aborts would leave records marked done that no output
+// shows).
+func (d *decoder) checkDelivery(path string, p *Pipeline) {
+	dp := path + ".delivery"
+	switch p.Delivery {
+	case DeliveryAtLeastOnce:
+		return
+	case DeliveryExactlyOnce:
+	default:
+		d.errorAt(dp, "%q is not a delivery mode; allowed: at_least_once, exactly_once", string(p.Delivery))
+		return
+	}
+	if p.Source.Kafka == nil {
+		d.errorAt(dp, "exactly_once needs a kafka source (offsets commit in the Kafka transaction)")
+	}
+	for _, name := range sortedKeys(p.Sinks) {
+		s := p.Sinks[name]
+		sp := joinPath(path+".sinks", name)
+		switch {
+		case s.Kafka == nil:
+			d.errorAt(sp, "exactly_once needs every sink to be kafka (outputs are written in the Kafka transaction)")
+		case len(s.Kafka.Brokers) > 0:
+			d.errorAt(sp+".kafka.brokers", "exactly_once writes in one transaction on the shared cluster; remove brokers")
+		}
+	}
+	if p.DLQ != nil && p.DLQ.Kafka != nil && len(p.DLQ.Kafka.Brokers) > 0 {
+		d.errorAt(path+".dlq.kafka.brokers", "exactly_once writes dead letters in the transaction on the shared cluster; remove brokers")
+	}
+	if !p.Idempotency.Off() {
+		d.errorAt(path+".idempotency.key", "must be off with delivery: exactly_once (the Kafka transaction replaces marks in Redis, which would be written before it commits)")
 	}
 }
 
