@@ -28,10 +28,22 @@ import (
 func (e *env) startWithAdmin(cfg *config.File, name string) (*running, string) {
 	e.t.Helper()
 	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.Admin.LagInterval = 100 * time.Millisecond
 	r := e.start(cfg, name, nil)
 	var addr string
 	waitFor(e.t, func() bool { addr = r.h.AdminAddr(); return addr != "" }, "the admin server to listen")
 	return r, "http://" + addr
+}
+
+// status gets and decodes /status.
+func status(t *testing.T, base string) host.Status {
+	t.Helper()
+	var st host.Status
+	_, body := get(t, base+"/status")
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, body)
+	}
+	return st
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -106,27 +118,45 @@ func TestAdminMetricsAfterKnownRun(t *testing.T) {
 		}
 		return committed == 3
 	}, "/status to show a committed position on each of the 3 lanes")
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200")
+	// Lag is measured: every partition consumed to its end, none behind.
+	waitFor(t, func() bool {
+		st := status(t, base)
+		for _, l := range st.Pipelines[0].Lanes {
+			if !l.Lag.Known || l.Lag.Lag != 0 || l.Lag.End == 0 {
+				return false
+			}
+		}
+		return len(st.Pipelines[0].Lanes) == 3
+	}, "/status to show lag 0 on each of the 3 lanes")
 
 	_, body := get(t, base+"/metrics")
 	p := `{pipeline="e2e"}`
 	for series, want := range map[string]float64{
-		"weir_records_in_total" + p:                                                n,
-		"weir_records_completed_total" + p:                                         n,
-		"weir_outputs_total" + p:                                                   n - k,
-		"weir_failures_total" + p:                                                  k,
-		"weir_dlq_records_total" + p:                                               k,
-		"weir_retries_total" + p:                                                   0,
-		"weir_handler_errors_total" + p:                                            0,
-		"weir_inflight_bytes" + p:                                                  0,
-		"weir_paused_partitions" + p:                                               0,
-		"weir_plugin_instances" + p:                                                2,
-		"weir_plugin_restarts_total" + p:                                           0,
-		"weir_pipeline_running" + p:                                                1,
-		"weir_assigned_partitions" + p:                                             3,
-		`weir_rebalances_total{kind="assigned",pipeline="e2e"}`:                    3,
-		`weir_breaker_state{breaker="handler",pipeline="e2e"}`:                     0,
-		`weir_breaker_state{breaker="dlq",pipeline="e2e"}`:                         0,
-		`weir_partition_paused{partition="0",pipeline="e2e",topic="` + e.in + `"}`: 0,
+		"weir_records_in_total" + p:                                                         n,
+		"weir_records_completed_total" + p:                                                  n,
+		"weir_outputs_total" + p:                                                            n - k,
+		`weir_failures_total{class="invalid_input",pipeline="e2e"}`:                         k,
+		`weir_failures_total{class="transient",pipeline="e2e"}`:                             0,
+		"weir_dlq_records_total" + p:                                                        k,
+		"weir_retries_total" + p:                                                            0,
+		`weir_handler_errors_total{class="crash",pipeline="e2e"}`:                           0,
+		"weir_plugin_instances_up" + p:                                                      2,
+		"weir_source_connected" + p:                                                         1,
+		"weir_inflight_bytes" + p:                                                           0,
+		"weir_paused_partitions" + p:                                                        0,
+		"weir_plugin_instances" + p:                                                         2,
+		"weir_plugin_restarts_total" + p:                                                    0,
+		"weir_pipeline_running" + p:                                                         1,
+		"weir_assigned_partitions" + p:                                                      3,
+		`weir_rebalances_total{kind="assigned",pipeline="e2e"}`:                             3,
+		`weir_breaker_state{breaker="handler",pipeline="e2e"}`:                              0,
+		`weir_breaker_state{breaker="dlq",pipeline="e2e"}`:                                  0,
+		`weir_partition_paused{partition="0",pipeline="e2e",topic="` + e.in + `"}`:          0,
+		`weir_lag_records{partition="1",pipeline="e2e",topic="` + e.in + `"}`:               0,
+		`weir_lag_drainable_records{partition="2",pipeline="e2e",topic="` + e.in + `"}`:     0,
+		`weir_lag_blocked_records{partition="0",pipeline="e2e",topic="` + e.in + `"}`:       0,
+		`weir_oldest_unfinished_seconds{partition="0",pipeline="e2e",topic="` + e.in + `"}`: 0,
 	} {
 		if got := metricValue(t, body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -186,6 +216,25 @@ func TestReadyzFollowsTheBreaker(t *testing.T) {
 	_, m := get(t, base+"/metrics")
 	if v := metricValue(t, m, `weir_breaker_state{breaker="handler",pipeline="e2e"}`); v == 0 {
 		t.Errorf("weir_breaker_state of the handler = %v during the outage", v)
+	}
+	// Behind an open breaker, all of the lag is blocked: more workers
+	// would meet the same outage.
+	var lag host.PartitionLag
+	waitFor(t, func() bool {
+		st := status(t, base)
+		if len(st.Pipelines[0].Lanes) != 1 {
+			return false
+		}
+		lag = st.Pipelines[0].Lanes[0].Lag
+		return lag.Known && lag.At.After(st.Time.Add(-time.Second)) && lag.BlockedBy == "breaker"
+	}, "/status to show the lag blocked by the breaker")
+	if lag.Lag == 0 || lag.Blocked != lag.Lag || lag.Drainable != 0 {
+		t.Errorf("lag during the outage: %+v; want all of it blocked", lag)
+	}
+	_, m = get(t, base+"/metrics")
+	series := `{partition="0",pipeline="e2e",topic="` + e.in + `"}`
+	if b, d := metricValue(t, m, "weir_lag_blocked_records"+series), metricValue(t, m, "weir_lag_drainable_records"+series); b == 0 || d != 0 {
+		t.Errorf("metrics during the outage: blocked %v drainable %v; want blocked > 0, drainable 0", b, d)
 	}
 
 	if err := os.Remove(flag); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,9 +65,14 @@ type batchRun struct {
 	all  []*work
 	// parked is set once the batch gave up its lane slot (see park).
 	parked bool
+	// retrying is set once a record of the batch failed and is being
+	// tried again: its records (and, under ordering key, later records of
+	// their keys) wait on it, not on a free worker. Read by the lane's lag
+	// snapshot.
+	retrying atomic.Bool
 }
 
-func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
+func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
 	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx}
 	r.all = make([]*work, len(items))
 	for i, it := range items {
@@ -77,6 +83,7 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
 	go r.run()
+	return r
 }
 
 func (r *batchRun) run() {
@@ -103,7 +110,7 @@ func (r *batchRun) run() {
 	if r.parked {
 		r.pl.stats.Parked.Add(-1)
 	}
-	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked}
+	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked, batch: r.id}
 	switch {
 	case errors.Is(err, errFenced):
 		c.fenced = err
@@ -165,6 +172,7 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			return nil
 		}
 		if retryN > 0 {
+			r.retrying.Store(true)
 			r.pl.stats.Retries.Add(int64(len(todo)))
 			if !sleep(r.ctx, backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)) {
 				return nil
@@ -181,7 +189,7 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			for _, w := range todo {
 				w.failed(now, class, err.Error(), plugins.IsRetryable(err), before)
 			}
-			r.pl.stats.HandlerErrors.Add(1)
+			r.pl.stats.countHandlerError(class)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
 				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).
 					Int("attempt", todo[0].attempts).Msg("batch failed; retrying")
@@ -384,7 +392,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		default:
 			f := st[i].fail
 			w.failed(now, f.Class, f.Message, f.Retryable, before)
-			r.pl.stats.Failures.Add(1)
+			r.pl.stats.countFailure(f.Class)
 			if !f.Retryable || w.attempts >= maxAttempts {
 				dead = append(dead, w)
 			} else {

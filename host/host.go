@@ -358,8 +358,9 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
 		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
-		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
+		hostID: h.opts.HostID, onEvent: h.opts.OnEvent, lagInterval: h.cfg.Admin.LagInterval,
 	})
 	pl.restarts = pool.Restarts
+	pl.alive = pool.Alive
 	return pl, closeFn, nil
 }

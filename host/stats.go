@@ -3,6 +3,8 @@ package host
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/weirhq/weir/plugins"
 )
 
 // Stats counts what a pipeline did. Fields are updated atomically and may be
@@ -24,8 +26,13 @@ type Stats struct {
 	Assigned      atomic.Int64 // partitions assigned (rebalance events)
 	Revoked       atomic.Int64 // partitions revoked (rebalance events)
 	Lost          atomic.Int64 // partitions lost (rebalance events)
-	callNanos     atomic.Int64
-	calls         atomic.Int64
+	// failuresBy and handlerErrorsBy split Failures and HandlerErrors by
+	// plugins.ErrorClass (index = class; unknown classes count as 0,
+	// unspecified).
+	failuresBy      [numClasses]atomic.Int64
+	handlerErrorsBy [numClasses]atomic.Int64
+	callNanos       atomic.Int64
+	calls           atomic.Int64
 	// callBuckets[i] counts calls that took at most callBounds[i] (and more
 	// than callBounds[i-1]); the last one counts the rest.
 	callBuckets [len(callBounds) + 1]atomic.Int64
@@ -34,6 +41,40 @@ type Stats struct {
 // callBounds are the upper bounds, in seconds, of the handler call latency
 // histogram's buckets (weir_handler_call_seconds).
 var callBounds = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// numClasses is the number of plugins.ErrorClass values: 0 to
+// ClassBadReply.
+const numClasses = int(plugins.ClassBadReply) + 1
+
+func classIndex(c plugins.ErrorClass) int {
+	if c < 0 || int(c) >= numClasses {
+		return 0
+	}
+	return int(c)
+}
+
+// countFailure counts one per-record failure of class c.
+func (s *Stats) countFailure(c plugins.ErrorClass) {
+	s.Failures.Add(1)
+	s.failuresBy[classIndex(c)].Add(1)
+}
+
+// countHandlerError counts one whole-batch failure of class c.
+func (s *Stats) countHandlerError(c plugins.ErrorClass) {
+	s.HandlerErrors.Add(1)
+	s.handlerErrorsBy[classIndex(c)].Add(1)
+}
+
+// byClass returns the non-zero counts of cs by class name.
+func byClass(cs *[numClasses]atomic.Int64) map[string]int64 {
+	out := map[string]int64{}
+	for i := range cs {
+		if v := cs[i].Load(); v != 0 {
+			out[plugins.ErrorClass(i).String()] = v
+		}
+	}
+	return out
+}
 
 func (s *Stats) observeCall(d time.Duration) {
 	s.callNanos.Add(int64(d))
@@ -89,6 +130,11 @@ type Snapshot struct {
 	Parked        int64   `json:"parked_batches"`
 	Duplicates    int64   `json:"duplicates_dropped"`
 	MeanCallMs    float64 `json:"mean_call_ms"`
+	// FailuresByClass and HandlerErrorsByClass split Failures and
+	// HandlerErrors by failure class (invalid_input, transient, handler,
+	// timeout, crash, bad_reply, unspecified); classes at 0 are left out.
+	FailuresByClass      map[string]int64 `json:"failures_by_class"`
+	HandlerErrorsByClass map[string]int64 `json:"handler_errors_by_class"`
 	// PluginRestarts counts handler processes restarted after a crash or a
 	// timeout.
 	PluginRestarts int64 `json:"plugin_restarts"`
@@ -101,6 +147,7 @@ func (s *Stats) Snapshot() Snapshot {
 		Failures: s.Failures.Load(), DLQ: s.DLQ.Load(), Retries: s.Retries.Load(),
 		Batches: s.Batches.Load(), HandlerErrors: s.HandlerErrors.Load(),
 		InflightBytes: s.InflightBytes.Load(), Paused: s.Paused.Load(), Commits: s.Commits.Load(), Parked: s.Parked.Load(), Duplicates: s.Duplicates.Load(),
+		FailuresByClass: byClass(&s.failuresBy), HandlerErrorsByClass: byClass(&s.handlerErrorsBy),
 	}
 	if n := s.calls.Load(); n > 0 {
 		snap.MeanCallMs = float64(s.callNanos.Load()) / float64(n) / 1e6

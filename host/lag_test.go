@@ -1,0 +1,63 @@
+package host
+
+import (
+	"testing"
+	"time"
+
+	"github.com/weirhq/weir/sources"
+)
+
+// The split adds up to the lag in every case, and puts each kind of record
+// on the side the design says.
+func TestSplitLag(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name        string
+		o           sources.Offsets
+		have        bool
+		ll          laneLag
+		breakerOpen bool
+		want        PartitionLag
+	}{
+		{name: "no offsets yet", ll: laneLag{seen: true, next: 5, delivered: 9},
+			want: PartitionLag{}},
+		{name: "nothing delivered, committed known", o: sources.Offsets{End: 100, Committed: 40}, have: true,
+			want: PartitionLag{Known: true, End: 100, Next: 40, Lag: 60, Drainable: 60}},
+		{name: "empty partition, nothing committed", o: sources.Offsets{End: 0, Committed: -1}, have: true,
+			want: PartitionLag{Known: true}},
+		{name: "nothing delivered, nothing committed: unknown", o: sources.Offsets{End: 10, Committed: -1}, have: true,
+			want: PartitionLag{}},
+		{name: "slow handler: fetched and queued work is drainable", o: sources.Offsets{End: 100, Committed: 0}, have: true,
+			ll:   laneLag{seen: true, next: 20, delivered: 50, incomplete: 30},
+			want: PartitionLag{Known: true, End: 100, Next: 20, Lag: 80, Drainable: 80}},
+		{name: "parked key: its records and the completed ones after it are blocked", o: sources.Offsets{End: 100, Committed: 0}, have: true,
+			ll:   laneLag{seen: true, next: 10, delivered: 100, incomplete: 4, held: 4},
+			want: PartitionLag{Known: true, End: 100, Next: 10, Lag: 90, Blocked: 90, BlockedBy: "retrying records"}},
+		{name: "parked key with unfetched records behind", o: sources.Offsets{End: 200, Committed: 0}, have: true,
+			ll:   laneLag{seen: true, next: 10, delivered: 100, incomplete: 14, held: 4},
+			want: PartitionLag{Known: true, End: 200, Next: 10, Lag: 190, Drainable: 110, Blocked: 80, BlockedBy: "retrying records"}},
+		{name: "open breaker blocks everything", o: sources.Offsets{End: 100, Committed: 0}, have: true, breakerOpen: true,
+			ll:   laneLag{seen: true, next: 10, delivered: 50, incomplete: 40},
+			want: PartitionLag{Known: true, End: 100, Next: 10, Lag: 90, Blocked: 90, BlockedBy: "breaker"}},
+		{name: "ordering partition batch retrying blocks everything", o: sources.Offsets{End: 100, Committed: 0}, have: true,
+			ll:   laneLag{seen: true, next: 10, delivered: 50, incomplete: 40, allHeld: true},
+			want: PartitionLag{Known: true, End: 100, Next: 10, Lag: 90, Blocked: 90, BlockedBy: "retrying batch"}},
+		{name: "caught up, breaker open: nothing to block", o: sources.Offsets{End: 100, Committed: 100}, have: true, breakerOpen: true,
+			ll:   laneLag{seen: true, next: 100, delivered: 100},
+			want: PartitionLag{Known: true, End: 100, Next: 100}},
+		{name: "end behind what was delivered (a poll older than the fetch)", o: sources.Offsets{End: 50, Committed: 0}, have: true,
+			ll:   laneLag{seen: true, next: 40, delivered: 60, incomplete: 20},
+			want: PartitionLag{Known: true, End: 50, Next: 40, Lag: 10, Drainable: 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := splitLag(tc.o, tc.have, tc.ll, tc.breakerOpen, now)
+			tc.want.At = now
+			if got != tc.want {
+				t.Errorf("splitLag = %+v\nwant        %+v", got, tc.want)
+			}
+			if got.Drainable+got.Blocked != got.Lag || got.Drainable < 0 || got.Blocked < 0 {
+				t.Errorf("split %d + %d does not add up to lag %d", got.Drainable, got.Blocked, got.Lag)
+			}
+		})
+	}
+}
