@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/loadtest"
+	kafkasrc "github.com/weirhq/weir/sources/kafka"
 )
 
 // startWithAdmin starts cfg like e.start, with the admin server on a free
@@ -325,5 +327,58 @@ pipelines:
 		if strings.Contains(text, secret) {
 			t.Errorf("%s contain the redis password", what)
 		}
+	}
+}
+
+// /readyz is 503, naming the source, while the broker is gone, and 200
+// again once a broker answers at the address again; weir_source_connected
+// follows.
+func TestReadyzFollowsTheSource(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	emb, err := kafkasrc.StartEmbedded(kafkasrc.WithPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { emb.Close() }()
+	e := &env{t: t, brokers: emb.Addrs(), in: "src-ready-in", out: "src-ready-out", group: "src-ready"}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	e.cl = cl
+	if err := kafkasrc.EnsureTopics(context.Background(), []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, 1, e.in); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(0, 10, 2)
+	cfg := e.config("")
+	cfg.Pipelines[0].ShutdownTimeout = time.Second
+	r, base := e.startWithAdmin(cfg, "h1")
+	waitFor(t, func() bool { return r.completed() == 10 }, "the records to complete")
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200")
+
+	emb.Close()
+	waitFor(t, func() bool {
+		code, body := get(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "source not connected")
+	}, "/readyz to be 503 with the broker gone")
+	_, m := get(t, base+"/metrics")
+	if v := metricValue(t, m, `weir_source_connected{pipeline="e2e"}`); v != 0 {
+		t.Errorf("weir_source_connected = %v with the broker gone", v)
+	}
+
+	emb, err = kafkasrc.StartEmbedded(kafkasrc.WithPort(port), kafkasrc.WithTopic(e.in, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200 with a broker back")
+	_, m = get(t, base+"/metrics")
+	if v := metricValue(t, m, `weir_source_connected{pipeline="e2e"}`); v != 1 {
+		t.Errorf("weir_source_connected = %v with the broker back", v)
 	}
 }
