@@ -191,13 +191,13 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			}
 			r.pl.stats.countHandlerError(class)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
-				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).
+				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).Func(logTraces(todo)).
 					Int("attempt", todo[0].attempts).Msg("batch failed; retrying")
 				continue
 			}
 			if len(todo) > 1 && r.pl.cfg.Retry.Bisect {
 				mid := len(todo) / 2
-				r.log.Warn().Err(err).Int("records", len(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
+				r.log.Warn().Err(err).Int("records", len(todo)).Func(logTraces(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
 				// Halves have had their retries; each failure from here splits again.
 				if err := r.settle(todo[:mid], todo[0].attempts); err != nil {
 					return err
@@ -372,7 +372,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 	perSink := map[string][]record.Message{}
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], o.Message)
+			perSink[o.Sink] = append(perSink[o.Sink], withTrace(o.Message, &todo[o.Index].rec))
 		}
 	}
 	for name, msgs := range perSink {
@@ -454,7 +454,7 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		dead = append(dead, w)
 	}
 	if len(held) > 0 {
-		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).
+		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).Func(logTraces(held)).
 			Msg("records failed past retry.max_attempts but nothing has succeeded since: treating it as an outage, not dead-lettering; retrying")
 	}
 	if len(dead) == 0 {
@@ -472,14 +472,14 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 	for i, w := range dead {
 		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
-		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces([]*work{w})).
 			Int("attempts", w.attempts).Str("error", w.msg).Msg("record dead-lettered")
 	}
 	if err := r.write(r.pl.dlq, r.pl.dlqBreaker, "dlq", msgs); err != nil {
 		return nil, nil // stopped: abandon, nothing committed past these records
 	}
 	w := dead[0]
-	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces(dead)).
 		Int("attempts", w.attempts).Str("error", w.msg).Msg("dead-lettered (first of them shown; debug level lists each)")
 	r.pl.stats.DLQ.Add(int64(len(msgs)))
 	r.pl.guard.record(0, len(dead))
