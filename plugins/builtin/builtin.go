@@ -7,6 +7,7 @@ package builtin
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -48,6 +49,9 @@ const (
 	// EnvSleep is a Go duration echo sleeps at the start of every batch,
 	// a testing aid for a slow handler.
 	EnvSleep = "WEIR_SLEEP"
+	// EnvStderr, if not empty, makes echo write a line to its stderr for
+	// every batch, a testing aid for plugin logs.
+	EnvStderr = "WEIR_STDERR"
 )
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
@@ -66,7 +70,7 @@ const DefaultEchoSink = "out"
 //   - iot: the IoT example handler (package examples/iot).
 //
 // echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE,
-// WEIR_RETRY_ON, WEIR_SLEEP and WEIR_SIDEFX_FILE (testing aids, see the
+// WEIR_RETRY_ON, WEIR_SLEEP, WEIR_STDERR and WEIR_SIDEFX_FILE (testing aids, see the
 // constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
@@ -75,7 +79,7 @@ func Handlers() map[string]plugins.Handler {
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
 	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
-		retryOn: []byte(os.Getenv(EnvRetryOn))}
+		retryOn: []byte(os.Getenv(EnvRetryOn)), stderr: os.Getenv(EnvStderr) != ""}
 	if d, err := time.ParseDuration(os.Getenv(EnvSleep)); err == nil {
 		aids.sleep = d
 	}
@@ -119,14 +123,18 @@ type testAids struct {
 	sideEffects string
 	retryOn     []byte
 	sleep       time.Duration
+	stderr      bool
 }
 
 // wrap makes fn fail records as the switches say, and hand the others on.
 func (a testAids) wrap(fn sdk.Func) sdk.Func {
-	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" && len(a.retryOn) == 0 && a.sleep == 0 {
+	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" && len(a.retryOn) == 0 && a.sleep == 0 && !a.stderr {
 		return fn
 	}
 	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		if a.stderr {
+			fmt.Fprintf(os.Stderr, "echo: handling %d records of %s/%s\n", len(b.Records), b.Stream, b.Partition)
+		}
 		if a.sleep > 0 {
 			select {
 			case <-time.After(a.sleep):
