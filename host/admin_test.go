@@ -171,6 +171,12 @@ func TestAdminMetricsAfterKnownRun(t *testing.T) {
 	if inf := metricValue(t, body, `weir_handler_call_seconds_bucket{pipeline="e2e",le="+Inf"}`); inf != batches {
 		t.Errorf("histogram +Inf bucket %v, want %v", inf, batches)
 	}
+	if sum, count := metricValue(t, body, "weir_batch_records_sum"+p), metricValue(t, body, "weir_batch_records_count"+p); sum != n || count != batches {
+		t.Errorf("batch size histogram: sum %v count %v; want %d records in %v batches", sum, count, n, batches)
+	}
+	if count := metricValue(t, body, "weir_batch_seconds_count"+p); count != batches {
+		t.Errorf("batch latency histogram: count %v, want %v", count, batches)
+	}
 	if metricValue(t, body, "weir_commits_total"+p) < 1 {
 		t.Error("weir_commits_total is 0")
 	}

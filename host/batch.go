@@ -65,6 +65,8 @@ type batchRun struct {
 	all  []*work
 	// parked is set once the batch gave up its lane slot (see park).
 	parked bool
+	// started is when the batch was dispatched.
+	started time.Time
 	// retrying is set once a record of the batch failed and is being
 	// tried again: its records (and, under ordering key, later records of
 	// their keys) wait on it, not on a free worker. Read by the lane's lag
@@ -73,7 +75,7 @@ type batchRun struct {
 }
 
 func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
-	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx}
+	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now()}
 	r.all = make([]*work, len(items))
 	for i, it := range items {
 		r.all[i] = &work{item: it}
@@ -82,6 +84,7 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
 		Str("first", items[0].rec.Position.String()).
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
+	pl.stats.batchSize.observe(float64(len(items)))
 	go r.run()
 	return r
 }
@@ -105,6 +108,9 @@ func (r *batchRun) run() {
 	}
 	if len(abandoned) > 0 && err == nil {
 		r.log.Debug().Int("records", len(abandoned)).Msg("batch abandoned on stop; its records will be redelivered")
+	}
+	if len(abandoned) == 0 && err == nil {
+		r.pl.stats.batchSeconds.observe(time.Since(r.started).Seconds())
 	}
 	r.release(abandonedWork)
 	if r.parked {

@@ -46,6 +46,8 @@ var (
 	mInstances     = desc("weir_plugin_instances", "Handler plugin processes configured.")
 	mBreaker       = desc("weir_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", "breaker")
 	mCall          = desc("weir_handler_call_seconds", "Handler call latency, per batch call.")
+	mBatchSize     = desc("weir_batch_records", "Records per batch, at dispatch.")
+	mBatchSeconds  = desc("weir_batch_seconds", "Time from a batch's dispatch to its last record complete (retries, sink and DLQ writes included).")
 	mLanes         = desc("weir_assigned_partitions", "Partitions owned by this host now.")
 	mPartPaused    = desc("weir_partition_paused", "1 while the partition is paused at the source.", "topic", "partition")
 	mUp            = desc("weir_pipeline_running", "1 while the pipeline is running.")
@@ -61,7 +63,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRecordsIn, mCompleted, mOutputs, mFailures, mDLQ, mRetries, mBatches,
 		mHandlerErrors, mDuplicates, mCommits, mRestarts, mRebalances, mInflight, mMaxInflight, mPaused, mParked,
-		mInstances, mBreaker, mCall, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest} {
+		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest} {
 		ch <- d
 	}
 }
@@ -141,6 +143,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		count, sum, buckets := s.callHistogram()
 		ch <- prometheus.MustNewConstHistogram(mCall, count, sum, buckets, name)
+		count, sum, buckets = s.batchSize.snapshot()
+		ch <- prometheus.MustNewConstHistogram(mBatchSize, count, sum, buckets, name)
+		count, sum, buckets = s.batchSeconds.snapshot()
+		ch <- prometheus.MustNewConstHistogram(mBatchSeconds, count, sum, buckets, name)
 
 		// Copy under the lock, send after: a slow scrape must not hold up
 		// the lanes.

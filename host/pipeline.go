@@ -129,7 +129,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 	pl := &pipeline{
 		cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(),
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
-		hostID: d.hostID, onEvent: d.onEvent, stats: &Stats{},
+		hostID: d.hostID, onEvent: d.onEvent, stats: newStats(),
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
 		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
 		lagInterval: d.lagInterval,

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -31,8 +32,13 @@ type Stats struct {
 	// unspecified).
 	failuresBy      [numClasses]atomic.Int64
 	handlerErrorsBy [numClasses]atomic.Int64
-	callNanos       atomic.Int64
-	calls           atomic.Int64
+	// batchSize and batchSeconds: records per batch, and the time from a
+	// batch's dispatch to its last record complete (retries, sink writes
+	// and DLQ included); batches abandoned on a stop are not observed.
+	batchSize    histogram
+	batchSeconds histogram
+	callNanos    atomic.Int64
+	calls        atomic.Int64
 	// callBuckets[i] counts calls that took at most callBounds[i] (and more
 	// than callBounds[i-1]); the last one counts the rest.
 	callBuckets [len(callBounds) + 1]atomic.Int64
@@ -153,4 +159,56 @@ func (s *Stats) Snapshot() Snapshot {
 		snap.MeanCallMs = float64(s.callNanos.Load()) / float64(n) / 1e6
 	}
 	return snap
+}
+
+// histogram is a Prometheus-shaped histogram of atomic counters: safe for
+// concurrent use, no lock, no allocation per observation. The zero value
+// is not usable; see newHistograms.
+type histogram struct {
+	bounds  []float64
+	buckets []atomic.Int64 // len(bounds)+1; the last counts the rest
+	sum     atomic.Uint64  // math.Float64bits of the sum
+}
+
+// Bucket bounds of weir_batch_records and weir_batch_seconds.
+var (
+	batchSizeBounds    = []float64{1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+	batchSecondsBounds = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+)
+
+func (h *histogram) init(bounds []float64) {
+	h.bounds, h.buckets = bounds, make([]atomic.Int64, len(bounds)+1)
+}
+
+func (h *histogram) observe(v float64) {
+	i := 0
+	for i < len(h.bounds) && v > h.bounds[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	for {
+		old := h.sum.Load()
+		if h.sum.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
+}
+
+// snapshot returns the count, the sum and the cumulative count per bound.
+func (h *histogram) snapshot() (count uint64, sum float64, buckets map[float64]uint64) {
+	buckets = make(map[float64]uint64, len(h.bounds))
+	var cum uint64
+	for i, b := range h.bounds {
+		cum += uint64(h.buckets[i].Load())
+		buckets[b] = cum
+	}
+	return cum + uint64(h.buckets[len(h.bounds)].Load()), math.Float64frombits(h.sum.Load()), buckets
+}
+
+// newStats returns Stats with its histograms ready.
+func newStats() *Stats {
+	s := &Stats{}
+	s.batchSize.init(batchSizeBounds)
+	s.batchSeconds.init(batchSecondsBounds)
+	return s
 }
