@@ -56,7 +56,7 @@ var (
 	mLag           = desc("weir_lag_records", "Records between the first one not complete and the end of the partition's log (drainable + blocked).", "topic", "partition")
 	mLagDrainable  = desc("weir_lag_drainable_records", "Lag that more workers could drain: not fetched yet, queued, or on a first attempt. Scale on this.", "topic", "partition")
 	mLagBlocked    = desc("weir_lag_blocked_records", "Lag held behind an open breaker or retrying records (and their keys): more workers would not drain it.", "topic", "partition")
-	mOldest        = desc("weir_oldest_unfinished_seconds", "Age of the oldest record delivered to the partition's lane and not complete (0: none).", "topic", "partition")
+	mOldest        = desc("weir_oldest_unfinished_seconds", "Age now of the oldest record delivered to the partition's lane and not complete, as of the latest lag measurement (admin.lag_interval; 0: none).", "topic", "partition")
 )
 
 // Describe implements prometheus.Collector.
