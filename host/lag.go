@@ -85,9 +85,11 @@ func (l *lane) lag() laneLag {
 			}
 		}
 	}
-	for _, it := range l.queue {
-		if _, ok := keys[it.key]; ok {
-			ll.held++
+	if len(keys) > 0 {
+		for _, it := range l.queue {
+			if _, ok := keys[it.key]; ok {
+				ll.held++
+			}
 		}
 	}
 	return ll
