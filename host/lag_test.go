@@ -1,9 +1,13 @@
 package host
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/record"
 	"github.com/weirhq/weir/sources"
 )
 
@@ -58,6 +62,79 @@ func TestSplitLag(t *testing.T) {
 			if got.Drainable+got.Blocked != got.Lag || got.Drainable < 0 || got.Blocked < 0 {
 				t.Errorf("split %d + %d does not add up to lag %d", got.Drainable, got.Blocked, got.Lag)
 			}
+		})
+	}
+}
+
+// A lane's own view: under ordering partition a retrying batch holds the
+// whole partition; under ordering key it holds its failing records and the
+// queued records of their keys, and nothing else.
+func TestLaneLagCountsWhatWaitsOnARetry(t *testing.T) {
+	for _, tc := range []struct {
+		ordering    config.Ordering
+		wantAllHeld bool
+		wantHeld    int64
+	}{
+		{config.OrderingPartition, true, 0},
+		// key "bad" has records at offsets 0, 10, 20, ...: the first fails,
+		// the rest wait behind it (in the batch, then in the queue).
+		{config.OrderingKey, false, 10},
+	} {
+		t.Run(string(tc.ordering), func(t *testing.T) {
+			cfg := testPipelineConfig()
+			cfg.Ordering = tc.ordering
+			cfg.Batch.MaxRecords = 5
+			cfg.Retry.MaxAttempts = 1 << 30
+			cfg.Breaker.MinRequests = 1 << 30
+			handler := handlerFunc(func(_ context.Context, b *plugins.Batch) (*plugins.Result, error) {
+				res := echo(b)
+				for i, r := range b.Records {
+					if string(r.Key) == "bad" && r.Position.Offset == 0 {
+						res.Failures = append(res.Failures, plugins.Failure{Index: i, Class: plugins.ClassTransient, Retryable: true, Message: "down"})
+					}
+				}
+				return res, nil
+			})
+			hs := newHarness(t, cfg, handler, true)
+			p := record.KafkaPartition("t", 0)
+			hs.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
+			recs := records(p, 0, 100, 10)
+			for i := range recs {
+				if i%10 == 0 {
+					recs[i].Key = []byte("bad")
+				}
+			}
+			hs.pl.Deliver(p, recs)
+			hs.pl.mu.Lock()
+			l := hs.pl.lanes[p]
+			hs.pl.mu.Unlock()
+			var ll laneLag
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var ok bool
+				ll, ok = l.requestLag(context.Background())
+				if !ok {
+					t.Fatal("the lane ended")
+				}
+				settled := ll.allHeld
+				if tc.ordering == config.OrderingKey {
+					settled = hs.pl.stats.Completed.Load() == 90
+				}
+				if settled || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if ll.allHeld != tc.wantAllHeld || (!tc.wantAllHeld && ll.held != tc.wantHeld) {
+				t.Errorf("laneLag %+v; want allHeld %v, held %d", ll, tc.wantAllHeld, tc.wantHeld)
+			}
+			if !ll.seen || ll.next != 0 || ll.delivered != 100 || ll.oldest.IsZero() {
+				t.Errorf("laneLag %+v; want next 0, delivered 100, an oldest arrival", ll)
+			}
+			if tc.ordering == config.OrderingKey && ll.incomplete != 10 {
+				t.Errorf("incomplete %d, want the 10 records of key bad", ll.incomplete)
+			}
+			hs.pl.Lost(context.Background(), []record.Partition{p})
 		})
 	}
 }
