@@ -45,8 +45,9 @@ const readPage = `(() => {
 // whose pipeline is working through a backlog, and the page shows live
 // numbers from /status: a throughput above 0 and the lag of each of the
 // three partitions, drainable (a slow handler is nobody's outage). A
-// screenshot is left in $WEIR_TEST_ARTIFACTS (or the test's temporary
-// directory, logged).
+// screenshot, status-page.png, is left in $WEIR_TEST_ARTIFACTS (default:
+// weir-test-artifacts in the system's temporary directory; the test logs
+// the path).
 func TestStatusPageInChromium(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the browser test runs in the full pass")

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -349,15 +350,17 @@ func (b *Browser) Screenshot(ctx context.Context) ([]byte, error) {
 }
 
 // ArtifactDir is where a test writes what it leaves for a human to look at
-// (screenshots): $WEIR_TEST_ARTIFACTS if set (created), else a temporary
-// directory of the test's.
+// (screenshots), created if missing: $WEIR_TEST_ARTIFACTS if set, else
+// weir-test-artifacts in the system's temporary directory. It outlives the
+// test; the test logs what it wrote there.
 func ArtifactDir(t testing.TB) string {
 	t.Helper()
-	if d := os.Getenv("WEIR_TEST_ARTIFACTS"); d != "" {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return d
+	d := os.Getenv("WEIR_TEST_ARTIFACTS")
+	if d == "" {
+		d = filepath.Join(os.TempDir(), "weir-test-artifacts")
 	}
-	return t.TempDir()
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
