@@ -61,11 +61,18 @@ func StartChromium(t testing.TB, width, height int) *Browser {
 		}
 		t.Skip("chromium is not on PATH (apt-get install chromium)")
 	}
+	// Not t.TempDir: the browser's helper processes may still be writing
+	// there for a moment after the kill, and its removal would fail the test.
+	profile, err := os.MkdirTemp("", "weir-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(path, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 		"--no-first-run", "--no-default-browser-check", "--hide-scrollbars",
 		fmt.Sprintf("--window-size=%d,%d", width, height),
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-		"--user-data-dir="+t.TempDir(), "about:blank")
+		"--user-data-dir="+profile, "about:blank")
+	ownGroup(cmd)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,8 +81,15 @@ func StartChromium(t testing.TB, width, height int) *Browser {
 		t.Fatalf("starting %s: %v", path, err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		killGroup(cmd)
 		_ = cmd.Wait()
+		for range 50 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Logf("could not remove the browser profile %s", profile)
 	})
 	found := make(chan string, 1)
 	go func() {
