@@ -244,6 +244,13 @@ func TestReadyzFollowsTheBreaker(t *testing.T) {
 	if b, d := metricValue(t, m, "weir_lag_blocked_records"+series), metricValue(t, m, "weir_lag_drainable_records"+series); b == 0 || d != 0 {
 		t.Errorf("metrics during the outage: blocked %v drainable %v; want blocked > 0, drainable 0", b, d)
 	}
+	// The outage's failures are counted by their class.
+	if v := metricValue(t, m, `weir_failures_total{class="transient",pipeline="e2e"}`); v == 0 {
+		t.Error(`weir_failures_total{class="transient"} is 0 during a transient outage`)
+	}
+	if v := metricValue(t, m, `weir_failures_total{class="invalid_input",pipeline="e2e"}`); v != 0 {
+		t.Errorf(`weir_failures_total{class="invalid_input"} = %v, want 0`, v)
+	}
 
 	if err := os.Remove(flag); err != nil {
 		t.Fatal(err)
