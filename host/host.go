@@ -378,9 +378,10 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	}
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
 		txn: txn, src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
-		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
+		hostID: h.opts.HostID, onEvent: h.opts.OnEvent, lagInterval: h.cfg.Admin.LagInterval,
 	})
 	pl.restarts = pool.Restarts
+	pl.alive = pool.Alive
 	return pl, closeFn, nil
 }
 

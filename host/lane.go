@@ -41,6 +41,8 @@ type completion struct {
 	// fenced says a newer owner fenced the partition: the lane must go,
 	// committing nothing.
 	fenced error
+	// batch is the id of the batch, on its last message (done).
+	batch int64
 }
 
 // lane owns one partition while it is claimed. Its goroutine (run) alone
@@ -79,6 +81,15 @@ type lane struct {
 	batchN        int64
 	maxDispatched int64 // seq of the newest record dispatched; -1 before any
 	results       chan completion
+	// live are the batches running, parked ones included, by id.
+	live map[int64]*batchRun
+
+	// lagReq asks run for a laneLag (see lag.go); the reply channel has
+	// room for one.
+	lagReq chan chan laneLag
+	// lastOffset is the Kafka offset of the newest record taken in; -1
+	// before any.
+	lastOffset int64
 }
 
 func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
@@ -94,6 +105,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
 		tracker: newTracker(), busyKeys: map[string]int{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
+		live: map[int64]*batchRun{}, lagReq: make(chan chan laneLag), lastOffset: -1,
 	}
 }
 
@@ -220,6 +232,9 @@ func (l *lane) run() {
 		case c := <-l.results:
 			l.finish(c)
 		case <-timerC:
+		case reply := <-l.lagReq:
+			l.takeIncoming()
+			reply <- l.lag()
 		case <-stopC:
 			stopping, stopC = true, nil
 		case h := <-l.holds:
@@ -264,12 +279,13 @@ func (l *lane) takeIncoming() {
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
 	l.queue = slices.Grow(l.queue, len(in))
 	for _, it := range in {
-		it.seq = l.tracker.add(it.rec.Position)
+		it.seq = l.tracker.add(it.rec.Position, it.arrived.UnixNano())
 		if byKey {
 			it.key = string(it.rec.Key)
 		}
 		l.queue = append(l.queue, it)
 	}
+	l.lastOffset = in[len(in)-1].rec.Position.Offset
 	clear(in)
 	l.mu.Lock()
 	if l.spare == nil {
@@ -304,7 +320,7 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 		l.inflight++
 		l.workers++
 		l.batchN++
-		l.pl.startBatch(l, l.batchN, batch)
+		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch)
 	}
 	return 0
 }
@@ -441,6 +457,7 @@ func (l *lane) finish(c completion) {
 	}
 	if c.done {
 		l.workers--
+		delete(l.live, c.batch)
 	}
 	if c.fatal != nil {
 		l.pl.fail(c.fatal)

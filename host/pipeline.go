@@ -71,6 +71,9 @@ type pipeline struct {
 	// restarts reports the handler pool's process restarts; nil in tests
 	// with a fake handler.
 	restarts func() int64
+	// alive reports the handler pool's processes running and configured;
+	// nil in tests with a fake handler.
+	alive func() (up, total int)
 
 	// Breakers guard the handler pool, each sink and the DLQ; while any is
 	// open every partition is paused at the source.
@@ -103,6 +106,16 @@ type pipeline struct {
 	// created meanwhile starts held.
 	txn     Transactor
 	holding chan struct{}
+
+	// lagInterval is how often pollLag measures lag (admin.lag_interval).
+	lagInterval time.Duration
+	// lagMu guards lag, the latest measurement per owned partition, and
+	// srcErr, the outcome of the latest offsets poll (nil: connected).
+	lagMu  sync.Mutex
+	lag    map[record.Partition]PartitionLag
+	srcErr error
+	// srcWasUp: an offsets poll has succeeded before.
+	srcWasUp bool
 }
 
 type pipelineDeps struct {
@@ -115,15 +128,21 @@ type pipelineDeps struct {
 	dlq     Sink
 	hostID  string
 	onEvent func(Event)
+	// lagInterval: see pipeline.lagInterval; 0 means the default.
+	lagInterval time.Duration
 }
 
 func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipeline {
 	pl := &pipeline{
 		cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(),
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
-		hostID: d.hostID, onEvent: d.onEvent, stats: &Stats{},
+		hostID: d.hostID, onEvent: d.onEvent, stats: newStats(),
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
 		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
+		lagInterval: d.lagInterval,
+	}
+	if _, ok := d.src.(sources.OffsetReporter); ok {
+		pl.srcErr = errNotMeasured
 	}
 	pl.handlerBreaker = newBreaker("handler", cfg.Breaker, pl.log, pl.breakerChanged)
 	if d.marks != nil {
@@ -211,7 +230,15 @@ func (pl *pipeline) run(ctx context.Context) error {
 			}
 		}()
 	}
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		pl.pollLag(lagCtx, pl.lagInterval)
+	}()
 	err := pl.src.Run(srcCtx, pl)
+	stopLag()
+	<-lagDone
 	// The source revokes every lane before Run returns; drop any it missed.
 	pl.mu.Lock()
 	left := make([]record.Partition, 0, len(pl.lanes))

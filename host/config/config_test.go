@@ -1042,3 +1042,32 @@ func TestAdmin(t *testing.T) {
 		})
 	}
 }
+
+func TestAdminLagInterval(t *testing.T) {
+	f, err := parse(t, minimal)
+	if err != nil || f.Admin.LagInterval != 5*time.Second {
+		t.Fatalf("default lag_interval = %v (%v), want 5s", f.Admin.LagInterval, err)
+	}
+	f, err = parse(t, minimal+"admin: {lag_interval: 250ms}\n")
+	if err != nil || f.Admin.LagInterval != 250*time.Millisecond {
+		t.Fatalf("lag_interval = %v (%v), want 250ms", f.Admin.LagInterval, err)
+	}
+	for _, tc := range []struct{ yaml, problem string }{
+		{"admin: {lag_interval: 10ms}\n", "too short: at least 100ms"},
+		{"admin: {lag_interval: soon}\n", "not a duration"},
+	} {
+		ps := problemsOf(t, mustFail(t, minimal+tc.yaml))
+		if len(ps) != 1 || ps[0].Path != "admin.lag_interval" || !strings.Contains(ps[0].Error(), tc.problem) {
+			t.Errorf("%q: want one problem at admin.lag_interval containing %q, got %v", tc.yaml, tc.problem, ps)
+		}
+	}
+}
+
+func mustFail(t *testing.T, yaml string) error {
+	t.Helper()
+	_, err := parse(t, yaml)
+	if err == nil {
+		t.Fatalf("accepted:\n%s", yaml)
+	}
+	return err
+}

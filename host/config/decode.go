@@ -411,7 +411,8 @@ func (d *decoder) file(root *yaml.Node, f *File) {
 		"redis":   func(v *yaml.Node, p string) { d.redis(v, p, &f.Redis) },
 		"admin": func(v *yaml.Node, p string) {
 			d.object(v, p, fields{
-				"addr": func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"addr":         func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"lag_interval": func(v *yaml.Node, p string) { d.duration(v, p, &f.Admin.LagInterval) },
 			})
 		},
 		"pipelines": func(v *yaml.Node, p string) {

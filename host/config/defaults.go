@@ -52,7 +52,7 @@ func defaultFile() File {
 	return File{
 		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
 		Redis: Redis{KeyPrefix: "weir:"},
-		Admin: Admin{Addr: DefaultAdminAddr},
+		Admin: Admin{Addr: DefaultAdminAddr, LagInterval: 5 * time.Second},
 	}
 }
 

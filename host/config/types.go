@@ -59,6 +59,10 @@ type Admin struct {
 	// "127.0.0.1:9464" (loopback only); "" or "off" disables the server.
 	// Port 0 picks a free port.
 	Addr string
+	// LagInterval (YAML: lag_interval) is how often each pipeline asks the
+	// broker for its partitions' end offsets to measure lag (the
+	// weir_lag_* metrics, /status). Default 5s; at least 100ms.
+	LagInterval time.Duration
 }
 
 // DefaultAdminAddr is where the admin server listens by default.

@@ -93,6 +93,9 @@ func (d *decoder) checkGroupTimes(k Kafka) {
 }
 
 func (d *decoder) checkAdmin(a Admin) {
+	if a.LagInterval < 100*time.Millisecond {
+		d.errorAt("admin.lag_interval", "%v is too short: at least 100ms", a.LagInterval)
+	}
 	if a.Off() {
 		return
 	}

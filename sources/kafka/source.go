@@ -90,10 +90,12 @@ type Source struct {
 	opts []kgo.Opt
 	log  zerolog.Logger
 
-	ran   atomic.Bool
-	cl    atomic.Pointer[kgo.Client]
-	lanes sources.Lanes // set by Run before the client exists
-	txn   *txnState     // exactly-once mode only
+	ran atomic.Bool
+	cl  atomic.Pointer[kgo.Client]
+	// running is true between the client's creation and Run's shutdown.
+	running atomic.Bool
+	lanes   sources.Lanes // set by Run before the client exists
+	txn     *txnState     // exactly-once mode only
 
 	// lanesMu serializes calls into lanes. kgo already keeps the rebalance
 	// callbacks and the poll loop apart (BlockRebalanceOnPoll); this makes
@@ -266,6 +268,7 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		return fmt.Errorf("kafka source: create client: %w", err)
 	}
 	s.cl.Store(cl)
+	s.running.Store(true)
 	s.log.Info().Strs("topics", s.cfg.Topics).Msg("joining consumer group")
 
 	var fatal error
@@ -282,6 +285,7 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 	// lanes drain and commit through Commit, which works until Close
 	// returns.
 	s.log.Info().Msg("leaving consumer group")
+	s.running.Store(false)
 	cl.Close()
 	s.finish(ctx)
 	if fatal != nil {

@@ -238,6 +238,7 @@ func (s *Source) runTxn(ctx context.Context) error {
 	s.txn.sess = sess
 	s.txn.mu.Unlock()
 	s.cl.Store(sess.Client())
+	s.running.Store(true)
 	s.log.Info().Strs("topics", s.cfg.Topics).Str("transactional_id", s.cfg.TransactionalID).Msg("joining consumer group (exactly-once)")
 
 	var fatal error
@@ -255,6 +256,7 @@ func (s *Source) runTxn(ctx context.Context) error {
 	// Whatever the host did not commit is aborted; then leaving the group
 	// revokes every partition (the lanes drop them, committing nothing).
 	s.log.Info().Msg("leaving consumer group")
+	s.running.Store(false)
 	s.txn.mu.Lock()
 	if _, err := sess.End(context.WithoutCancel(ctx), kgo.TryAbort); err != nil {
 		s.log.Warn().Err(err).Msg("aborting the last transaction failed; the broker aborts it at its timeout")
