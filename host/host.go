@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -45,6 +46,9 @@ type Options struct {
 	// KafkaOpts are appended to every Kafka client's options (tests use them
 	// to shorten heartbeats).
 	KafkaOpts []kgo.Opt
+	// KinesisCredentials, if set, replaces the AWS SDK's default credential
+	// chain for Kinesis sources (tests pass static ones for kinesalite).
+	KinesisCredentials aws.CredentialsProvider
 	// AdminAddr, if set, replaces the config file's admin.addr ("off"
 	// disables the admin server; "127.0.0.1:0" picks a free port, see
 	// Host.AdminAddr).
@@ -341,21 +345,35 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		_ = pool.Close(cctx)
 	})
 
-	group := []kgo.Opt{
-		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
-		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
-	}
-	src, err := kafkasrc.New(kafkasrc.Config{
-		// conn last, so that tests' KafkaOpts win
-		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log,
-	})
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
-	}
+	var src Source
 	info := pool.Info()
-	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
-		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	ready := log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances)
+	switch {
+	case pc.Source.Kinesis != nil:
+		ks, closeLeases, err := h.kinesisSource(ctx, pc, redisAddr, log)
+		closers = append(closers, closeLeases)
+		if err != nil {
+			return nil, closeFn, err
+		}
+		src = ks
+		ready = ready.Str("stream", pc.Source.Kinesis.Stream)
+	default:
+		group := []kgo.Opt{
+			kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+			kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+		}
+		ks, err := kafkasrc.New(kafkasrc.Config{
+			// conn last, so that tests' KafkaOpts win
+			Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+			Start: pc.Source.Kafka.Start, Logger: log,
+		})
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+		}
+		src = ks
+		ready = ready.Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group)
+	}
+	ready.Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
 		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
 		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,

@@ -139,6 +139,8 @@ type Source struct {
 	mu     sync.Mutex
 	shards map[string]*shard // held shards by id
 
+	workers []string // live workers at the last heartbeat; guarded by mu
+
 	// owned by the coordinator goroutine (Run)
 	known     []types.Shard
 	lastSync  time.Time
@@ -158,9 +160,10 @@ type shard struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the reader has returned
 
-	validUntil time.Time // coordinator only: last renewal + TTL
-
 	// guarded by Source.mu
+	validUntil time.Time // last renewal + TTL
+	lost       bool      // the renewer found the lease taken, or could not renew it in time
+	handover   string    // the renewer found this worker asking for the lease
 	paused    bool
 	resumed   chan struct{} // closed and replaced by Resume
 	last      record.Position
@@ -277,13 +280,22 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 			s.log.Warn().Err(err).Msg("listing shards failed; will retry")
 		}
 	}
-	// Register, then wait one heartbeat before taking leases, so that
-	// workers started together see each other and split the shards
-	// without handovers.
+	// The renewer registers the worker and renews its leases each
+	// heartbeat, apart from the coordinator, so that leases stay renewed
+	// while the coordinator waits for a lane to drain.
+	rctx, stopRenewer := context.WithCancel(context.WithoutCancel(ctx))
+	renewerDone := make(chan struct{})
+	go func() {
+		defer close(renewerDone)
+		s.renewLoop(rctx)
+	}()
+	defer func() {
+		stopRenewer()
+		<-renewerDone
+	}()
+	// Wait one heartbeat before taking leases, so that workers started
+	// together see each other and split the shards without handovers.
 	if fatal == nil {
-		if _, err := s.leases.Heartbeat(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn().Err(err).Msg("worker registration failed; will retry")
-		}
 		sleepCtx(ctx, s.cfg.Heartbeat)
 	}
 	t := time.NewTicker(s.cfg.Heartbeat)
@@ -297,28 +309,71 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		}
 	}
 	s.shutdown(context.WithoutCancel(ctx))
+	stopRenewer()
+	<-renewerDone
+	if err := s.leases.Deregister(context.WithoutCancel(ctx)); err != nil {
+		s.log.Warn().Err(err).Msg("deregistering failed; the registration expires after the lease TTL")
+	}
 	if fatal != nil {
 		return fmt.Errorf("kinesis source: stream %s: %w", s.cfg.Stream, fatal)
 	}
 	return nil
 }
 
-// cycle is one heartbeat of the coordinator.
+// cycle is one heartbeat of the coordinator: act on what the renewer
+// found, end finished shards, list shards when due, balance.
 func (s *Source) cycle(ctx context.Context) {
-	workers, err := s.leases.Heartbeat(ctx)
-	if err != nil && ctx.Err() == nil {
-		s.log.Warn().Err(err).Msg("worker heartbeat failed")
+	for _, sh := range s.held() {
+		s.mu.Lock()
+		lost, to, atEnd := sh.lost, sh.handover, sh.atEnd
+		s.mu.Unlock()
+		switch {
+		case lost:
+			s.lose(ctx, sh)
+		case to != "" && to != s.leases.Worker() && !atEnd:
+			s.handOver(ctx, sh, to)
+		}
 	}
-	s.renew(ctx)
 	s.finishEnded(ctx)
 	if s.needSync || time.Since(s.lastSync) >= s.cfg.ShardSyncInterval {
 		if err := s.syncShards(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("listing shards failed; will retry")
 		}
 	}
-	if err == nil && ctx.Err() == nil {
+	s.mu.Lock()
+	workers := s.workers
+	s.mu.Unlock()
+	if len(workers) > 0 && ctx.Err() == nil {
 		if err := s.balance(ctx, workers); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("balancing leases failed; will retry")
+		}
+	}
+}
+
+// renewLoop registers the worker and renews every held lease each
+// heartbeat until ctx is done, flagging for the coordinator the leases
+// lost and the handovers asked for.
+func (s *Source) renewLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		workers, err := s.leases.Heartbeat(ctx)
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("worker heartbeat failed")
+		}
+		s.mu.Lock()
+		s.workers = workers
+		s.mu.Unlock()
+		if s.renew(ctx) {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
@@ -335,36 +390,40 @@ func (s *Source) held() []*shard {
 	return out
 }
 
-// renew extends every held lease; a lease taken by another worker is lost,
-// and a handover request is honoured.
-func (s *Source) renew(ctx context.Context) {
+// renew extends every held lease, and reports whether the coordinator
+// has something to do: a lease taken by another worker (or not renewed
+// before it expired), or a handover asked for.
+func (s *Source) renew(ctx context.Context) (act bool) {
 	for _, sh := range s.held() {
 		at := time.Now()
 		handover, err := s.leases.Renew(ctx, sh.id, sh.epoch)
+		s.mu.Lock()
 		switch {
 		case errors.Is(err, lease.ErrLost):
-			sh.log.Warn().Err(err).Msg("lease taken by another worker")
-			s.lose(ctx, sh)
+			if !sh.lost {
+				sh.log.Warn().Err(err).Msg("lease taken by another worker")
+			}
+			sh.lost, act = true, true
 		case err != nil:
 			if ctx.Err() != nil {
-				return
+				s.mu.Unlock()
+				return act
 			}
 			if time.Now().After(sh.validUntil) {
 				sh.log.Error().Err(err).Msg("could not renew the lease before it expired; dropping the shard")
-				s.lose(ctx, sh)
+				sh.lost, act = true, true
 			} else {
 				sh.log.Warn().Err(err).Msg("renewing the lease failed; will retry")
 			}
 		default:
 			sh.validUntil = at.Add(s.ttl)
-			s.mu.Lock()
-			atEnd := sh.atEnd
-			s.mu.Unlock()
-			if handover != "" && handover != s.leases.Worker() && !atEnd {
-				s.handOver(ctx, sh, handover)
+			if handover != "" && sh.handover == "" {
+				sh.handover, act = handover, true
 			}
 		}
+		s.mu.Unlock()
 	}
+	return act
 }
 
 // stopReader stops the shard's reader and waits for it. It must not be
@@ -628,7 +687,7 @@ func (s *Source) take(ctx context.Context, id string) (bool, error) {
 }
 
 // shutdown revokes every held shard (lanes drain and commit in parallel),
-// ends the complete ones, releases every lease and deregisters.
+// ends the complete ones, and releases every lease.
 func (s *Source) shutdown(ctx context.Context) {
 	held := s.held()
 	for _, sh := range held {
@@ -644,9 +703,6 @@ func (s *Source) shutdown(ctx context.Context) {
 	}
 	for _, sh := range held {
 		s.endAndRelease(ctx, sh)
-	}
-	if err := s.leases.Deregister(ctx); err != nil {
-		s.log.Warn().Err(err).Msg("deregistering failed; the registration expires after the lease TTL")
 	}
 }
 
