@@ -164,13 +164,13 @@ type shard struct {
 	validUntil time.Time // last renewal + TTL
 	lost       bool      // the renewer found the lease taken, or could not renew it in time
 	handover   string    // the renewer found this worker asking for the lease
-	paused    bool
-	resumed   chan struct{} // closed and replaced by Resume
-	last      record.Position
-	delivered bool // any record delivered under this lease
-	committed record.Position
-	hasCommit bool
-	atEnd     bool // the reader saw the shard's end
+	paused     bool
+	resumed    chan struct{} // closed and replaced by Resume
+	last       record.Position
+	delivered  bool // any record delivered under this lease
+	committed  record.Position
+	hasCommit  bool
+	atEnd      bool // the reader saw the shard's end
 }
 
 // New validates cfg and returns a Source. It does not contact Kinesis or
