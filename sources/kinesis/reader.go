@@ -21,6 +21,8 @@ const (
 	throttleBase = minCallGap
 	errorBase    = 500 * time.Millisecond
 	backoffMax   = 10 * time.Second
+	// iteratorTimeout bounds one GetShardIterator call.
+	iteratorTimeout = 10 * time.Second
 )
 
 // read is a shard's GetRecords loop; it returns when ctx is done or the
@@ -144,6 +146,8 @@ func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
 		// what was delivered or checkpointed is skipped by deliver.
 		in.ShardIteratorType = types.ShardIteratorTypeAtSequenceNumber
 		in.StartingSequenceNumber = aws.String(from.Seq)
+	case sh.latest:
+		in.ShardIteratorType = types.ShardIteratorTypeLatest
 	case strings.HasPrefix(sh.start, "at:"):
 		ms, _ := strconv.ParseInt(strings.TrimPrefix(sh.start, "at:"), 10, 64)
 		t := time.UnixMilli(ms)
@@ -156,7 +160,11 @@ func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
 		in.ShardIteratorType = types.ShardIteratorTypeTrimHorizon
 	}
 	for n := 1; ; n++ {
-		out, err := s.cfg.API.GetShardIterator(ctx, in)
+		// kinesalite never answers AT_TIMESTAMP on a shard with nothing
+		// at or after the time yet; ask again rather than wait forever.
+		cctx, cancel := context.WithTimeout(ctx, iteratorTimeout)
+		out, err := s.cfg.API.GetShardIterator(cctx, in)
+		cancel()
 		if err == nil {
 			return out.ShardIterator, true
 		}

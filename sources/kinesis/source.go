@@ -155,6 +155,7 @@ type shard struct {
 	epoch  int64
 	resume lease.Checkpoint // from the lease at acquire
 	start  string           // lease start without a checkpoint
+	latest bool             // read from LATEST (see lease.Lease.Latest)
 	log    zerolog.Logger
 
 	cancel context.CancelFunc
@@ -666,7 +667,7 @@ func (s *Source) take(ctx context.Context, id string) (bool, error) {
 	part := record.Partition{Stream: s.cfg.Stream, ID: id}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	sh := &shard{
-		id: id, part: part, epoch: l.Epoch, resume: l.Checkpoint, start: l.Start,
+		id: id, part: part, epoch: l.Epoch, resume: l.Checkpoint, start: l.Start, latest: l.Latest,
 		log:    s.log.With().Str("shard", id).Int64("epoch", l.Epoch).Logger(),
 		cancel: cancel, done: make(chan struct{}), resumed: make(chan struct{}),
 		validUntil: time.Now().Add(s.ttl),

@@ -136,6 +136,10 @@ type Lease struct {
 	// "at:UNIXMS" ("latest" as given to Init becomes the time of the first
 	// acquire).
 	Start string
+	// Latest reports that the start was "latest" and this acquire fixed it
+	// to now: the owner reads from the shard's tip (LATEST), and later
+	// owners without a checkpoint from the time in Start.
+	Latest bool
 }
 
 // State is the view of a lease that balancing needs.
@@ -168,7 +172,7 @@ for i = 2, #KEYS do redis.call('HSETNX', KEYS[i], 'start', start) end
 return 1`)
 
 // scriptAcquire: KEYS[1] lease; ARGV worker, ttl ms. Returns
-// {epoch, ck, sub, start} or {-1} (held or reserved by another), {-2} (ended).
+// {epoch, ck, sub, start, fixed} or {-1} (held or reserved by another), {-2} (ended).
 // A start of "latest" becomes "at:NOW" at the first acquire, so a later
 // owner of a shard without a checkpoint reads from the same point instead
 // of skipping what was written in between.
@@ -180,12 +184,14 @@ if f[1] and f[1] ~= '' and tonumber(f[2] or '0') > now then return {-1} end
 if f[4] and f[4] ~= '' and f[4] ~= ARGV[1] and tonumber(f[5] or '0') > now then return {-1} end
 local ep = redis.call('HINCRBY', k, 'epoch', 1)
 local start = f[8] or 'trim_horizon'
+local fixed = '0'
 if start == 'latest' then
   start = 'at:' .. now
+  fixed = '1'
   redis.call('HSET', k, 'start', start)
 end
 redis.call('HSET', k, 'owner', ARGV[1], 'exp', now + tonumber(ARGV[2]), 'for', '', 'forexp', 0, 'handover', '')
-return {ep, f[6] or '', f[7] or '0', start}`)
+return {ep, f[6] or '', f[7] or '0', start, fixed}`)
 
 // scriptRenew: KEYS[1] lease; ARGV worker, epoch, ttl ms. Returns the
 // handover request ("" if none), or false when the lease is not ours.
@@ -276,7 +282,7 @@ func (s *Store) Acquire(ctx context.Context, shard string) (l Lease, ok bool, er
 	if ep < 0 {
 		return Lease{}, false, nil
 	}
-	l = Lease{Shard: shard, Epoch: ep, Start: str(res[3])}
+	l = Lease{Shard: shard, Epoch: ep, Start: str(res[3]), Latest: str(res[4]) == "1"}
 	l.Checkpoint.Seq = str(res[1])
 	l.Checkpoint.Sub, _ = strconv.ParseInt(str(res[2]), 10, 64)
 	return l, true, nil

@@ -1,0 +1,395 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/host"
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/internal/testenv"
+	kinesissrc "github.com/weirhq/weir/sources/kinesis"
+)
+
+// kenv is a Kinesis end-to-end environment: a kinesalite and a
+// redis-server of the test's own, a stream, a Kafka broker for the
+// outputs, and a side-effect file the echo handler appends "ID PID" to for
+// every record it handles (so a record handled twice, by any process,
+// shows).
+type kenv struct {
+	t         *testing.T
+	endpoint  string
+	redis     string
+	brokers   []string
+	cl        *kinesis.Client
+	stream    string
+	prefix    string
+	sidefx    string
+	lastSeq   map[string]string // shard → highest sequence number written
+	lastSeqMu sync.Mutex
+}
+
+func newKinesisEnv(t *testing.T, shards int32) *kenv {
+	t.Helper()
+	e := &kenv{t: t, endpoint: testenv.Kinesis(t), redis: testenv.Redis(t), brokers: broker(t), lastSeq: map[string]string{}}
+	cl, err := kinesissrc.NewClient(context.Background(), kinesissrc.ClientConfig{Region: "us-east-1", Endpoint: e.endpoint, Credentials: kinesissrc.StaticCredentials("fake", "fake")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cl = cl
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	e.stream = "s-" + suffix
+	e.prefix = "kt-" + suffix + ":"
+	e.sidefx = filepath.Join(t.TempDir(), "sidefx")
+	if _, err := cl.CreateStream(context.Background(), &kinesis.CreateStreamInput{StreamName: aws.String(e.stream), ShardCount: aws.Int32(shards)}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitActive()
+	return e
+}
+
+func (e *kenv) waitActive() {
+	e.t.Helper()
+	waitFor(e.t, func() bool {
+		out, err := e.cl.DescribeStreamSummary(context.Background(), &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(e.stream)})
+		return err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive
+	}, "stream "+e.stream+" active")
+}
+
+// yaml is the pipeline's config file. start is trim_horizon, latest or a
+// time; idem is the idempotency key (position or off).
+func (e *kenv) yaml(start, idem string) string {
+	return fmt.Sprintf(`version: 1
+kafka: { brokers: [%s] }
+redis: { addr: %q, key_prefix: %q }
+admin: { addr: "off" }
+pipelines:
+  - name: kin
+    source:
+      kinesis:
+        stream: %s
+        endpoint: %s
+        region: us-east-1
+        start: %q
+        poll_interval: 200ms
+        shard_sync_interval: 1s
+        lease: { ttl: 3s, heartbeat: 500ms }
+    batch: { max_records: 200, max_wait: 5ms }
+    handler: { plugin: "builtin:echo", instances: 2, timeout: 10s, env: { WEIR_ECHO_SINK: out, WEIR_SIDEFX_FILE: %q } }
+    ordering: key
+    idempotency: { key: %s }
+    sinks: { out: { kafka: { topic: %s-out } } }
+    shutdown_timeout: 10s
+`, strings.Join(e.brokers, ", "), e.redis, e.prefix, e.stream, e.endpoint, start, e.sidefx, idem, e.stream)
+}
+
+func (e *kenv) config(start, idem string) *config.File {
+	e.t.Helper()
+	cfg, err := config.Parse("kinesis.yaml", []byte(e.yaml(start, idem)))
+	if err != nil {
+		e.t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+// start runs a host in this process until the test ends (or stop).
+func (e *kenv) start(cfg *config.File, name string, onEvent func(host.Event)) *running {
+	log := zerolog.New(zerolog.NewTestWriter(e.t)).Level(testLogLevel()).With().Str("host", name).Logger()
+	h := host.New(cfg, host.Options{Logger: log, HostID: name, OnEvent: onEvent,
+		KinesisCredentials: kinesissrc.StaticCredentials("fake", "fake")})
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{h: h, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- h.Run(ctx) }()
+	e.t.Cleanup(func() { r.stop(e.t) })
+	return r
+}
+
+// put writes ids from..from+n-1, key k<id%keys>, value the id, 500 a call
+// in order, and notes each shard's last sequence number.
+func (e *kenv) put(from, n, keys int) {
+	e.t.Helper()
+	for i := from; i < from+n; i += 500 {
+		var entries []types.PutRecordsRequestEntry
+		for id := i; id < min(i+500, from+n); id++ {
+			entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String("k" + strconv.Itoa(id%keys)), Data: []byte(strconv.Itoa(id))})
+		}
+		out, err := e.cl.PutRecords(context.Background(), &kinesis.PutRecordsInput{StreamName: aws.String(e.stream), Records: entries})
+		if err != nil {
+			e.t.Fatalf("put records: %v", err)
+		}
+		if aws.ToInt32(out.FailedRecordCount) > 0 {
+			e.t.Fatalf("put records: %d failed", aws.ToInt32(out.FailedRecordCount))
+		}
+		e.lastSeqMu.Lock()
+		for _, r := range out.Records {
+			sh, seq := aws.ToString(r.ShardId), aws.ToString(r.SequenceNumber)
+			if cur := e.lastSeq[sh]; len(seq) > len(cur) || len(seq) == len(cur) && seq > cur {
+				e.lastSeq[sh] = seq
+			}
+		}
+		e.lastSeqMu.Unlock()
+	}
+}
+
+// handled returns, per id in 0..n-1, the plugin pids that handled it, and
+// the ids in the order the side-effect file has them.
+func (e *kenv) handled(n int) (byID [][]string, order []int) {
+	e.t.Helper()
+	b, err := os.ReadFile(e.sidefx)
+	if os.IsNotExist(err) {
+		return make([][]string, n), nil
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	byID = make([][]string, n)
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		id, pid, _ := strings.Cut(line, " ")
+		i, err := strconv.Atoi(id)
+		if err != nil || i < 0 || i >= n {
+			e.t.Fatalf("side-effect line %q: not an id below %d", line, n)
+		}
+		byID[i] = append(byID[i], pid)
+		order = append(order, i)
+	}
+	return byID, order
+}
+
+// count is how many records the handler has handled (repeats included).
+func (e *kenv) count() int { return countLines(e.t, e.sidefx) }
+
+// checkOnceInOrder fails the test unless every id in [from, to) was
+// handled exactly once (maxRepeats > 0 allows that many repeats in all)
+// and each key's ids were handled in increasing order. It returns the ids
+// handled more than once.
+func (e *kenv) checkOnceInOrder(n, from, to, keys, maxRepeats int) []int {
+	e.t.Helper()
+	byID, order := e.handled(n)
+	var repeated []int
+	for id := 0; id < n; id++ {
+		c := len(byID[id])
+		switch {
+		case id >= from && id < to && c == 0:
+			e.t.Errorf("id %d was never handled (lost)", id)
+		case (id < from || id >= to) && c > 0:
+			e.t.Errorf("id %d was handled but should not have been", id)
+		case c > 1:
+			repeated = append(repeated, id)
+		}
+	}
+	if len(repeated) > maxRepeats {
+		e.t.Errorf("%d ids handled more than once (allowed %d), e.g. %v", len(repeated), maxRepeats, repeated[:min(10, len(repeated))])
+	}
+	// Per key, the first handling of each id comes in id order (a repeat
+	// of an id may come later: its batch was redone).
+	seen := make([]bool, n)
+	last := map[int]int{}
+	for _, id := range order {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		k := id % keys
+		if prev, ok := last[k]; ok && id < prev {
+			e.t.Errorf("key k%d: id %d handled after id %d (order broken)", k, id, prev)
+			return repeated
+		}
+		last[k] = id
+	}
+	return repeated
+}
+
+// checkpoint is the sequence number checkpointed in a shard's lease.
+func (e *kenv) checkpoint(shard string) string {
+	return testenv.RedisCommand(e.t, e.redis, "HGET", e.prefix+"{kin}/kl/"+e.stream+"/"+shard, "ck")
+}
+
+// leaseField is one field of a shard's lease hash.
+func (e *kenv) leaseField(shard, field string) string {
+	return testenv.RedisCommand(e.t, e.redis, "HGET", e.prefix+"{kin}/kl/"+e.stream+"/"+shard, field)
+}
+
+func (e *kenv) shards() []types.Shard {
+	e.t.Helper()
+	out, err := e.cl.ListShards(context.Background(), &kinesis.ListShardsInput{StreamName: aws.String(e.stream)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out.Shards
+}
+
+// holdings counts, from a host's events, how many shards each host holds
+// now, and when each shard was assigned and revoked.
+type holdings struct {
+	mu       sync.Mutex
+	held     map[string]map[string]bool // host → shards
+	assigned map[string][]time.Time     // shard → assign times
+	revoked  map[string][]time.Time     // shard → revoke (drained) times
+	lost     int
+}
+
+func newHoldings() *holdings {
+	return &holdings{held: map[string]map[string]bool{}, assigned: map[string][]time.Time{}, revoked: map[string][]time.Time{}}
+}
+
+func (h *holdings) observe(name string) func(host.Event) {
+	return func(ev host.Event) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.held[name] == nil {
+			h.held[name] = map[string]bool{}
+		}
+		id := ev.Partition.ID
+		switch ev.Kind {
+		case host.EventAssigned:
+			h.held[name][id] = true
+			h.assigned[id] = append(h.assigned[id], ev.Time)
+		case host.EventRevoked:
+			delete(h.held[name], id)
+			h.revoked[id] = append(h.revoked[id], ev.Time)
+		case host.EventLost:
+			delete(h.held[name], id)
+			h.lost++
+		}
+	}
+}
+
+func (h *holdings) count(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.held[name])
+}
+
+func (h *holdings) lostCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lost
+}
+
+func size(short, full int) int {
+	if testing.Short() {
+		return short
+	}
+	return full
+}
+
+// One worker reads 4 shards to the end: every record handled once in key
+// order, and each lease's checkpoint is the shard's last sequence number.
+func TestKinesisOneWorkerFourShards(t *testing.T) {
+	n, keys := size(5000, 50000), 500
+	e := newKinesisEnv(t, 4)
+	began := time.Now()
+	e.put(0, n, keys)
+	t.Logf("put %d records in %s", n, time.Since(began).Round(time.Millisecond))
+	began = time.Now()
+	r := e.start(e.config("trim_horizon", "position"), "w1", nil)
+	waitFor(t, func() bool { return e.count() >= n }, fmt.Sprintf("%d records handled", n))
+	t.Logf("handled %d records in %s", n, time.Since(began).Round(time.Millisecond))
+	// The checkpoints reach the last records (commits follow completions).
+	waitFor(t, func() bool {
+		for sh, seq := range e.lastSeq {
+			if e.checkpoint(sh) != seq {
+				return false
+			}
+		}
+		return true
+	}, "checkpoints at the last sequence numbers")
+	r.stop(t)
+	e.checkOnceInOrder(n, 0, n, keys, 0)
+	if len(e.lastSeq) != 4 {
+		t.Errorf("records went to %d shards, want 4", len(e.lastSeq))
+	}
+	for sh, seq := range e.lastSeq {
+		if got := e.checkpoint(sh); got != seq {
+			t.Errorf("%s: checkpoint %s, want the last sequence number %s", sh, got, seq)
+		}
+		if owner := e.leaseField(sh, "owner"); owner != "" {
+			t.Errorf("%s: still leased to %q after shutdown", sh, owner)
+		}
+	}
+}
+
+// Two workers started together split 4 shards 2/2; a third gets its share
+// by graceful handover; with idempotency off, no record is handled twice.
+func TestKinesisWorkersSplitAndHandOver(t *testing.T) {
+	n, keys := size(3000, 12000), 200
+	e := newKinesisEnv(t, 4)
+	own := newHoldings()
+	cfg := e.config("trim_horizon", "off")
+	e.put(0, n/3, keys)
+	e.start(cfg, "a", own.observe("a"))
+	e.start(cfg, "b", own.observe("b"))
+	waitFor(t, func() bool { return own.count("a") == 2 && own.count("b") == 2 }, "a and b holding 2 shards each")
+	e.put(n/3, n/3, keys)
+	waitFor(t, func() bool { return e.count() >= n/3 }, "the first third handled")
+	e.start(cfg, "c", own.observe("c"))
+	waitFor(t, func() bool {
+		return own.count("c") == 1 && own.count("a")+own.count("b") == 3
+	}, "c taking one shard by handover")
+	e.put(2*n/3, n-2*n/3, keys)
+	waitFor(t, func() bool { return e.count() >= n }, fmt.Sprintf("%d records handled", n))
+	time.Sleep(500 * time.Millisecond) // a repeat would show by now
+	e.checkOnceInOrder(n, 0, n, keys, 0)
+	if l := own.lostCount(); l != 0 {
+		t.Errorf("%d shards were lost, not handed over", l)
+	}
+}
+
+// A worker stopped with its checkpoints, then a new one started: it goes
+// on after the checkpoints (idempotency off: the checkpoint alone keeps
+// records from being handled again).
+func TestKinesisRestartFromCheckpoint(t *testing.T) {
+	n, keys := size(2000, 6000), 100
+	e := newKinesisEnv(t, 2)
+	e.put(0, n/2, keys)
+	r := e.start(e.config("trim_horizon", "off"), "w1", nil)
+	waitFor(t, func() bool { return e.count() >= n/2 }, "the first half handled")
+	r.stop(t)
+	e.put(n/2, n/2, keys)
+	e.start(e.config("trim_horizon", "off"), "w2", nil)
+	waitFor(t, func() bool { return e.count() >= n }, "the second half handled")
+	time.Sleep(500 * time.Millisecond)
+	e.checkOnceInOrder(n, 0, n, keys, 0)
+}
+
+// start: latest skips what was written before the pipeline first took the
+// shards; start: TIME skips what arrived before TIME.
+func TestKinesisStartLatestAndTimestamp(t *testing.T) {
+	t.Run("latest", func(t *testing.T) {
+		e := newKinesisEnv(t, 2)
+		own := newHoldings()
+		e.put(0, 300, 10)
+		e.start(e.config("latest", "off"), "w1", own.observe("w1"))
+		waitFor(t, func() bool { return own.count("w1") == 2 }, "both shards taken")
+		e.put(300, 300, 10)
+		waitFor(t, func() bool { return e.count() >= 300 }, "the records after the start handled")
+		time.Sleep(time.Second)
+		e.checkOnceInOrder(600, 300, 600, 10, 0)
+	})
+	t.Run("timestamp", func(t *testing.T) {
+		e := newKinesisEnv(t, 2)
+		e.put(0, 300, 10)
+		time.Sleep(1100 * time.Millisecond) // kinesalite's arrival times are in milliseconds
+		at := time.Now().UTC().Truncate(time.Second).Add(time.Second)
+		time.Sleep(time.Until(at) + 100*time.Millisecond)
+		e.put(300, 300, 10)
+		e.start(e.config(at.Format(time.RFC3339), "off"), "w1", nil)
+		waitFor(t, func() bool { return e.count() >= 300 }, "the records after the time handled")
+		time.Sleep(time.Second)
+		e.checkOnceInOrder(600, 300, 600, 10, 0)
+	})
+}
