@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/host"
 	"github.com/weirhq/weir/host/config"
@@ -392,4 +394,281 @@ func TestKinesisStartLatestAndTimestamp(t *testing.T) {
 		time.Sleep(time.Second)
 		e.checkOnceInOrder(600, 300, 600, 10, 0)
 	})
+}
+
+// owners returns each shard's live lease owner, read from Redis.
+func (e *kenv) owners() map[string]string {
+	out := map[string]string{}
+	for sh := range e.lastSeqShards() {
+		out[sh] = e.leaseField(sh, "owner")
+	}
+	return out
+}
+
+func (e *kenv) lastSeqShards() map[string]bool {
+	out := map[string]bool{}
+	for _, sh := range e.shards() {
+		out[aws.ToString(sh.ShardId)] = true
+	}
+	return out
+}
+
+// shardOf maps each id put so far to its shard.
+func (e *kenv) putTracked(from, n, keys int, shardOf []string) {
+	e.t.Helper()
+	for i := from; i < from+n; i += 500 {
+		var entries []types.PutRecordsRequestEntry
+		for id := i; id < min(i+500, from+n); id++ {
+			entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String("k" + strconv.Itoa(id%keys)), Data: []byte(strconv.Itoa(id))})
+		}
+		out, err := e.cl.PutRecords(context.Background(), &kinesis.PutRecordsInput{StreamName: aws.String(e.stream), Records: entries})
+		if err != nil {
+			e.t.Errorf("put records: %v", err)
+			return
+		}
+		for j, r := range out.Records {
+			shardOf[i+j] = aws.ToString(r.ShardId)
+		}
+	}
+}
+
+// readOutputIDs reads the pipeline's output topic until it holds want
+// distinct ids (or 60s pass) and returns how often each id was written.
+func (e *kenv) readOutputIDs(want, n int) []int {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(e.stream+"-out"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	counts := make([]int, n)
+	distinct := 0
+	deadline := time.Now().Add(60 * time.Second)
+	var settle time.Time
+	for time.Now().Before(deadline) {
+		if distinct >= want {
+			if settle.IsZero() {
+				settle = time.Now().Add(time.Second)
+			} else if time.Now().After(settle) {
+				break
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) {
+			id, err := strconv.Atoi(string(r.Value))
+			if err != nil || id < 0 || id >= n {
+				e.t.Errorf("output %q is not an id", r.Value)
+				return
+			}
+			if counts[id] == 0 {
+				distinct++
+			}
+			counts[id]++
+		})
+	}
+	return counts
+}
+
+// Two `weir run` processes share 4 shards; one is SIGKILLed mid-run. Its
+// leases expire (TTL 3s) and the survivor takes them over from their
+// checkpoints: nothing is lost, records are repeated only on the killed
+// worker's shards and within its batches in flight (2 handler instances x
+// 200 records), and, with idempotency on, outputs repeat at most for a
+// batch killed between its sink write and its done marks.
+func TestKinesisKilledWorkerLeasesAreTakenOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds weir and runs it as child processes; the full run covers it")
+	}
+	n, keys := 20000, 200
+	e := newKinesisEnv(t, 4)
+	t.Setenv("AWS_ACCESS_KEY_ID", "fake")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "fake")
+	bin := buildWeir(t)
+	dir := keepOnFailure(t, "weir-kinesis-kill-")
+	cfgPath := filepath.Join(dir, "weir.yaml")
+	if err := os.WriteFile(cfgPath, []byte(e.yaml("trim_horizon", "position")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	shardOf := make([]string, n)
+	e.putTracked(0, n/4, keys, shardOf)
+	a := startWeir(t, bin, cfgPath, dir, "a")
+	b := startWeir(t, bin, cfgPath, dir, "b")
+	split := func() bool {
+		per := map[string]int{}
+		for _, o := range e.owners() {
+			if o != "" {
+				per[o]++
+			}
+		}
+		return len(per) == 2
+	}
+	waitFor(t, split, "both workers holding leases")
+	// Keep writing while the kill happens.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for from := n / 4; from < n; from += 1000 {
+			e.putTracked(from, 1000, keys, shardOf)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	waitFor(t, func() bool { return e.count() >= n/3 }, "a third of the records handled")
+	before := e.owners()
+	aWorker := ""
+	for _, o := range before {
+		if strings.Contains(o, "-"+strconv.Itoa(a.cmd.Process.Pid)+"-") {
+			aWorker = o
+		}
+	}
+	a.kill(t)
+	killedAt := time.Now()
+	wg.Wait()
+	waitFor(t, func() bool {
+		byID, _ := e.handled(n)
+		for _, pids := range byID {
+			if len(pids) == 0 {
+				return false
+			}
+		}
+		return true
+	}, "every record handled after the kill")
+	t.Logf("every record handled %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	repeated := e.checkOnceInOrder(n, 0, n, keys, 2*200)
+	killedShards := map[string]bool{}
+	for sh, o := range before {
+		if o == aWorker {
+			killedShards[sh] = true
+		}
+	}
+	if len(killedShards) == 0 {
+		t.Errorf("could not tell which shards the killed worker held (owners %v, pid %d)", before, a.cmd.Process.Pid)
+	}
+	for _, id := range repeated {
+		if !killedShards[shardOf[id]] {
+			t.Errorf("id %d (shard %s) was handled twice, but the killed worker did not hold that shard", id, shardOf[id])
+		}
+	}
+	counts := e.readOutputIDs(n, n)
+	dupOut := 0
+	for id, c := range counts {
+		if c == 0 {
+			t.Errorf("id %d has no output", id)
+		}
+		if c > 1 {
+			dupOut++
+		}
+	}
+	t.Logf("killed worker held %d shards; %d records handled twice, %d outputs written twice (idempotency on)", len(killedShards), len(repeated), dupOut)
+	if dupOut > 2*200 {
+		t.Errorf("%d outputs written twice; at most the killed worker's batches in flight may repeat", dupOut)
+	}
+	for sh, o := range e.owners() {
+		if o == aWorker {
+			t.Errorf("%s still leased to the killed worker", sh)
+		}
+	}
+	b.stop(t)
+	b.checkNoCommitWithoutOwnership(t)
+	for sh, o := range e.owners() {
+		if o != "" {
+			t.Errorf("%s still leased to %s after the survivor stopped", sh, o)
+		}
+	}
+}
+
+// A shard is split and two shards are merged while records flow: children
+// are leased only after their parents were read to the end and
+// checkpointed there, nothing is lost or repeated, and each key's records
+// are handled in order across the reshard.
+func TestKinesisSplitAndMergeMidRun(t *testing.T) {
+	n, keys := size(6000, 20000), 300
+	e := newKinesisEnv(t, 2)
+	own := newHoldings()
+	cfg := e.config("trim_horizon", "off")
+	e.start(cfg, "a", own.observe("a"))
+	e.start(cfg, "b", own.observe("b"))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		step := n / 20
+		for from := 0; from < n; from += step {
+			e.put(from, step, keys)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	waitFor(t, func() bool { return e.count() >= n/5 }, "a fifth of the records handled")
+	ctx := context.Background()
+	// Split shard 0 at the middle of its hash range.
+	shards := e.shards()
+	var s0, s1 types.Shard
+	for _, sh := range shards {
+		switch aws.ToString(sh.ShardId) {
+		case "shardId-000000000000":
+			s0 = sh
+		case "shardId-000000000001":
+			s1 = sh
+		}
+	}
+	lo, _ := new(big.Int).SetString(aws.ToString(s0.HashKeyRange.StartingHashKey), 10)
+	hi, _ := new(big.Int).SetString(aws.ToString(s0.HashKeyRange.EndingHashKey), 10)
+	mid := new(big.Int).Rsh(new(big.Int).Add(lo, hi), 1)
+	if _, err := e.cl.SplitShard(ctx, &kinesis.SplitShardInput{StreamName: aws.String(e.stream),
+		ShardToSplit: s0.ShardId, NewStartingHashKey: aws.String(mid.String())}); err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	e.waitActive()
+	waitFor(t, func() bool { return e.count() >= n/2 }, "half of the records handled")
+	// Merge the upper child of shard 0 with shard 1 (adjacent ranges).
+	var upper string
+	for _, sh := range e.shards() {
+		if aws.ToString(sh.ParentShardId) == aws.ToString(s0.ShardId) && aws.ToString(sh.HashKeyRange.StartingHashKey) == mid.String() {
+			upper = aws.ToString(sh.ShardId)
+		}
+	}
+	if upper == "" {
+		t.Fatalf("no child of %s starting at %s in %v", aws.ToString(s0.ShardId), mid, e.shards())
+	}
+	if _, err := e.cl.MergeShards(ctx, &kinesis.MergeShardsInput{StreamName: aws.String(e.stream),
+		ShardToMerge: aws.String(upper), AdjacentShardToMerge: s1.ShardId}); err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	e.waitActive()
+	wg.Wait()
+	waitFor(t, func() bool { return e.count() >= n }, fmt.Sprintf("%d records handled", n))
+	time.Sleep(time.Second)
+	e.checkOnceInOrder(n, 0, n, keys, 0)
+
+	// Every parent was ended, and each child was first assigned after its
+	// parents' last revoke.
+	all := e.shards()
+	if len(all) != 5 {
+		t.Fatalf("%d shards after a split and a merge, want 5", len(all))
+	}
+	own.mu.Lock()
+	defer own.mu.Unlock()
+	for _, sh := range all {
+		id := aws.ToString(sh.ShardId)
+		for _, p := range []*string{sh.ParentShardId, sh.AdjacentParentShardId} {
+			if p == nil {
+				continue
+			}
+			if e.leaseField(*p, "ended") != "1" {
+				t.Errorf("parent %s of %s is not marked ended", *p, id)
+			}
+			pr := own.revoked[*p]
+			ca := own.assigned[id]
+			if len(pr) == 0 || len(ca) == 0 {
+				t.Errorf("parent %s revoked %v, child %s assigned %v", *p, pr, id, ca)
+				continue
+			}
+			if ca[0].Before(pr[len(pr)-1]) {
+				t.Errorf("child %s assigned at %s, before its parent %s was done at %s", id, ca[0].Format(time.StampMilli), *p, pr[len(pr)-1].Format(time.StampMilli))
+			}
+		}
+	}
 }
