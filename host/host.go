@@ -297,6 +297,13 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 			}
 			closers = append(closers, func() { _ = k.Close(context.Background()) })
 			sinkMap[name] = k
+		case s.Kinesis != nil:
+			k, err := h.kinesisSink(ctx, s.Kinesis)
+			if err != nil {
+				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
+			}
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
 		case s.Stdout != nil:
 			k, err := stdout.New(stdout.Config{Writer: os.Stdout})
 			if err != nil {

@@ -672,3 +672,64 @@ func TestKinesisSplitAndMergeMidRun(t *testing.T) {
 		}
 	}
 }
+
+// Kinesis in, Kinesis out: the echo handler's outputs land in another
+// stream, each once, in key order.
+func TestKinesisToKinesisSink(t *testing.T) {
+	n, keys := size(1000, 4000), 50
+	e := newKinesisEnv(t, 2)
+	out := e.stream + "-out"
+	if _, err := e.cl.CreateStream(context.Background(), &kinesis.CreateStreamInput{StreamName: aws.String(out), ShardCount: aws.Int32(3)}); err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(e.yaml("trim_horizon", "position"), fmt.Sprintf("sinks: { out: { kafka: { topic: %s-out } } }", e.stream),
+		fmt.Sprintf("sinks: { out: { kinesis: { stream: %s, endpoint: %q, region: us-east-1 } } }", out, e.endpoint), 1)
+	cfg, err := config.Parse("kinesis.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Pipelines[0].Sinks["out"].Kinesis == nil {
+		t.Fatal("the sink is not the kinesis one")
+	}
+	e.put(0, n, keys)
+	e.start(cfg, "w1", nil)
+	waitFor(t, func() bool { return e.count() >= n }, "every record handled")
+	seen := make([]int, n)
+	got := 0
+	waitFor(t, func() bool {
+		seen, got = make([]int, n), 0
+		next := map[string]int{}
+		for _, sh := range []string{"shardId-000000000000", "shardId-000000000001", "shardId-000000000002"} {
+			it, err := e.cl.GetShardIterator(context.Background(), &kinesis.GetShardIteratorInput{StreamName: aws.String(out), ShardId: aws.String(sh), ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := e.cl.GetRecords(context.Background(), &kinesis.GetRecordsInput{ShardIterator: it.ShardIterator})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res.Records {
+				id, err := strconv.Atoi(string(r.Data))
+				if err != nil || id >= n {
+					t.Fatalf("output %q", r.Data)
+				}
+				k := aws.ToString(r.PartitionKey)
+				if k != "k"+strconv.Itoa(id%keys) {
+					t.Fatalf("output %d has partition key %s", id, k)
+				}
+				if id < next[k] {
+					t.Fatalf("key %s: output %d after %d", k, id, next[k])
+				}
+				next[k] = id
+				seen[id]++
+				got++
+			}
+		}
+		return got >= n
+	}, "every output in the out stream")
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("id %d written %d times", id, c)
+		}
+	}
+}

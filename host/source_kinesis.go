@@ -10,6 +10,7 @@ import (
 
 	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
+	kinesissink "github.com/weirhq/weir/sinks/kinesis"
 	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 	"github.com/weirhq/weir/sources/kinesis/lease"
 )
@@ -68,4 +69,18 @@ func arnRegion(arn string) string {
 		return ""
 	}
 	return parts[3]
+}
+
+// kinesisSink builds a Kinesis stream sink with a client of its own.
+func (h *Host) kinesisSink(ctx context.Context, k *config.KinesisSink) (*kinesissink.Sink, error) {
+	src := &config.KinesisSource{Stream: k.Stream}
+	region := k.Region
+	if region == "" && src.StreamARN() != "" {
+		region = arnRegion(src.StreamARN())
+	}
+	api, err := kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: region, Endpoint: k.Endpoint, Credentials: h.opts.KinesisCredentials})
+	if err != nil {
+		return nil, err
+	}
+	return kinesissink.New(kinesissink.Config{API: api, Stream: src.StreamName(), StreamARN: src.StreamARN()})
 }

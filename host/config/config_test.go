@@ -202,6 +202,16 @@ pipelines:
 			},
 		},
 		{
+			name: "kinesis sink",
+			src: "redis: {addr: embedded}\n" + strings.Replace(strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+				"{out: {kafka: {topic: out}}}", "{out: {kinesis: {stream: s}}, bad: {kinesis: {stream: 'a b', endpoint: 'ftp://x'}}}", 1),
+			want: []problem{
+				{8, "pipelines[0].sinks.bad.kinesis.stream", "is not a valid stream name"},
+				{8, "pipelines[0].sinks.bad.kinesis.endpoint", "is not an http(s) URL"},
+				{8, "pipelines[0].sinks.out.kinesis.stream", "also the source stream"},
+			},
+		},
+		{
 			name: "kafka and kinesis sources at once",
 			src:  "redis: {addr: embedded}\n" + strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kafka: {topics: [in]}, kinesis: {stream: s}}", 1),
 			want: []problem{{6, "pipelines[0].source", "set exactly one of: kafka, kinesis"}},

@@ -584,6 +584,15 @@ func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 				s.Stdout = &StdoutSink{}
 				d.object(v, p, fields{})
 			},
+			"kinesis": func(v *yaml.Node, p string) {
+				k := &KinesisSink{}
+				s.Kinesis = k
+				d.object(v, p, fields{
+					"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+					"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+					"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				})
+			},
 		})
 		out[key.Value] = s
 	})

@@ -342,6 +342,22 @@ type Sink struct {
 	Kafka *KafkaSink
 	// Stdout (YAML: stdout: {}) writes to standard output.
 	Stdout *StdoutSink
+	// Kinesis (YAML: kinesis: {stream: S}) writes to a Kinesis stream
+	// with PutRecords, the output key as partition key.
+	Kinesis *KinesisSink
+}
+
+// KinesisSink writes to a Kinesis stream (YAML: sinks.NAME.kinesis).
+// Messages of one key keep their order; headers are not written (Kinesis
+// records have none). Credentials come from the AWS SDK's default chain.
+type KinesisSink struct {
+	// Stream (YAML: stream) is the stream's name or ARN; required, and not
+	// the pipeline's Kinesis source stream.
+	Stream string
+	// Region (YAML: region): as for the Kinesis source.
+	Region string
+	// Endpoint (YAML: endpoint): as for the Kinesis source. Optional.
+	Endpoint string
 }
 
 // KafkaSink writes to a topic of the shared Kafka connection.

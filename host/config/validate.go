@@ -194,22 +194,8 @@ var kinesisStreamName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
 var kinesisStreamARN = regexp.MustCompile(`^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]{12}:stream/[a-zA-Z0-9_.-]{1,128}$`)
 
 func (d *decoder) checkKinesisSource(path string, k *KinesisSource) {
-	sp := path + ".stream"
-	switch {
-	case k.Stream == "":
-		d.errorAt(sp, "%s", d.missing(sp))
-	case strings.HasPrefix(k.Stream, "arn:"):
-		if !kinesisStreamARN.MatchString(k.Stream) {
-			d.errorAt(sp, "%q is not a stream ARN like arn:aws:kinesis:us-east-1:123456789012:stream/NAME", k.Stream)
-		}
-	case !kinesisStreamName.MatchString(k.Stream):
-		d.errorAt(sp, "%q is not a valid stream name; use 1 to 128 of a-z, A-Z, 0-9, '.', '_' and '-'", k.Stream)
-	}
-	if k.Endpoint != "" {
-		if u, err := url.Parse(k.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			d.errorAt(path+".endpoint", "%q is not an http(s) URL like http://localhost:4567", k.Endpoint)
-		}
-	}
+	d.checkStream(path+".stream", k.Stream)
+	d.checkEndpoint(path+".endpoint", k.Endpoint)
 	if k.PollInterval < 200*time.Millisecond {
 		d.errorAt(path+".poll_interval", "must be at least 200ms (Kinesis allows five reads a second per shard), got %v", k.PollInterval)
 	}
@@ -222,6 +208,30 @@ func (d *decoder) checkKinesisSource(path string, k *KinesisSource) {
 	}
 	if k.Lease.Heartbeat <= 0 || k.Lease.Heartbeat*3 > k.Lease.TTL {
 		d.errorAt(path+".lease.heartbeat", "must be greater than 0 and at most a third of lease.ttl (%v), got %v", k.Lease.TTL, k.Lease.Heartbeat)
+	}
+}
+
+// checkStream checks a Kinesis stream name or ARN.
+func (d *decoder) checkStream(path, stream string) {
+	switch {
+	case stream == "":
+		d.errorAt(path, "%s", d.missing(path))
+	case strings.HasPrefix(stream, "arn:"):
+		if !kinesisStreamARN.MatchString(stream) {
+			d.errorAt(path, "%q is not a stream ARN like arn:aws:kinesis:us-east-1:123456789012:stream/NAME", stream)
+		}
+	case !kinesisStreamName.MatchString(stream):
+		d.errorAt(path, "%q is not a valid stream name; use 1 to 128 of a-z, A-Z, 0-9, '.', '_' and '-'", stream)
+	}
+}
+
+// checkEndpoint checks an optional Kinesis endpoint URL.
+func (d *decoder) checkEndpoint(path, endpoint string) {
+	if endpoint == "" {
+		return
+	}
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.errorAt(path, "%q is not an http(s) URL like http://localhost:4567", endpoint)
 	}
 }
 
@@ -411,11 +421,19 @@ func (d *decoder) checkSinks(path string, p *Pipeline) {
 			continue
 		}
 		s := p.Sinks[name]
-		if !d.exactlyOne(sp, "kafka, stdout", s.Kafka != nil, s.Stdout != nil) {
+		if !d.exactlyOne(sp, "kafka, stdout, kinesis", s.Kafka != nil, s.Stdout != nil, s.Kinesis != nil) {
 			continue
 		}
 		if s.Kafka != nil {
 			d.checkOutputTopic(sp+".kafka.topic", s.Kafka.Topic, p.Source, "writing it back would loop")
+		}
+		if k := s.Kinesis; k != nil {
+			d.checkStream(sp+".kinesis.stream", k.Stream)
+			d.checkEndpoint(sp+".kinesis.endpoint", k.Endpoint)
+			src := p.Source.Kinesis
+			if src != nil && (&KinesisSource{Stream: k.Stream}).StreamName() == src.StreamName() && k.Endpoint == src.Endpoint {
+				d.errorAt(sp+".kinesis.stream", "%q is also the source stream of this pipeline; writing it back would loop", k.Stream)
+			}
 		}
 	}
 }
