@@ -256,3 +256,24 @@ func TestCommitIsFencedByTheLeaseEpoch(t *testing.T) {
 		t.Fatalf("checkpoint moved by the zombie: %+v", cp)
 	}
 }
+
+// A stream that does not exist stops Run with an error naming it, instead
+// of retrying forever.
+func TestMissingStreamIsAnError(t *testing.T) {
+	cl := testClient(t)
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	ls := newLeases(t, rdb, "t:{p}/", "nope", "w1", time.Second)
+	src, err := New(Config{API: cl, Leases: ls, Stream: "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanes := newFakeLanes(t)
+	lanes.src = src
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = src.Run(ctx, lanes)
+	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "ResourceNotFound") {
+		t.Fatalf("Run = %v, want a ResourceNotFound error naming the stream", err)
+	}
+}
