@@ -3,6 +3,7 @@ package kinesis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -34,9 +35,11 @@ const (
 // replaced by one at the last record delivered (or the checkpoint).
 func (s *Source) read(ctx context.Context, sh *shard) {
 	defer close(sh.done)
-	iter, ok := s.iterator(ctx, sh)
-	if !ok {
-		return
+	iter, ok := sh.first, true
+	if iter == nil {
+		if iter, ok = s.iterator(ctx, sh); !ok {
+			return
+		}
 	}
 	limit := s.cfg.MaxRecordsPerCall
 	var next time.Time
@@ -128,6 +131,28 @@ func (s *Source) waitResumed(ctx context.Context, sh *shard) bool {
 // delivered under this lease, else after the lease's checkpoint, else at
 // the lease's start. It retries until it succeeds or ctx is done.
 func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
+	for n := 1; ; n++ {
+		it, err := s.iteratorOnce(ctx, sh)
+		if err == nil {
+			return it, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		base := errorBase
+		if IsThrottled(err) {
+			base = throttleBase
+		}
+		d := jitter(n, base, backoffMax)
+		sh.log.Warn().Err(err).Dur("backoff", d).Msg("GetShardIterator failed; retrying")
+		if !sleepCtx(ctx, d) {
+			return nil, false
+		}
+	}
+}
+
+// iteratorOnce makes one GetShardIterator call for iterator.
+func (s *Source) iteratorOnce(ctx context.Context, sh *shard) (*string, error) {
 	in := &kinesis.GetShardIteratorInput{ShardId: aws.String(sh.id)}
 	if s.cfg.StreamARN != "" {
 		in.StreamARN = aws.String(s.cfg.StreamARN)
@@ -135,7 +160,7 @@ func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
 		in.StreamName = aws.String(s.cfg.Stream)
 	}
 	s.mu.Lock()
-	from := sh.resume
+	from, latest := sh.resume, sh.latest
 	if sh.delivered {
 		from = lease.Checkpoint{Seq: sh.last.Seq, Sub: sh.last.Offset}
 	}
@@ -146,7 +171,10 @@ func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
 		// what was delivered or checkpointed is skipped by deliver.
 		in.ShardIteratorType = types.ShardIteratorTypeAtSequenceNumber
 		in.StartingSequenceNumber = aws.String(from.Seq)
-	case sh.latest:
+	case latest:
+		// Only the first iterator: a later one (after an expired
+		// iterator, with nothing delivered) starts at the lease's time,
+		// so nothing written since the first is skipped.
 		in.ShardIteratorType = types.ShardIteratorTypeLatest
 	case strings.HasPrefix(sh.start, "at:"):
 		ms, _ := strconv.ParseInt(strings.TrimPrefix(sh.start, "at:"), 10, 64)
@@ -159,28 +187,20 @@ func (s *Source) iterator(ctx context.Context, sh *shard) (*string, bool) {
 	default:
 		in.ShardIteratorType = types.ShardIteratorTypeTrimHorizon
 	}
-	for n := 1; ; n++ {
-		// kinesalite never answers AT_TIMESTAMP on a shard with nothing
-		// at or after the time yet; ask again rather than wait forever.
-		cctx, cancel := context.WithTimeout(ctx, iteratorTimeout)
-		out, err := s.cfg.API.GetShardIterator(cctx, in)
-		cancel()
-		if err == nil {
-			return out.ShardIterator, true
-		}
-		if ctx.Err() != nil {
-			return nil, false
-		}
-		base := errorBase
-		if IsThrottled(err) {
-			base = throttleBase
-		}
-		d := jitter(n, base, backoffMax)
-		sh.log.Warn().Err(err).Str("type", string(in.ShardIteratorType)).Dur("backoff", d).Msg("GetShardIterator failed; retrying")
-		if !sleepCtx(ctx, d) {
-			return nil, false
-		}
+	// kinesalite never answers AT_TIMESTAMP on a shard with nothing at or
+	// after the time yet; the caller asks again rather than wait forever.
+	cctx, cancel := context.WithTimeout(ctx, iteratorTimeout)
+	defer cancel()
+	out, err := s.cfg.API.GetShardIterator(cctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("GetShardIterator %s of %s: %w", in.ShardIteratorType, sh.id, err)
 	}
+	if latest {
+		s.mu.Lock()
+		sh.latest = false
+		s.mu.Unlock()
+	}
+	return out.ShardIterator, nil
 }
 
 // deliver converts a response's records (deaggregating KPL aggregates,

@@ -155,7 +155,8 @@ type shard struct {
 	epoch  int64
 	resume lease.Checkpoint // from the lease at acquire
 	start  string           // lease start without a checkpoint
-	latest bool             // read from LATEST (see lease.Lease.Latest)
+	latest bool             // the first iterator reads from LATEST (see lease.Lease.Latest); guarded by Source.mu
+	first  *string          // an iterator got before the lane was assigned; nil: the reader gets one
 	log    zerolog.Logger
 
 	cancel context.CancelFunc
@@ -682,6 +683,14 @@ func (s *Source) take(ctx context.Context, id string) (bool, error) {
 		ev = ev.Str("start", l.Start)
 	}
 	ev.Msg("lease taken")
+	if l.Latest {
+		// Fix the read position before the lane exists, so that a record
+		// written once the shard is assigned is never skipped as older
+		// than "latest". On failure the reader asks again.
+		if it, err := s.iteratorOnce(ctx, sh); err == nil {
+			sh.first = it
+		}
+	}
 	s.callLanes(func() { s.lanes.Assign(ctx, []sources.Claim{{Partition: part, Generation: l.Epoch}}) })
 	go s.read(rctx, sh)
 	return true, nil
