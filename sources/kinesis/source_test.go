@@ -277,3 +277,78 @@ func TestMissingStreamIsAnError(t *testing.T) {
 		t.Fatalf("Run = %v, want a ResourceNotFound error naming the stream", err)
 	}
 }
+
+// expiringAPI serves one shard of 10 records, 4 per call; the second
+// GetRecords call fails with ExpiredIteratorException. It records the
+// iterator requests.
+type expiringAPI struct {
+	mu       sync.Mutex
+	calls    int
+	requests []kinesis.GetShardIteratorInput
+}
+
+func (f *expiringAPI) ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error) {
+	return &kinesis.ListShardsOutput{Shards: []types.Shard{{ShardId: aws.String("shardId-0")}}}, nil
+}
+
+// An iterator is the index of the next record, as a string.
+func (f *expiringAPI) GetShardIterator(_ context.Context, in *kinesis.GetShardIteratorInput, _ ...func(*kinesis.Options)) (*kinesis.GetShardIteratorOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, *in)
+	next := 0
+	if in.ShardIteratorType == types.ShardIteratorTypeAtSequenceNumber {
+		n, _ := strconv.Atoi(aws.ToString(in.StartingSequenceNumber))
+		next = n - 1000
+	}
+	return &kinesis.GetShardIteratorOutput{ShardIterator: aws.String(strconv.Itoa(next))}, nil
+}
+
+func (f *expiringAPI) GetRecords(_ context.Context, in *kinesis.GetRecordsInput, _ ...func(*kinesis.Options)) (*kinesis.GetRecordsOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.calls == 2 {
+		return nil, &types.ExpiredIteratorException{Message: aws.String("Iterator expired")}
+	}
+	from, _ := strconv.Atoi(aws.ToString(in.ShardIterator))
+	var recs []types.Record
+	for i := from; i < min(from+4, 10); i++ {
+		recs = append(recs, types.Record{SequenceNumber: aws.String(strconv.Itoa(1000 + i)), PartitionKey: aws.String("k"),
+			Data: []byte(fmt.Sprintf("k:%d", i)), ApproximateArrivalTimestamp: aws.Time(time.Now())})
+	}
+	return &kinesis.GetRecordsOutput{Records: recs, NextShardIterator: aws.String(strconv.Itoa(from + len(recs))), MillisBehindLatest: aws.Int64(0)}, nil
+}
+
+// An expired iterator is replaced by one at the last record delivered:
+// nothing is skipped, nothing delivered twice.
+func TestExpiredIteratorResumesAtTheLastDelivered(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	api := &expiringAPI{}
+	ls := newLeases(t, rdb, "t:{p}/", "s", "w1", time.Second)
+	src, err := New(Config{API: api, Leases: ls, Stream: "s", PollInterval: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lanes := newFakeLanes(t)
+	lanes.src = src
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, lanes) }()
+	waitFor(t, "10 records", 30*time.Second, func() bool { return lanes.count() >= 10 })
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := checkOrder(t, lanes.records(), 10); n != 10 {
+		t.Fatalf("%d records, want 10", n)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if len(api.requests) != 2 || api.requests[1].ShardIteratorType != types.ShardIteratorTypeAtSequenceNumber ||
+		aws.ToString(api.requests[1].StartingSequenceNumber) != "1003" {
+		t.Fatalf("iterator requests %+v, want TRIM_HORIZON then AT_SEQUENCE_NUMBER 1003 (the last delivered)", api.requests)
+	}
+}
