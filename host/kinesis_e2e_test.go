@@ -733,3 +733,50 @@ func TestKinesisToKinesisSink(t *testing.T) {
 		}
 	}
 }
+
+// A poison record of a Kinesis pipeline goes to its (Kafka) DLQ with the
+// envelope naming the stream, the shard and the sequence number; the other
+// records are handled, and the checkpoint passes the poison record.
+func TestKinesisPoisonRecordToTheDLQ(t *testing.T) {
+	n, keys := 500, 10
+	e := newKinesisEnv(t, 2)
+	y := e.yaml("trim_horizon", "position")
+	y = strings.Replace(y, "WEIR_ECHO_SINK: out,", "WEIR_ECHO_SINK: out, WEIR_FAIL_ON: \"123\",", 1)
+	y = strings.Replace(y, "    shutdown_timeout: 10s\n", fmt.Sprintf("    shutdown_timeout: 10s\n    dlq: { kafka: { topic: %s-dlq } }\n", e.stream), 1)
+	cfg, err := config.Parse("kinesis.yaml", []byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(0, n, keys)
+	e.start(cfg, "w1", nil)
+	// ids containing "123": 123 only, below 500.
+	waitFor(t, func() bool { return e.count() >= n-1 }, "every good record handled")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(e.stream+"-dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var dead []*kgo.Record
+	waitFor(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { dead = append(dead, r) })
+		return len(dead) >= 1
+	}, "the poison record in the DLQ")
+	h := map[string]string{}
+	for _, x := range dead[0].Headers {
+		h[x.Key] = string(x.Value)
+	}
+	if string(dead[0].Value) != "123" || h["weir.source.stream"] != e.stream || !strings.HasPrefix(h["weir.source.partition"], "shardId-") ||
+		len(h["weir.source.position"]) < 20 {
+		t.Fatalf("dead letter %q with headers %v", dead[0].Value, h)
+	}
+	sh := h["weir.source.partition"]
+	waitFor(t, func() bool { return e.checkpoint(sh) == e.lastSeq[sh] }, "the checkpoint past the poison record")
+	byID, _ := e.handled(n)
+	for id, pids := range byID {
+		if id != 123 && len(pids) != 1 {
+			t.Errorf("id %d handled %d times", id, len(pids))
+		}
+	}
+}
