@@ -18,9 +18,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirhq/weir/dlq"
 	"github.com/weirhq/weir/host"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/testenv"
+	kinesissink "github.com/weirhq/weir/sinks/kinesis"
 	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 )
 
@@ -778,5 +780,75 @@ func TestKinesisPoisonRecordToTheDLQ(t *testing.T) {
 		if id != 123 && len(pids) != 1 {
 			t.Errorf("id %d handled %d times", id, len(pids))
 		}
+	}
+}
+
+// A Kinesis pipeline's dead letters (in a Kafka DLQ) are replayed back to
+// the source stream once the handler is fixed: every record is then
+// handled once, and a second replay sends nothing.
+func TestKinesisReplayFromTheDLQToTheStream(t *testing.T) {
+	n, keys := 1000, 20
+	e := newKinesisEnv(t, 2)
+	dlqTopic := e.stream + "-dlq"
+	withDLQ := func(y string) string {
+		return strings.Replace(y, "    shutdown_timeout: 10s\n", fmt.Sprintf("    shutdown_timeout: 10s\n    dlq: { kafka: { topic: %s } }\n", dlqTopic), 1)
+	}
+	buggy := strings.Replace(withDLQ(e.yaml("trim_horizon", "position")), "WEIR_ECHO_SINK: out,", "WEIR_ECHO_SINK: out, WEIR_FAIL_ON: \"77\",", 1)
+	cfg, err := config.Parse("kinesis.yaml", []byte(buggy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := 0
+	for i := range n {
+		if strings.Contains(strconv.Itoa(i), "77") {
+			bad++
+		}
+	}
+	e.put(0, n, keys)
+	r := e.start(cfg, "buggy", nil)
+	waitFor(t, func() bool { return e.count() >= n-bad }, "the good records handled")
+	// The checkpoints pass the dead letters once they are written.
+	waitFor(t, func() bool {
+		for sh, seq := range e.lastSeq {
+			if e.checkpoint(sh) != seq {
+				return false
+			}
+		}
+		return true
+	}, "checkpoints at the end")
+	r.stop(t)
+	fixed, err := config.Parse("kinesis.yaml", []byte(withDLQ(e.yaml("trim_horizon", "position"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(fixed, "fixed", nil)
+	replay := func() *dlq.ReplaySummary {
+		rp, err := dlq.NewReplayer(dlq.ReplayConfig{Brokers: e.brokers, Topic: dlqTopic,
+			Kinesis: &kinesissink.Streams{API: func(context.Context) (kinesissink.API, error) { return e.cl, nil }}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		sum, err := rp.Run(ctx)
+		if err != nil {
+			t.Fatalf("replay: %v", err)
+		}
+		return sum
+	}
+	sum := replay()
+	if sum.Replayed != int64(bad) || sum.ByDestination["kinesis:"+e.stream] != int64(bad) || sum.Invalid != 0 {
+		t.Fatalf("replay summary: replayed %d (%v), invalid %d; want %d to kinesis:%s", sum.Replayed, sum.ByDestination, sum.Invalid, bad, e.stream)
+	}
+	waitFor(t, func() bool { return e.count() >= n }, "the replayed records handled")
+	time.Sleep(500 * time.Millisecond)
+	byID, _ := e.handled(n)
+	for id, pids := range byID {
+		if len(pids) != 1 {
+			t.Errorf("id %d handled %d times", id, len(pids))
+		}
+	}
+	if again := replay(); again.Replayed != 0 {
+		t.Errorf("a second replay sent %d records", again.Replayed)
 	}
 }
