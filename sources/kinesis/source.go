@@ -400,6 +400,10 @@ func (s *Source) renew(ctx context.Context) (act bool) {
 		at := time.Now()
 		handover, err := s.leases.Renew(ctx, sh.id, sh.epoch)
 		s.mu.Lock()
+		if s.shards[sh.id] != sh {
+			s.mu.Unlock() // given up meanwhile (handed over, ended, lost)
+			continue
+		}
 		switch {
 		case errors.Is(err, lease.ErrLost):
 			if !sh.lost {
