@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -474,6 +475,16 @@ func (e *kenv) readOutputIDs(want, n int) []int {
 	return counts
 }
 
+// ownerOf returns the i-th owner of per in name order.
+func ownerOf(per map[string]int, i int) string {
+	names := make([]string, 0, len(per))
+	for n := range per {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names[i]
+}
+
 // Two `weir run` processes share 4 shards; one is SIGKILLed mid-run. Its
 // leases expire (TTL 3s) and the survivor takes them over from their
 // checkpoints: nothing is lost, records are repeated only on the killed
@@ -505,9 +516,9 @@ func TestKinesisKilledWorkerLeasesAreTakenOver(t *testing.T) {
 				per[o]++
 			}
 		}
-		return len(per) == 2
+		return len(per) == 2 && per[ownerOf(per, 0)] == 2
 	}
-	waitFor(t, split, "both workers holding leases")
+	waitFor(t, split, "the workers holding 2 shards each")
 	// Keep writing while the kill happens.
 	var wg sync.WaitGroup
 	wg.Add(1)
