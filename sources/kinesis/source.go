@@ -291,10 +291,6 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		defer close(renewerDone)
 		s.renewLoop(rctx)
 	}()
-	defer func() {
-		stopRenewer()
-		<-renewerDone
-	}()
 	// Wait one heartbeat before taking leases, so that workers started
 	// together see each other and split the shards without handovers.
 	if fatal == nil {
@@ -310,6 +306,7 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		case <-s.wake:
 		}
 	}
+	// Leases stay renewed until every lane has drained and released.
 	s.shutdown(context.WithoutCancel(ctx))
 	stopRenewer()
 	<-renewerDone
