@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -45,6 +46,9 @@ type Options struct {
 	// KafkaOpts are appended to every Kafka client's options (tests use them
 	// to shorten heartbeats).
 	KafkaOpts []kgo.Opt
+	// KinesisCredentials, if set, replaces the AWS SDK's default credential
+	// chain for Kinesis sources (tests pass static ones for kinesalite).
+	KinesisCredentials aws.CredentialsProvider
 	// AdminAddr, if set, replaces the config file's admin.addr ("off"
 	// disables the admin server; "127.0.0.1:0" picks a free port, see
 	// Host.AdminAddr).
@@ -248,23 +252,28 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		}
 	}
 
-	group := []kgo.Opt{
-		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
-		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
-	}
-	srcCfg := kafkasrc.Config{
-		// conn last, so that tests' KafkaOpts win
-		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log,
-	}
+	// The Kafka source is made first: under exactly-once the sinks write
+	// through its transaction.
 	exactlyOnce := pc.Delivery == config.DeliveryExactlyOnce
-	if exactlyOnce {
-		srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID
-		srcCfg.TransactionTimeout = transactionTimeout(pc)
-	}
-	src, err := kafkasrc.New(srcCfg)
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+	var kafkaSrc *kafkasrc.Source
+	if pc.Source.Kafka != nil {
+		group := []kgo.Opt{
+			kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+			kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+		}
+		srcCfg := kafkasrc.Config{
+			// conn last, so that tests' KafkaOpts win
+			Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+			Start: pc.Source.Kafka.Start, Logger: log,
+		}
+		if exactlyOnce {
+			srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID
+			srcCfg.TransactionTimeout = transactionTimeout(pc)
+		}
+		var err error
+		if kafkaSrc, err = kafkasrc.New(srcCfg); err != nil {
+			return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+		}
 	}
 
 	// One producer per cluster the pipeline writes to: the shared one, and
@@ -307,7 +316,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 			if err := kafkasrc.EnsureTopics(ectx, conn, -1, ks.Topic); err != nil {
 				log.Warn().Err(err).Str("topic", ks.Topic).Msg("could not check or create an output topic; writes to it will wait and retry")
 			}
-			return kafkasink.NewWithProducer(src.TxnProducer(), ks.Topic)
+			return kafkasink.NewWithProducer(kafkaSrc.TxnProducer(), ks.Topic)
 		}
 		cl, err := producer(ks.Brokers, ks.Topic)
 		if err != nil {
@@ -320,6 +329,13 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		switch {
 		case s.Kafka != nil:
 			k, err := kafkaSink(s.Kafka)
+			if err != nil {
+				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
+			}
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
+		case s.Kinesis != nil:
+			k, err := h.kinesisSink(ctx, s.Kinesis)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
@@ -369,13 +385,27 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		_ = pool.Close(cctx)
 	})
 
-	info := pool.Info()
-	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
-		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	var src Source
 	var txn Transactor
-	if exactlyOnce {
-		txn = src
+	info := pool.Info()
+	ready := log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances)
+	switch {
+	case pc.Source.Kinesis != nil:
+		ks, closeLeases, err := h.kinesisSource(ctx, pc, redisAddr, log)
+		closers = append(closers, closeLeases)
+		if err != nil {
+			return nil, closeFn, err
+		}
+		src = ks
+		ready = ready.Str("stream", pc.Source.Kinesis.Stream)
+	default:
+		src = kafkaSrc
+		if exactlyOnce {
+			txn = kafkaSrc
+		}
+		ready = ready.Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group)
 	}
+	ready.Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
 		txn: txn, src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
 		hostID: h.opts.HostID, onEvent: h.opts.OnEvent, lagInterval: h.cfg.Admin.LagInterval,

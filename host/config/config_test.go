@@ -176,11 +176,45 @@ pipelines:
 		},
 		{
 			name: "source of unknown kind",
-			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{pulsar: {topic: s}}", 1),
 			want: []problem{
-				{5, "pipelines[0].source.kinesis", "unknown field; expected one of: kafka"},
-				{5, "pipelines[0].source", "set exactly one of: kafka"},
+				{5, "pipelines[0].source.pulsar", "unknown field; expected one of: kafka, kinesis"},
+				{5, "pipelines[0].source", "set exactly one of: kafka, kinesis"},
 			},
+		},
+		{
+			name: "kinesis source without redis",
+			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+			want: []problem{{5, "pipelines[0].source.kinesis", "needs the redis section"}},
+		},
+		{
+			name: "kinesis source fields",
+			src: "redis: {addr: embedded}\n" + strings.Replace(minimal, "    source: {kafka: {topics: [in]}}\n",
+				"    source:\n      kinesis:\n        stream: arn:aws:kinesis:nowhere\n        endpoint: localhost:4567\n        start: earliest\n"+
+					"        poll_interval: 10ms\n        max_records_per_call: 20000\n        lease: {ttl: 3s, heartbeat: 2s}\n", 1),
+			want: []problem{
+				{8, "pipelines[0].source.kinesis.stream", "is not a stream ARN"},
+				{9, "pipelines[0].source.kinesis.endpoint", "is not an http(s) URL"},
+				{10, "pipelines[0].source.kinesis.start", "is not trim_horizon, latest or an RFC 3339 time"},
+				{11, "pipelines[0].source.kinesis.poll_interval", "at least 200ms"},
+				{12, "pipelines[0].source.kinesis.max_records_per_call", "must be 1 to 10000"},
+				{13, "pipelines[0].source.kinesis.lease.heartbeat", "at most a third of lease.ttl"},
+			},
+		},
+		{
+			name: "kinesis sink",
+			src: "redis: {addr: embedded}\n" + strings.Replace(strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+				"{out: {kafka: {topic: out}}}", "{out: {kinesis: {stream: s}}, bad: {kinesis: {stream: 'a b', endpoint: 'ftp://x'}}}", 1),
+			want: []problem{
+				{8, "pipelines[0].sinks.bad.kinesis.stream", "is not a valid stream name"},
+				{8, "pipelines[0].sinks.bad.kinesis.endpoint", "is not an http(s) URL"},
+				{8, "pipelines[0].sinks.out.kinesis.stream", "also the source stream"},
+			},
+		},
+		{
+			name: "kafka and kinesis sources at once",
+			src:  "redis: {addr: embedded}\n" + strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kafka: {topics: [in]}, kinesis: {stream: s}}", 1),
+			want: []problem{{6, "pipelines[0].source", "set exactly one of: kafka, kinesis"}},
 		},
 		{
 			name: "source missing",

@@ -497,7 +497,47 @@ func (d *decoder) source(n *yaml.Node, path string, s *Source) {
 				"start":  func(v *yaml.Node, p string) { d.start(v, p, &k.Start) },
 			})
 		},
+		"kinesis": func(v *yaml.Node, p string) {
+			k := defaultKinesisSource()
+			s.Kinesis = k
+			d.object(v, p, fields{
+				"stream":               func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+				"region":               func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+				"endpoint":             func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				"start":                func(v *yaml.Node, p string) { d.kinesisStart(v, p, &k.Start) },
+				"poll_interval":        func(v *yaml.Node, p string) { d.duration(v, p, &k.PollInterval) },
+				"max_records_per_call": func(v *yaml.Node, p string) { d.int(v, p, &k.MaxRecordsPerCall) },
+				"shard_sync_interval":  func(v *yaml.Node, p string) { d.duration(v, p, &k.ShardSyncInterval) },
+				"lease": func(v *yaml.Node, p string) {
+					d.object(v, p, fields{
+						"ttl":       func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.TTL) },
+						"heartbeat": func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.Heartbeat) },
+					})
+				},
+			})
+		},
 	})
+}
+
+// kinesisStart decodes trim_horizon | latest | an RFC 3339 time.
+func (d *decoder) kinesisStart(n *yaml.Node, path string, dst *Start) {
+	m, ok := d.scalar(n, path, "trim_horizon, latest or a time")
+	if !ok {
+		return
+	}
+	switch v := m.Value; v {
+	case "trim_horizon":
+		*dst = Start{Kind: StartEarliest}
+	case "latest":
+		*dst = Start{Kind: StartLatest}
+	default:
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			d.errorf(n, path, "%q is not trim_horizon, latest or an RFC 3339 time like 2025-01-31T00:00:00Z", v)
+			return
+		}
+		*dst = Start{Kind: StartTime, Time: t}
+	}
 }
 
 func (d *decoder) batch(n *yaml.Node, path string, b *Batch) {
@@ -547,6 +587,15 @@ func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 			"stdout": func(v *yaml.Node, p string) {
 				s.Stdout = &StdoutSink{}
 				d.object(v, p, fields{})
+			},
+			"kinesis": func(v *yaml.Node, p string) {
+				k := &KinesisSink{}
+				s.Kinesis = k
+				d.object(v, p, fields{
+					"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+					"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+					"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				})
 			},
 		})
 		out[key.Value] = s

@@ -61,6 +61,15 @@ func defaultKafkaSource() *KafkaSource {
 	return &KafkaSource{Start: Start{Kind: StartEarliest}}
 }
 
+// defaultKinesisSource is a Kinesis source before its YAML is decoded onto
+// it.
+func defaultKinesisSource() *KinesisSource {
+	return &KinesisSource{
+		Start: Start{Kind: StartEarliest}, PollInterval: time.Second, MaxRecordsPerCall: 10000,
+		ShardSyncInterval: 30 * time.Second, Lease: KinesisLease{TTL: 10 * time.Second, Heartbeat: 2 * time.Second},
+	}
+}
+
 // defaultDLQ is a DLQ section before its YAML is decoded onto it.
 func defaultDLQ() *DLQ {
 	return &DLQ{MaxRatio: 0.5, Window: 1000}

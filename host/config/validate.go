@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -40,6 +41,9 @@ func (d *decoder) validate(f *File) {
 		p := &f.Pipelines[i]
 		d.checkName(path, p.Name, first, i)
 		d.checkPipeline(path, p)
+		if p.Source.Kinesis != nil && !f.Redis.Configured() {
+			d.errorAt(path+".source.kinesis", "needs the redis section: shard leases and checkpoints live in Redis")
+		}
 		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis, p.Delivery)
 		d.checkDelivery(path, p)
 	}
@@ -163,8 +167,15 @@ func (d *decoder) checkPipeline(path string, p *Pipeline) {
 }
 
 func (d *decoder) checkSource(path string, s Source) {
-	if s.Kafka == nil {
-		d.errorAt(path, "%s; set exactly one of: kafka", d.missing(path))
+	if s.Kafka == nil && s.Kinesis == nil {
+		d.errorAt(path, "%s; set exactly one of: kafka, kinesis", d.missing(path))
+		return
+	}
+	if !d.exactlyOne(path, "kafka, kinesis", s.Kafka != nil, s.Kinesis != nil) {
+		return
+	}
+	if s.Kinesis != nil {
+		d.checkKinesisSource(path+".kinesis", s.Kinesis)
 		return
 	}
 	k := s.Kafka
@@ -177,6 +188,54 @@ func (d *decoder) checkSource(path string, s Source) {
 		if slices.Index(k.Topics, t) < i {
 			d.errorAt(indexPath(tp, i), "%q is listed twice", t)
 		}
+	}
+}
+
+// kinesisStreamName is what Kinesis allows in a stream name.
+var kinesisStreamName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+
+// kinesisStreamARN is arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME.
+var kinesisStreamARN = regexp.MustCompile(`^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]{12}:stream/[a-zA-Z0-9_.-]{1,128}$`)
+
+func (d *decoder) checkKinesisSource(path string, k *KinesisSource) {
+	d.checkStream(path+".stream", k.Stream)
+	d.checkEndpoint(path+".endpoint", k.Endpoint)
+	if k.PollInterval < 200*time.Millisecond {
+		d.errorAt(path+".poll_interval", "must be at least 200ms (Kinesis allows five reads a second per shard), got %v", k.PollInterval)
+	}
+	if k.MaxRecordsPerCall < 1 || k.MaxRecordsPerCall > 10000 {
+		d.errorAt(path+".max_records_per_call", "must be 1 to 10000, got %d", k.MaxRecordsPerCall)
+	}
+	d.positiveDuration(path+".shard_sync_interval", k.ShardSyncInterval)
+	if k.Lease.TTL < time.Second {
+		d.errorAt(path+".lease.ttl", "must be at least 1s, got %v", k.Lease.TTL)
+	}
+	if k.Lease.Heartbeat <= 0 || k.Lease.Heartbeat*3 > k.Lease.TTL {
+		d.errorAt(path+".lease.heartbeat", "must be greater than 0 and at most a third of lease.ttl (%v), got %v", k.Lease.TTL, k.Lease.Heartbeat)
+	}
+}
+
+// checkStream checks a Kinesis stream name or ARN.
+func (d *decoder) checkStream(path, stream string) {
+	switch {
+	case stream == "":
+		d.errorAt(path, "%s", d.missing(path))
+	case strings.HasPrefix(stream, "arn:"):
+		if !kinesisStreamARN.MatchString(stream) {
+			d.errorAt(path, "%q is not a stream ARN like arn:aws:kinesis:us-east-1:123456789012:stream/NAME", stream)
+		}
+	case !kinesisStreamName.MatchString(stream):
+		d.errorAt(path, "%q is not a valid stream name; use 1 to 128 of a-z, A-Z, 0-9, '.', '_' and '-'", stream)
+	}
+}
+
+// checkEndpoint checks an optional Kinesis endpoint URL.
+func (d *decoder) checkEndpoint(path, endpoint string) {
+	if endpoint == "" {
+		return
+	}
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.errorAt(path, "%q is not an http(s) URL like http://localhost:4567", endpoint)
 	}
 }
 
@@ -403,11 +462,19 @@ func (d *decoder) checkSinks(path string, p *Pipeline) {
 			continue
 		}
 		s := p.Sinks[name]
-		if !d.exactlyOne(sp, "kafka, stdout", s.Kafka != nil, s.Stdout != nil) {
+		if !d.exactlyOne(sp, "kafka, stdout, kinesis", s.Kafka != nil, s.Stdout != nil, s.Kinesis != nil) {
 			continue
 		}
 		if s.Kafka != nil {
 			d.checkOutputTopic(sp+".kafka.topic", s.Kafka.Topic, p.Source, "writing it back would loop")
+		}
+		if k := s.Kinesis; k != nil {
+			d.checkStream(sp+".kinesis.stream", k.Stream)
+			d.checkEndpoint(sp+".kinesis.endpoint", k.Endpoint)
+			src := p.Source.Kinesis
+			if src != nil && (&KinesisSource{Stream: k.Stream}).StreamName() == src.StreamName() && k.Endpoint == src.Endpoint {
+				d.errorAt(sp+".kinesis.stream", "%q is also the source stream of this pipeline; writing it back would loop", k.Stream)
+			}
 		}
 	}
 }
