@@ -327,11 +327,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
 	}
 
-	pool, err := plugins.NewPool(ctx, plugins.PoolConfig{
-		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
-		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances, Dir: pc.Handler.Dir,
-		Timeout: pc.Handler.Timeout, Logger: log,
-	})
+	pool, err := plugins.NewPool(ctx, PoolConfig(pc, log))
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
 	}
