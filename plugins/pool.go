@@ -68,6 +68,11 @@ type PoolConfig struct {
 	// StartTimeout bounds starting one process: the go-plugin handshake and
 	// the Describe call. Default 30s.
 	StartTimeout time.Duration
+	// MemoryLimit, if positive, caps the bytes each handler process may
+	// allocate, enforced by the kernel (see limitMemory). A process past it
+	// dies and is restarted like any crash. Linux only; elsewhere NewPool
+	// fails. Default 0: no limit.
+	MemoryLimit int64
 }
 
 func (c *PoolConfig) applyDefaults() {
@@ -102,6 +107,12 @@ func (c *PoolConfig) validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("Timeout: %s is negative", c.Timeout))
+	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("MemoryLimit: %d is negative", c.MemoryLimit))
+	}
+	if c.MemoryLimit > 0 && !MemoryLimitSupported {
+		errs = append(errs, errors.New("MemoryLimit: handler memory limits are only supported on Linux"))
 	}
 	if c.StartTimeout < 0 {
 		errs = append(errs, fmt.Errorf("StartTimeout: %s is negative", c.StartTimeout))
@@ -334,6 +345,15 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w (the process's stderr is logged with plugin=%q)", err, p.cfg.Name))
 	}
+	pid := 0
+	if rc := client.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	if p.cfg.MemoryLimit > 0 {
+		if err := limitMemory(pid, p.cfg.MemoryLimit); err != nil {
+			return fail(err)
+		}
+	}
 	raw, err := rpc.Dispense(PluginName)
 	if err != nil {
 		return fail(err)
@@ -341,10 +361,6 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	h, ok := raw.(*grpcClient)
 	if !ok {
 		return fail(fmt.Errorf("dispensed %T, want a handler client", raw))
-	}
-	pid := 0
-	if rc := client.ReattachConfig(); rc != nil {
-		pid = rc.Pid
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	defer cancel()

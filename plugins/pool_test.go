@@ -530,3 +530,37 @@ func TestPoolAbandonedCallRecyclesInstance(t *testing.T) {
 		t.Errorf("Restarts = %d, want 1", p.Restarts())
 	}
 }
+
+// A handler that allocates without bound under PoolConfig.MemoryLimit is
+// killed by the kernel's limit (its allocation fails, the runtime dies):
+// the call fails as a crash, the instance is restarted, and the next batch
+// is handled. Without the limit echo-leak would allocate builtin.LeakCap
+// and fail the call with an error saying so.
+func TestMemoryLimitKillsALeakingHandler(t *testing.T) {
+	if !plugins.MemoryLimitSupported {
+		t.Skip("memory limits are enforced on Linux only")
+	}
+	p, _ := newPool(t, plugins.PoolConfig{
+		Builtin: "echo-leak", Instances: 1, Timeout: time.Minute, MemoryLimit: 128 << 20,
+		Env: map[string]string{builtin.EnvLeakOn: "LEAK"},
+	})
+	pid := p.PIDs()[0]
+	limit, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(limit), "Max data size             134217728            134217728") {
+		t.Fatalf("RLIMIT_DATA of the plugin is not 128MiB:\n%s", limit)
+	}
+	_, err = p.Handle(context.Background(), &plugins.Batch{Records: []record.Record{{Value: []byte("a LEAK")}}})
+	if !errors.Is(err, plugins.ErrPluginExited) || plugins.ClassOf(err) != plugins.ClassCrash {
+		t.Fatalf("leaking call: err = %v, want a crash (ErrPluginExited)", err)
+	}
+	res, err := p.Handle(context.Background(), &plugins.Batch{Records: []record.Record{{Value: []byte("fine")}}})
+	if err != nil || len(res.Outputs) != 1 {
+		t.Fatalf("call after the restart: %+v, %v", res, err)
+	}
+	if p.Restarts() != 1 || p.PIDs()[0] == pid {
+		t.Fatalf("restarts = %d, pid %d -> %d; want one restart", p.Restarts(), pid, p.PIDs()[0])
+	}
+}

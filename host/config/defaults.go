@@ -73,3 +73,7 @@ func (p *Pipeline) applyDefaults() {
 		k.Group = p.Name
 	}
 }
+
+// MinMemoryLimit is the smallest handler.memory_limit: below it a plugin
+// process cannot start its runtime and gRPC server.
+const MinMemoryLimit = 32 << 20

@@ -251,6 +251,14 @@ type Handler struct {
 	Instances int
 	// Timeout (YAML: timeout) bounds one Handle call. Default 30s.
 	Timeout time.Duration
+	// MemoryLimit (YAML: memory_limit, a size such as 256MiB) caps the
+	// memory each plugin process may allocate, enforced by the kernel
+	// (RLIMIT_DATA on Linux: heap and private writable mappings, not
+	// address space merely reserved, so Go and V8 runtimes start fine). A
+	// process that passes it fails to allocate and dies; it is restarted
+	// and its batch retried, then bisected, like any crash. Default 0: no
+	// limit. At least 32MiB when set.
+	MemoryLimit int64
 }
 
 // Retry says how failed records are retried (YAML: retry).
