@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/loadtest"
 	"github.com/weirhq/weir/plugins"
 )
@@ -43,6 +44,9 @@ func rssBytes(t *testing.T) int64 {
 func TestMemoryLimitKillsALeakingHandlerEndToEnd(t *testing.T) {
 	if !plugins.MemoryLimitSupported {
 		t.Skip("memory limits are enforced on Linux only")
+	}
+	if testenv.RaceEnabled {
+		t.Skip("the race detector multiplies the plugin's memory; the limit is tested in the build without -race")
 	}
 	const n = 2000
 	e := newEnv(t, 2)

@@ -515,7 +515,8 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 		"timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &h.Timeout) },
 
 		// resource limits
-		"memory_limit": func(v *yaml.Node, p string) { d.size(v, p, &h.MemoryLimit) },
+		"memory_limit":    func(v *yaml.Node, p string) { d.size(v, p, &h.MemoryLimit) },
+		"max_concurrency": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxConcurrency) },
 	})
 }
 

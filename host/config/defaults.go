@@ -20,8 +20,9 @@ func Defaults() Pipeline {
 			MaxWait:    50 * time.Millisecond,
 		},
 		Handler: Handler{
-			Instances: 2,
-			Timeout:   30 * time.Second,
+			Instances:      2,
+			Timeout:        30 * time.Second,
+			MaxConcurrency: 1,
 		},
 		Ordering: OrderingPartition,
 		Retry: Retry{

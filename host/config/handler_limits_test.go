@@ -13,19 +13,20 @@ func TestHandlerResourceLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := f.Pipelines[0].Handler; h.MemoryLimit != 0 {
-		t.Errorf("defaults: memory_limit %d, want 0 (no limit)", h.MemoryLimit)
+	if h := f.Pipelines[0].Handler; h.MemoryLimit != 0 || h.MaxConcurrency != 1 {
+		t.Errorf("defaults: memory_limit %d, max_concurrency %d; want 0 (no limit) and 1", h.MemoryLimit, h.MaxConcurrency)
 	}
-	f, err = Parse("w.yaml", []byte(with("memory_limit: 256MiB")))
+	f, err = Parse("w.yaml", []byte(with("memory_limit: 256MiB, max_concurrency: 4")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := f.Pipelines[0].Handler; h.MemoryLimit != 256<<20 {
-		t.Errorf("memory_limit = %d, want 256MiB", h.MemoryLimit)
+	if h := f.Pipelines[0].Handler; h.MemoryLimit != 256<<20 || h.MaxConcurrency != 4 {
+		t.Errorf("memory_limit = %d, max_concurrency = %d; want 256MiB and 4", h.MemoryLimit, h.MaxConcurrency)
 	}
 	for _, tc := range []struct{ fields, want string }{
 		{"memory_limit: 1MiB", "w.yaml:6: pipelines[0].handler.memory_limit: 1MiB is too small for a plugin process to start; at least 32MiB"},
 		{"memory_limit: -1", "w.yaml:6: pipelines[0].handler.memory_limit: -1B is too small"},
+		{"max_concurrency: 0", "w.yaml:6: pipelines[0].handler.max_concurrency: must be at least 1, got 0"},
 		{"memory_limit: lots", `w.yaml:6: pipelines[0].handler.memory_limit: "lots" is not a size`},
 	} {
 		_, err := Parse("w.yaml", []byte(with(tc.fields)))

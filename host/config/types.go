@@ -259,6 +259,11 @@ type Handler struct {
 	// and its batch retried, then bisected, like any crash. Default 0: no
 	// limit. At least 32MiB when set.
 	MemoryLimit int64
+	// MaxConcurrency (YAML: max_concurrency) is how many batches one
+	// plugin process handles at once (for handlers that wait on I/O). A
+	// crash or timeout of one batch restarts the process, failing (and
+	// retrying) its other batches too. Default 1; at least 1.
+	MaxConcurrency int
 }
 
 // Retry says how failed records are retried (YAML: retry).

@@ -214,6 +214,9 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
 	d.positiveDuration(path+".timeout", h.Timeout)
+	if h.MaxConcurrency < 1 {
+		d.errorAt(path+".max_concurrency", "must be at least 1, got %d", h.MaxConcurrency)
+	}
 	if h.MemoryLimit != 0 && h.MemoryLimit < MinMemoryLimit {
 		d.errorAt(path+".memory_limit", "%s is too small for a plugin process to start; at least %s, or 0 for no limit", formatSize(h.MemoryLimit), formatSize(MinMemoryLimit))
 	}
