@@ -158,7 +158,8 @@ func (pl *pipeline) fillStatus(ps *PipelineStatus) {
 	}
 	ps.InflightBytes, ps.MaxInflightBytes = ps.Counters.InflightBytes, pl.cfg.MaxInflightBytes
 	ps.DLQ = ps.Counters.DLQ
-	ps.Plugin = PluginStatus{Name: pl.info.Name, Version: pl.info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
+	info := pl.handlerInfo()
+	ps.Plugin = PluginStatus{Name: info.Name, Version: info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
 	ps.Events = RebalanceInfo{Assigned: pl.stats.Assigned.Load(), Revoked: pl.stats.Revoked.Load(), Lost: pl.stats.Lost.Load()}
 
 	pl.mu.Lock()
@@ -274,6 +275,7 @@ func (h *Host) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
+	mux.HandleFunc("POST /admin/reload", h.serveReload)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(statusPage)

@@ -22,7 +22,6 @@ import (
 	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/kzlog"
-	"github.com/weirhq/weir/plugins"
 	kafkasink "github.com/weirhq/weir/sinks/kafka"
 	"github.com/weirhq/weir/sinks/stdout"
 	kafkasrc "github.com/weirhq/weir/sources/kafka"
@@ -327,7 +326,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
 	}
 
-	pool, err := plugins.NewPool(ctx, PoolConfig(pc, log))
+	pool, err := h.startHandler(ctx, pc, log)
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
 	}

@@ -517,6 +517,7 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 		// resource limits
 		"memory_limit":    func(v *yaml.Node, p string) { d.size(v, p, &h.MemoryLimit) },
 		"max_concurrency": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxConcurrency) },
+		"watch":           func(v *yaml.Node, p string) { d.duration(v, p, &h.Watch) },
 	})
 }
 

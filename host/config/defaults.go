@@ -23,6 +23,7 @@ func Defaults() Pipeline {
 			Instances:      2,
 			Timeout:        30 * time.Second,
 			MaxConcurrency: 1,
+			Watch:          2 * time.Second,
 		},
 		Ordering: OrderingPartition,
 		Retry: Retry{

@@ -26,6 +26,7 @@ func TestHandlerResourceLimits(t *testing.T) {
 	for _, tc := range []struct{ fields, want string }{
 		{"memory_limit: 1MiB", "w.yaml:6: pipelines[0].handler.memory_limit: 1MiB is too small for a plugin process to start; at least 32MiB"},
 		{"memory_limit: -1", "w.yaml:6: pipelines[0].handler.memory_limit: -1B is too small"},
+		{"watch: -1s", "w.yaml:6: pipelines[0].handler.watch: must not be negative"},
 		{"max_concurrency: 0", "w.yaml:6: pipelines[0].handler.max_concurrency: must be at least 1, got 0"},
 		{"memory_limit: lots", `w.yaml:6: pipelines[0].handler.memory_limit: "lots" is not a size`},
 	} {

@@ -264,6 +264,13 @@ type Handler struct {
 	// crash or timeout of one batch restarts the process, failing (and
 	// retrying) its other batches too. Default 1; at least 1.
 	MaxConcurrency int
+	// Watch (YAML: watch) is how often `weir run` checks the plugin file
+	// (a handler given as a path, not builtin: or an interpreter on PATH)
+	// for a new version, which it then rolls out without stopping the
+	// pipeline (see the README, "Deploying a new handler version").
+	// Default 2s; 0s turns watching off (SIGHUP and POST /admin/reload
+	// still upgrade).
+	Watch time.Duration
 }
 
 // Retry says how failed records are retried (YAML: retry).

@@ -214,6 +214,9 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
 	d.positiveDuration(path+".timeout", h.Timeout)
+	if h.Watch < 0 {
+		d.errorAt(path+".watch", "must not be negative, got %v; 0s turns watching off", h.Watch)
+	}
 	if h.MaxConcurrency < 1 {
 		d.errorAt(path+".max_concurrency", "must be at least 1, got %d", h.MaxConcurrency)
 	}

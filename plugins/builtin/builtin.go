@@ -44,6 +44,10 @@ const (
 	// EnvLeakOn is the byte string that makes echo-leak allocate memory
 	// without bound, a testing aid for handler.memory_limit.
 	EnvLeakOn = "WEIR_LEAK_ON"
+	// EnvEchoVersion, if set, is the version echo, echo-crash and
+	// echo-leak report instead of Version: a testing aid that makes one
+	// binary serve as several versions of a handler (upgrade tests).
+	EnvEchoVersion = "WEIR_ECHO_VERSION"
 )
 
 // LeakCap is how much echo-leak allocates before it gives up (and fails
@@ -78,12 +82,16 @@ func Handlers() map[string]plugins.Handler {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
+	version := os.Getenv(EnvEchoVersion)
+	if version == "" {
+		version = Version
+	}
 	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects)}
 	return map[string]plugins.Handler{
 		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
-		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, aids.wrap(Echo(sink, crashOn))),
-		"echo-leak":  sdk.New(sdk.Options{Name: "echo-leak", Version: Version}, aids.wrap(leak([]byte(os.Getenv(EnvLeakOn)), Echo(sink, nil)))),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: version}, aids.wrap(Echo(sink, nil))),
+		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: version}, aids.wrap(Echo(sink, crashOn))),
+		"echo-leak":  sdk.New(sdk.Options{Name: "echo-leak", Version: version}, aids.wrap(leak([]byte(os.Getenv(EnvLeakOn)), Echo(sink, nil)))),
 		"iot":        iot.Handler(),
 	}
 }

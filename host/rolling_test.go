@@ -1,0 +1,189 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/internal/testenv"
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/plugins/builtin"
+	"github.com/weirhq/weir/record"
+)
+
+// versions starts, on each call, the next of a list of handler versions:
+// a builtin with env, or a start error.
+type versions struct {
+	t    *testing.T
+	next int
+	list []func(ctx context.Context) (*plugins.Pool, error)
+}
+
+func builtinVersion(name, version string, env ...string) func(ctx context.Context) (*plugins.Pool, error) {
+	return func(ctx context.Context) (*plugins.Pool, error) {
+		e := map[string]string{builtin.EnvEchoVersion: version}
+		for i := 0; i+1 < len(env); i += 2 {
+			e[env[i]] = env[i+1]
+		}
+		return plugins.NewPool(ctx, plugins.PoolConfig{Builtin: name, Instances: 2, Env: e, Timeout: 20 * time.Second})
+	}
+}
+
+func (v *versions) start(ctx context.Context) (*plugins.Pool, error) {
+	if v.next >= len(v.list) {
+		return nil, errors.New("no more versions")
+	}
+	f := v.list[v.next]
+	v.next++
+	return f(ctx)
+}
+
+func batchOf(part string, values ...string) *plugins.Batch {
+	b := &plugins.Batch{Pipeline: "p", Stream: "t", Partition: part, Attempt: 1}
+	for _, v := range values {
+		b.Records = append(b.Records, record.Record{Value: []byte(v)})
+	}
+	return b
+}
+
+// An upgrade switches new batches to the new version and names it on
+// results; a version that fails to start leaves the running one in place;
+// a version that fails its first batches is rolled back, and the log says
+// so; a good version passes probation and the previous one is stopped.
+func TestRollingHandlerUpgradesAndRollsBack(t *testing.T) {
+	logs := &testenv.SyncBuffer{}
+	v := &versions{t: t, list: []func(context.Context) (*plugins.Pool, error){
+		builtinVersion("echo", "v1"),
+		func(context.Context) (*plugins.Pool, error) { return nil, errors.New("exec format error") },
+		builtinVersion("echo-crash", "v3", builtin.EnvCrashOn, "x"),
+		builtinVersion("echo", "v4"),
+	}}
+	ctx := context.Background()
+	rh, err := newRollingHandler(ctx, "p", "", 10*time.Second, zerolog.New(logs), v.start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rh.Close(ctx)
+	handle := func(part string) (*plugins.Result, error) {
+		return rh.Handle(ctx, batchOf(part, "x1", "x2"))
+	}
+	res, err := handle("0")
+	if err != nil || res.Handler.Version != "v1" || len(res.Outputs) != 2 {
+		t.Fatalf("v1: %+v, %v", res, err)
+	}
+
+	// A version that does not start: refused, v1 keeps handling.
+	if err := rh.Upgrade(ctx, "test", true); err == nil || !strings.Contains(err.Error(), "exec format error") {
+		t.Fatalf("upgrade to a version that fails to start: %v", err)
+	}
+	if res, err := handle("0"); err != nil || res.Handler.Version != "v1" {
+		t.Fatalf("after a failed start: %+v, %v", res, err)
+	}
+
+	// A version that crashes on every batch: rolled back after
+	// probationFailures batches; each failed call names v3.
+	if err := rh.Upgrade(ctx, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	if got := rh.Info().Version; got != "v3" {
+		t.Fatalf("after upgrading, current version %q, want v3", got)
+	}
+	if err := rh.Upgrade(ctx, "test", true); !errors.Is(err, ErrUpgradeInProgress) {
+		t.Fatalf("a second upgrade during probation: %v, want ErrUpgradeInProgress", err)
+	}
+	for i := range probationFailures {
+		_, err := handle(fmt.Sprint(i))
+		if info, ok := handlerOf(err); !errors.Is(err, plugins.ErrPluginExited) || !ok || info.Version != "v3" {
+			t.Fatalf("call %d on v3: %v (version %q), want a crash of v3", i, err, info.Version)
+		}
+	}
+	if got := rh.Info().Version; got != "v1" {
+		t.Fatalf("after v3 failed %d batches, current version %q, want v1 (rolled back)", probationFailures, got)
+	}
+	if res, err := handle("0"); err != nil || res.Handler.Version != "v1" {
+		t.Fatalf("after the rollback: %+v, %v", res, err)
+	}
+	if !strings.Contains(logs.String(), "handler upgrade rolled back: the new version failed its first batches") ||
+		!strings.Contains(logs.String(), "handler upgrade rolled back: the new version failed to start") {
+		t.Fatalf("the log does not say both upgrades were rolled back:\n%s", logs.String())
+	}
+
+	// A good version: promoted after probationSuccesses batches.
+	if err := rh.Upgrade(ctx, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range probationSuccesses {
+		if res, err := handle(fmt.Sprint(i % 3)); err != nil || res.Handler.Version != "v4" {
+			t.Fatalf("v4 call %d: %+v, %v", i, res, err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rh.mu.Lock()
+		live, prev := len(rh.live), rh.prev
+		rh.mu.Unlock()
+		if live == 1 && prev == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v1 and v3 not stopped after v4 passed probation: %d versions live", live)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "handler upgrade complete") {
+		t.Fatalf("the log does not say v4 passed probation:\n%s", logs.String())
+	}
+}
+
+// A partition's batch waits while the previous version still has a batch
+// of that partition in flight, so a partition never runs on two versions
+// at once; other partitions go ahead.
+func TestRollingHandlerKeepsAPartitionOnOneVersion(t *testing.T) {
+	v := &versions{t: t, list: []func(context.Context) (*plugins.Pool, error){
+		builtinVersion("echo", "v1"), builtinVersion("echo", "v2"),
+	}}
+	ctx := context.Background()
+	rh, err := newRollingHandler(ctx, "p", "", 10*time.Second, zerolog.Nop(), v.start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rh.Close(ctx)
+	// Pretend v1 has a batch of partition 0 in flight.
+	g1, wait := rh.enter(record.Partition{Stream: "t", ID: "0"})
+	if wait != nil {
+		t.Fatal("nothing in flight, yet enter waits")
+	}
+	if err := rh.Upgrade(ctx, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *plugins.Result, 1)
+	go func() {
+		res, err := rh.Handle(ctx, batchOf("0", "a"))
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	if res, err := rh.Handle(ctx, batchOf("1", "b")); err != nil || res.Handler.Version != "v2" {
+		t.Fatalf("partition 1 on v2: %+v, %v", res, err)
+	}
+	select {
+	case <-done:
+		t.Fatal("partition 0 ran on v2 while v1 had a batch of it in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	rh.leave(g1, record.Partition{Stream: "t", ID: "0"}, &plugins.Result{}, nil, 1)
+	select {
+	case res := <-done:
+		if res.Handler.Version != "v2" {
+			t.Fatalf("partition 0 after v1 finished: version %q", res.Handler.Version)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("partition 0 still waiting after v1 finished its batch")
+	}
+}

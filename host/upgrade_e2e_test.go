@@ -1,0 +1,189 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host"
+	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/internal/testenv"
+	"github.com/weirhq/weir/loadtest"
+	"github.com/weirhq/weir/plugins/builtin"
+)
+
+// installHandler writes a plugin "binary" at path that serves this test
+// binary's builtin handler name reporting version, with env, replacing any
+// previous one atomically (write beside, then rename), as a deploy should.
+func installHandler(t *testing.T, path, name, version string, env ...string) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("#!/bin/sh\nexport %s=%s %s=%s %s\nexec %q \"$@\"\n",
+		"WEIR_BUILTIN_HANDLER", name, builtin.EnvEchoVersion, version, strings.Join(env, " "), exe)
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Upgrade under load: records flow while the plugin file is replaced by a
+// version tagging its outputs v2, then by a v3 that crashes on every batch.
+// Every record is output exactly once; per input partition the outputs'
+// handler version goes from v1 to v2 once and never back; v3 is rolled
+// back (the log says so) and produces nothing.
+func TestHandlerUpgradeUnderLoad(t *testing.T) {
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	const parts = 8
+	e := newEnv(t, parts)
+	dir := t.TempDir()
+	plugin := filepath.Join(dir, "handler")
+	installHandler(t, plugin, "echo", "v1", "WEIR_ECHO_SINK=out")
+
+	cfg := e.configWith(fmt.Sprintf(`{ plugin: %q, instances: 2, timeout: 10s, watch: 100ms }`, plugin), "")
+	pc := &cfg.Pipelines[0]
+	pc.Ordering = config.OrderingPartition
+	// v3's crashes are retried on the rolled-back version; leave room.
+	pc.Retry.MaxAttempts = 10
+
+	logs := &testenv.SyncBuffer{}
+	log := zerolog.New(logs).Level(zerolog.InfoLevel)
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := strings.Split(logs.String(), "\n")
+			t.Logf("last log lines:\n%s", strings.Join(lines[max(0, len(lines)-150):], "\n"))
+		}
+	})
+	h := host.New(cfg, host.Options{Logger: log, HostID: "h1",
+		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("host run: %v", err)
+		}
+	}()
+
+	prod, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerLinger(2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	produce := func(from, to int) {
+		t.Helper()
+		err := loadtest.Produce(context.Background(), prod, e.in, to-from, func(i int) *kgo.Record {
+			id := from + i
+			p := int32(id % parts)
+			return &kgo.Record{Partition: p, Key: []byte("k" + strconv.Itoa(id%1000)), Value: []byte(strconv.Itoa(id) + ".r"),
+				Headers: []kgo.RecordHeader{{Key: "in-part", Value: []byte(strconv.Itoa(int(p)))}}}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	completed := func() int64 {
+		var c int64
+		for _, s := range h.Stats() {
+			c += s.Completed
+		}
+		return c
+	}
+	logHas := func(s string) func() bool { return func() bool { return strings.Contains(logs.String(), s) } }
+
+	// Phase 1: v1 runs; the file is replaced by v2 while records flow (the
+	// first half is produced over about 3s, in steps).
+	phase1 := make(chan struct{})
+	go func() {
+		defer close(phase1)
+		const steps = 30
+		for i := range steps {
+			produce(i*n/2/steps, (i+1)*n/2/steps)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	waitFor(t, func() bool { return completed() >= int64(n/8) }, "an eighth of the records handled by v1")
+	installHandler(t, plugin, "echo", "v2", "WEIR_ECHO_SINK=out")
+	waitFor(t, logHas("new batches go to version v2"), "the switch to v2")
+	t.Logf("switched to v2 with %d records completed", completed())
+	<-phase1
+	// Phase 2: v2 passes probation on more records.
+	produce(n/2, 3*n/4)
+	waitFor(t, logHas("handler upgrade complete"), "v2 passing probation")
+	// Phase 3: a v3 that crashes on every batch is rolled back.
+	installHandler(t, plugin, "echo-crash", "v3", "WEIR_ECHO_SINK=out", builtin.EnvCrashOn+"=.r")
+	waitFor(t, logHas("new batches go to version v3"), "the switch to v3")
+	produce(3*n/4, n)
+	waitFor(t, logHas("handler upgrade rolled back: the new version failed its first batches"), "v3 rolled back")
+
+	outs := e.consume(n, 3*time.Minute)
+	if st := h.Status(); st.Pipelines[0].Plugin.Version != "v2" {
+		t.Errorf("status reports handler version %q after the rollback, want v2", st.Pipelines[0].Plugin.Version)
+	}
+
+	type out struct {
+		id      int
+		version string
+	}
+	byPart := map[string][]out{}
+	seen := make([]int, n)
+	versions := map[string]int{}
+	for _, o := range outs {
+		id, err := strconv.Atoi(strings.TrimSuffix(string(o.Value), ".r"))
+		if err != nil || id < 0 || id >= n {
+			t.Fatalf("unexpected output %q", o.Value)
+		}
+		seen[id]++
+		v := header(o, dlq.HeaderHandlerVersion)
+		versions[v]++
+		byPart[header(o, "in-part")] = append(byPart[header(o, "in-part")], out{id, v})
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("record %d output %d times", id, c)
+		}
+	}
+	if versions["v1"] == 0 || versions["v2"] == 0 || len(versions) != 2 {
+		t.Fatalf("outputs by handler version: %v; want v1 and v2 only", versions)
+	}
+	v2InPhase1 := 0
+	for _, os := range byPart {
+		for _, o := range os {
+			if o.id < n/2 && o.version == "v2" {
+				v2InPhase1++
+			}
+		}
+	}
+	if v2InPhase1 == 0 {
+		t.Fatalf("no record of the first half was handled by v2: the switch did not happen while they flowed")
+	}
+	for p, os := range byPart {
+		slices.SortFunc(os, func(a, b out) int { return a.id - b.id })
+		for i := 1; i < len(os); i++ {
+			if os[i-1].version == "v2" && os[i].version != "v2" {
+				t.Fatalf("input partition %s: record %d handled by %s after record %d by v2", p, os[i].id, os[i].version, os[i-1].id)
+			}
+		}
+	}
+	t.Logf("outputs by version: %v; %d records of the first half handled by v2", versions, v2InPhase1)
+}
