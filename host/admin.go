@@ -90,6 +90,7 @@ type RebalanceInfo struct {
 func (h *Host) Status() Status {
 	h.mu.Lock()
 	pls := slices.Clone(h.pipelines)
+	cfg := h.cfg // replaced by a reload
 	states := make(map[string]string, len(h.states))
 	for k, v := range h.states {
 		states[k] = v
@@ -102,8 +103,8 @@ func (h *Host) Status() Status {
 
 	st := Status{Host: h.opts.HostID, Ready: true, Time: time.Now().UTC()}
 	var reasons []string
-	for i := range h.cfg.Pipelines {
-		name := h.cfg.Pipelines[i].Name
+	for i := range cfg.Pipelines {
+		name := cfg.Pipelines[i].Name
 		ps := PipelineStatus{Name: name, State: states[name], Breakers: []BreakerStatus{}, Paused: []string{}, Lanes: []LaneStatus{}}
 		if ps.State == "" {
 			ps.State = StateStarting

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 )
 
 // UpgradeHandlers rolls every pipeline's handler to a new start of its
@@ -30,10 +31,67 @@ func (h *Host) UpgradeHandlers(ctx context.Context, reason string) error {
 	return errors.Join(errs...)
 }
 
-// Reload is what SIGHUP and POST /admin/reload do: every pipeline's handler
-// is rolled to a new start of its plugin (UpgradeHandlers).
+// Reload is what SIGHUP and POST /admin/reload do. With
+// Options.LoadConfig set, the config file is read again: an invalid file is
+// rejected with its errors and nothing changes; otherwise pipelines removed
+// from it drain and stop, pipelines added start, changed ones restart with
+// their new config, and unchanged ones get their handler rolled to a new
+// start of its plugin (UpgradeHandlers). Changes to the kafka, redis and
+// admin sections need a restart; they are logged and not applied. Without
+// LoadConfig, Reload only rolls the handlers. Reloads are serialized; the
+// returned error joins every part that failed (the rest is applied).
 func (h *Host) Reload(ctx context.Context) error {
-	return h.UpgradeHandlers(ctx, "reload requested")
+	h.mu.Lock()
+	s := h.sup
+	h.mu.Unlock()
+	if s == nil {
+		return ErrNotRunning
+	}
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
+	if s.ctx.Err() != nil {
+		return ErrNotRunning
+	}
+	if h.opts.LoadConfig == nil {
+		return h.UpgradeHandlers(ctx, "reload requested")
+	}
+	log := h.opts.Logger
+	next, err := h.opts.LoadConfig()
+	if err != nil {
+		log.Error().Msgf("reload: the new config is rejected; the running one continues:\n%v", err)
+		return fmt.Errorf("the new config is rejected; the running one continues: %w", err)
+	}
+	h.mu.Lock()
+	cur := h.cfg
+	h.mu.Unlock()
+	for _, sec := range []struct {
+		name     string
+		was, now any
+	}{{"kafka", cur.Kafka, next.Kafka}, {"redis", cur.Redis, next.Redis}, {"admin", cur.Admin, next.Admin}} {
+		if !reflect.DeepEqual(sec.was, sec.now) {
+			log.Warn().Str("section", sec.name).Msg("reload: the " + sec.name + " section changed; that needs a restart of weir, the running connection is kept")
+		}
+	}
+	res, err := s.apply(next)
+	nc := *cur
+	nc.Pipelines, nc.Path = next.Pipelines, next.Path
+	h.mu.Lock()
+	h.cfg = &nc
+	h.mu.Unlock()
+	ev := log.Info()
+	if err != nil {
+		ev = log.Error().Err(err)
+	}
+	ev.Strs("added", res.added).Strs("removed", res.removed).Strs("restarted", res.restarted).Strs("handlers_rolled", res.upgraded).
+		Msg("reload applied")
+	return err
+}
+
+// forgetState drops a removed pipeline's run state.
+func (h *Host) forgetState(name string) {
+	h.mu.Lock()
+	delete(h.states, name)
+	h.mu.Unlock()
 }
 
 // serveReload is POST /admin/reload: it reloads and answers 200 with

@@ -2,12 +2,16 @@ package host_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,4 +190,77 @@ func TestHandlerUpgradeUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("outputs by version: %v; %d records of the first half handled by v2", versions, v2InPhase1)
+}
+
+func post(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// POST /admin/reload rolls the handler to the plugin file as it is now
+// (here with watching off, so nothing else would); with a config loader
+// that fails, it answers 500 with the config's errors and changes nothing.
+func TestAdminReloadRollsTheHandler(t *testing.T) {
+	e := newEnv(t, 2)
+	plugin := filepath.Join(t.TempDir(), "handler")
+	installHandler(t, plugin, "echo", "v1", "WEIR_ECHO_SINK=out")
+	cfg := e.configWith(fmt.Sprintf(`{ plugin: %q, instances: 1, watch: 0s }`, plugin), "")
+	cfg.Admin.Addr = "127.0.0.1:0"
+	var failLoad atomic.Bool
+	h := host.New(cfg, host.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(testLogLevel()), HostID: "h1",
+		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)},
+		LoadConfig: func() (*config.File, error) {
+			if failLoad.Load() {
+				return nil, errors.New("weir.yaml:3: pipelines[0].colour: unknown field")
+			}
+			return cfg, nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("host run: %v", err)
+		}
+	}()
+	waitFor(t, func() bool { return h.AdminAddr() != "" && h.Status().Ready }, "the host to be ready")
+	base := "http://" + h.AdminAddr()
+
+	e.produce(0, 100, 10)
+	waitFor(t, func() bool { return len(e.consume(100, 5*time.Second)) >= 100 }, "100 outputs of v1")
+	installHandler(t, plugin, "echo", "v2", "WEIR_ECHO_SINK=out")
+	if code, body := post(t, base+"/admin/reload"); code != http.StatusOK || !strings.Contains(body, `"ok": true`) {
+		t.Fatalf("POST /admin/reload: %d %s", code, body)
+	}
+	if v := h.Status().Pipelines[0].Plugin.Version; v != "v2" {
+		t.Fatalf("status reports version %q after the reload, want v2", v)
+	}
+	e.produce(100, 100, 10)
+	outs := e.consume(200, time.Minute)
+	versions := map[string]int{}
+	for _, o := range outs {
+		versions[header(o, dlq.HeaderHandlerVersion)]++
+	}
+	if len(outs) != 200 || versions["v1"] != 100 || versions["v2"] != 100 {
+		t.Fatalf("outputs by version %v (%d outputs), want 100 of v1 and 100 of v2", versions, len(outs))
+	}
+
+	failLoad.Store(true)
+	code, body := post(t, base+"/admin/reload")
+	if code != http.StatusInternalServerError || !strings.Contains(body, "the new config is rejected") || !strings.Contains(body, "colour") {
+		t.Fatalf("POST /admin/reload with a broken config: %d %s", code, body)
+	}
+	if st := h.Status(); !st.Ready || st.Pipelines[0].Plugin.Version != "v2" {
+		t.Fatalf("after a rejected reload: ready %v (%s), version %q", st.Ready, st.Reason, st.Pipelines[0].Plugin.Version)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weirhq/weir/host"
+	"github.com/weirhq/weir/host/config"
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -24,9 +25,12 @@ in-flight batches finish within each pipeline's shutdown_timeout, commits what
 completed, and stops the handler plugins. A second signal exits at once
 (nothing uncommitted is lost: it is redelivered on the next start).
 
-SIGHUP (or POST /admin/reload on the admin server) reloads: every handler is
-rolled to a new start of its plugin without stopping the pipeline (see
-"Deploying a new handler version" in the README).`,
+SIGHUP (or POST /admin/reload on the admin server) reloads: the config file
+is read again (an invalid one is rejected with its errors, and the running
+config continues); pipelines removed from it drain and stop, added ones start,
+changed ones restart, and every other pipeline's handler is rolled to a new
+start of its plugin without stopping the pipeline (see "Deploying a new
+handler version" in the README).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger(os.Stderr)
@@ -44,7 +48,9 @@ rolled to a new start of its plugin without stopping the pipeline (see
 				stop() // a second signal now kills the process
 				log.Info().Msg("shutting down: finishing in-flight batches (signal again to exit at once)")
 			}()
-			h := host.New(cfg, host.Options{Logger: log})
+			h := host.New(cfg, host.Options{Logger: log, LoadConfig: func() (*config.File, error) {
+				return config.Load(path, config.WithBuiltins(builtinNames()...))
+			}})
 			stopReloads := reloadOnSIGHUP(ctx, h, log)
 			defer stopReloads()
 			if err := h.Run(ctx); err != nil {
