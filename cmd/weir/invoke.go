@@ -28,6 +28,7 @@ type invokeOpts struct {
 	sample     int
 	maxRecords int
 	env        []string
+	args       []string
 }
 
 func newInvokeCmd(g *globalFlags) *cobra.Command {
@@ -71,6 +72,7 @@ or input (every bad line is reported with its number, and nothing is run).`,
 	f.IntVar(&o.sample, "sample", 0, "write N sample IoT readings as JSON lines to standard output and exit")
 	f.IntVar(&o.maxRecords, "max-records", 0, "records per batch (default: the pipeline's batch.max_records, or 500)")
 	f.StringArrayVar(&o.env, "env", nil, "KEY=VALUE added to the handler's environment (repeatable)")
+	f.StringArrayVar(&o.args, "arg", nil, "an argument of the handler process, e.g. the script of an interpreter (repeatable; replaces the pipeline's args)")
 	cmd.SetContext(context.Background())
 	return cmd
 }
@@ -106,6 +108,9 @@ func runInvoke(ctx context.Context, g *globalFlags, o *invokeOpts, stdin io.Read
 			pc.Handler.Env = map[string]string{}
 		}
 		pc.Handler.Env[k] = v
+	}
+	if len(o.args) > 0 {
+		pc.Handler.Args = o.args
 	}
 	if o.input == "" {
 		return usage("--input is required: a JSON-lines file, or - for standard input (weir invoke --sample 10 writes one)")

@@ -86,11 +86,18 @@ type Summary struct {
 	Duration time.Duration `json:"duration_ns"`
 }
 
+// HandlerInfo names the handler in a report, as it described itself.
+type HandlerInfo struct {
+	Name            string `json:"name"`
+	Version         string `json:"version"`
+	ProtocolVersion int    `json:"protocol_version"`
+}
+
 // Report is the outcome of Run, in input order.
 type Report struct {
-	Handler plugins.Info `json:"handler"`
-	Records []Result     `json:"records"`
-	Summary Summary      `json:"summary"`
+	Handler HandlerInfo `json:"handler"`
+	Records []Result    `json:"records"`
+	Summary Summary     `json:"summary"`
 }
 
 func (o *Options) applyDefaults() {
@@ -111,7 +118,7 @@ func (o *Options) applyDefaults() {
 func Run(ctx context.Context, h Handler, info plugins.Info, inputs []Input, opts Options) (*Report, error) {
 	opts.applyDefaults()
 	start := time.Now()
-	rep := &Report{Handler: info, Records: make([]Result, len(inputs))}
+	rep := &Report{Handler: HandlerInfo(info), Records: make([]Result, len(inputs))}
 	// Partitions in order of first appearance; each holds input indexes.
 	var order []record.Partition
 	byPart := map[record.Partition][]int{}
