@@ -72,12 +72,13 @@ func (h *Host) Reload(ctx context.Context) error {
 			log.Warn().Str("section", sec.name).Msg("reload: the " + sec.name + " section changed; that needs a restart of weir, the running connection is kept")
 		}
 	}
-	res, err := s.apply(next)
+	// The pipelines to report from now on (Status): the new file's.
 	nc := *cur
 	nc.Pipelines, nc.Path = next.Pipelines, next.Path
 	h.mu.Lock()
 	h.cfg = &nc
 	h.mu.Unlock()
+	res, err := s.apply(next)
 	ev := log.Info()
 	if err != nil {
 		ev = log.Error().Err(err)

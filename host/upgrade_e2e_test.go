@@ -207,13 +207,16 @@ func post(t *testing.T, url string) (int, string) {
 }
 
 // POST /admin/reload rolls the handler to the plugin file as it is now
-// (here with watching off, so nothing else would); with a config loader
-// that fails, it answers 500 with the config's errors and changes nothing.
+// (here with watching off, so nothing else would), and outputs and dead
+// letters name the version that made them; with a config loader that
+// fails, it answers 500 with the config's errors and changes nothing.
 func TestAdminReloadRollsTheHandler(t *testing.T) {
 	e := newEnv(t, 2)
 	plugin := filepath.Join(t.TempDir(), "handler")
 	installHandler(t, plugin, "echo", "v1", "WEIR_ECHO_SINK=out")
-	cfg := e.configWith(fmt.Sprintf(`{ plugin: %q, instances: 1, watch: 0s }`, plugin), "")
+	dlqTopic := e.out + "-dlq"
+	cfg := e.configWith(fmt.Sprintf(`{ plugin: %q, instances: 1, watch: 0s }`, plugin),
+		"    dlq: { kafka: { topic: "+dlqTopic+" } }\n")
 	cfg.Admin.Addr = "127.0.0.1:0"
 	var failLoad atomic.Bool
 	h := host.New(cfg, host.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(testLogLevel()), HostID: "h1",
@@ -238,7 +241,7 @@ func TestAdminReloadRollsTheHandler(t *testing.T) {
 
 	e.produce(0, 100, 10)
 	waitFor(t, func() bool { return len(e.consume(100, 5*time.Second)) >= 100 }, "100 outputs of v1")
-	installHandler(t, plugin, "echo", "v2", "WEIR_ECHO_SINK=out")
+	installHandler(t, plugin, "echo", "v2", "WEIR_ECHO_SINK=out", builtin.EnvFailOn+"=POISON")
 	if code, body := post(t, base+"/admin/reload"); code != http.StatusOK || !strings.Contains(body, `"ok": true`) {
 		t.Fatalf("POST /admin/reload: %d %s", code, body)
 	}
@@ -246,6 +249,15 @@ func TestAdminReloadRollsTheHandler(t *testing.T) {
 		t.Fatalf("status reports version %q after the reload, want v2", v)
 	}
 	e.produce(100, 100, 10)
+	if err := loadtest.Produce(context.Background(), e.cl, e.in, 1, func(int) *kgo.Record {
+		return &kgo.Record{Key: []byte("k1"), Value: []byte("POISON")}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dead := readTopic(t, e.brokers, dlqTopic, 1, time.Minute)
+	if len(dead) != 1 || header(dead[0], dlq.HeaderHandlerVersion) != "v2" || header(dead[0], dlq.HeaderHandlerName) != "echo" {
+		t.Fatalf("dlq: %d records; want the poison one naming handler echo v2 (not v1, the version the pipeline started with)", len(dead))
+	}
 	outs := e.consume(200, time.Minute)
 	versions := map[string]int{}
 	for _, o := range outs {
