@@ -61,6 +61,10 @@ type rollingHandler struct {
 	// builtin (which cannot change under a running weir).
 	path         string
 	closeTimeout time.Duration
+	// stat is the plugin file as it was before the first version was
+	// hashed: the watcher's starting point, so a change made while the
+	// first version started is not missed.
+	stat os.FileInfo
 
 	mu       sync.Mutex
 	cur      *handlerGen
@@ -81,6 +85,9 @@ func newRollingHandler(ctx context.Context, name, path string, closeTimeout time
 	start func(context.Context) (*plugins.Pool, error)) (*rollingHandler, error) {
 	rh := &rollingHandler{name: name, log: log, start: start, path: path, closeTimeout: closeTimeout,
 		changed: make(chan struct{}), stop: func() {}}
+	if path != "" {
+		rh.stat, _ = os.Stat(path)
+	}
 	hash, err := rh.hash()
 	if err != nil {
 		return nil, err
@@ -348,7 +355,7 @@ func (rh *rollingHandler) Watch(ctx context.Context, interval time.Duration) {
 	if rh.path == "" || interval <= 0 {
 		return
 	}
-	last, _ := os.Stat(rh.path)
+	last := rh.stat
 	pending := false
 	t := time.NewTicker(interval)
 	defer t.Stop()
