@@ -366,9 +366,10 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 
 	// outputs of the records that succeeded, per sink, in record order
 	perSink := map[string][]record.Message{}
+	vt := newVersionTagger(res)
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], withHandlerVersion(o.Message, res.Handler))
+			perSink[o.Sink] = append(perSink[o.Sink], vt.tag(o.Message))
 		}
 	}
 	for name, msgs := range perSink {

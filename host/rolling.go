@@ -433,16 +433,39 @@ func (pl *pipeline) origin(h plugins.Info) dlq.Origin {
 	return dlq.Origin{Pipeline: pl.cfg.Name, HandlerName: h.Name, HandlerVersion: h.Version, HostID: pl.hostID}
 }
 
-// withHandlerVersion adds the weir.handler.version header (the DLQ
-// envelope's header of the same name) to an output, naming the handler
-// version that produced it.
-func withHandlerVersion(m record.Message, h plugins.Info) record.Message {
-	if h.Version == "" {
+// versionTagger adds the weir.handler.version header (the DLQ envelope's
+// header of the same name) to a result's outputs, naming the handler
+// version that produced them. The headers of all outputs are carved from
+// one slab per result rather than allocated per output.
+type versionTagger struct {
+	version []byte
+	slab    []record.Header
+}
+
+func newVersionTagger(res *plugins.Result) *versionTagger {
+	if res.Handler.Version == "" {
+		return &versionTagger{}
+	}
+	n := len(res.Outputs)
+	for i := range res.Outputs {
+		n += len(res.Outputs[i].Headers)
+	}
+	return &versionTagger{version: []byte(res.Handler.Version), slab: make([]record.Header, 0, n)}
+}
+
+// tag returns m with the version header appended to a copy of its headers.
+func (vt *versionTagger) tag(m record.Message) record.Message {
+	if vt.version == nil {
 		return m
 	}
-	hs := make([]record.Header, len(m.Headers), len(m.Headers)+1)
-	copy(hs, m.Headers)
-	m.Headers = append(hs, record.Header{Key: dlq.HeaderHandlerVersion, Value: []byte(h.Version)})
+	n := len(m.Headers) + 1
+	if cap(vt.slab)-len(vt.slab) < n { // not from this result's outputs
+		vt.slab = make([]record.Header, 0, n)
+	}
+	hs := append(vt.slab[len(vt.slab):len(vt.slab):len(vt.slab)+n], m.Headers...)
+	hs = append(hs, record.Header{Key: dlq.HeaderHandlerVersion, Value: vt.version})
+	vt.slab = vt.slab[:len(vt.slab)+n]
+	m.Headers = hs
 	return m
 }
 

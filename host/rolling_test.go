@@ -258,3 +258,38 @@ func TestRollingHandlerWatchesThePluginFile(t *testing.T) {
 		t.Fatalf("%d versions started, want 3", v.next)
 	}
 }
+
+// Each output gets its own headers plus the version, from one slab, and the
+// handler's headers are not written to.
+func TestVersionTagger(t *testing.T) {
+	shared := []record.Header{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}
+	res := &plugins.Result{Handler: plugins.Info{Version: "v7"}, Outputs: []plugins.Output{
+		{Message: record.Message{Headers: shared[:1:2]}},
+		{Message: record.Message{Headers: shared[1:]}},
+		{Message: record.Message{}},
+	}}
+	vt := newVersionTagger(res)
+	var got [][]record.Header
+	for _, o := range res.Outputs {
+		got = append(got, vt.tag(o.Message).Headers)
+	}
+	want := [][]string{{"a=1", "weir.handler.version=v7"}, {"b=2", "weir.handler.version=v7"}, {"weir.handler.version=v7"}}
+	for i := range want {
+		var s []string
+		for _, h := range got[i] {
+			s = append(s, h.Key+"="+string(h.Value))
+		}
+		if strings.Join(s, ",") != strings.Join(want[i], ",") {
+			t.Errorf("output %d headers %v, want %v", i, s, want[i])
+		}
+	}
+	if string(shared[1].Value) != "2" {
+		t.Errorf("the handler's header slice was written to: %v", shared)
+	}
+	if res := vt.tag(record.Message{Headers: shared}); len(res.Headers) != 3 {
+		t.Errorf("a message beyond the slab: %v", res.Headers)
+	}
+	if m := newVersionTagger(&plugins.Result{}).tag(record.Message{Headers: shared}); len(m.Headers) != 2 {
+		t.Errorf("without a version the headers change: %v", m.Headers)
+	}
+}
