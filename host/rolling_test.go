@@ -293,3 +293,44 @@ func TestVersionTagger(t *testing.T) {
 		t.Errorf("without a version the headers change: %v", m.Headers)
 	}
 }
+
+// BenchmarkRollingHandler500 measures a 500-record echo batch through the
+// pool directly and through the rollingHandler (plus tagging the outputs'
+// version): the cost of upgradability per batch.
+func BenchmarkRollingHandler500(b *testing.B) {
+	ctx := context.Background()
+	batch := batchOf("0")
+	for i := range 500 {
+		batch.Records = append(batch.Records, record.Record{Key: []byte(fmt.Sprint(i)), Value: make([]byte, 100)})
+	}
+	start := builtinVersion("echo", "v1")
+	b.Run("pool", func(b *testing.B) {
+		pool, err := start(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pool.Close(ctx)
+		for b.Loop() {
+			if _, err := pool.Handle(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("rolling", func(b *testing.B) {
+		rh, err := newRollingHandler(ctx, "p", "", 10*time.Second, zerolog.Nop(), start)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rh.Close(ctx)
+		for b.Loop() {
+			res, err := rh.Handle(ctx, batch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			vt := newVersionTagger(res)
+			for _, o := range res.Outputs {
+				_ = vt.tag(o.Message)
+			}
+		}
+	})
+}
