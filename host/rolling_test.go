@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/plugins/builtin"
@@ -333,4 +334,36 @@ func BenchmarkRollingHandler500(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A config read twice is the same pipeline (a reload must not restart
+// it), a start time included; a changed field is not.
+func TestSamePipelineAcrossReads(t *testing.T) {
+	src := `version: 1
+kafka: { brokers: [embedded] }
+pipelines:
+  - name: p
+    source: { kafka: { topics: [in], start: "2025-01-31T10:00:00+01:00" } }
+    handler: { plugin: "builtin:echo", env: { A: "1" } }
+    sinks: { out: { kafka: { topic: out } } }
+    dlq: { kafka: { topic: dead } }
+`
+	a, err := config.Parse("w.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := config.Parse("w.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !samePipeline(&a.Pipelines[0], &b.Pipelines[0]) {
+		t.Fatal("the same file read twice gives different pipelines")
+	}
+	c, err := config.Parse("w.yaml", []byte(strings.Replace(src, `A: "1"`, `A: "2"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if samePipeline(&a.Pipelines[0], &c.Pipelines[0]) {
+		t.Fatal("a changed handler.env is not a change")
+	}
 }

@@ -207,7 +207,7 @@ func (s *supervisor) apply(next *config.File) (reloadResult, error) {
 			}
 			s.run(rp)
 			res.added = append(res.added, pc.Name)
-		case !reflect.DeepEqual(*old.cfg, *pc):
+		case !samePipeline(old.cfg, pc):
 			log.Info().Msg("reload: pipeline changed; starting it with the new config, then stopping the old one")
 			if err := s.ensureTopics(pc); err != nil {
 				errs = append(errs, err)
@@ -242,3 +242,8 @@ func (s *supervisor) apply(next *config.File) (reloadResult, error) {
 	}
 	return res, errors.Join(errs...)
 }
+
+// samePipeline reports whether two pipeline configs are equal in every
+// field (config.Parse normalizes what could differ between two reads of one
+// file, such as a start time's zone, so equal files give equal configs).
+func samePipeline(a, b *config.Pipeline) bool { return reflect.DeepEqual(*a, *b) }
