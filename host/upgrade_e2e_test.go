@@ -127,9 +127,11 @@ func TestHandlerUpgradeUnderLoad(t *testing.T) {
 		}
 	}()
 	waitFor(t, func() bool { return completed() >= int64(n/8) }, "an eighth of the records handled by v1")
+	replaced := time.Now()
 	installHandler(t, plugin, "echo", "v2", "WEIR_ECHO_SINK=out")
 	waitFor(t, logHas("new batches go to version v2"), "the switch to v2")
-	t.Logf("switched to v2 with %d records completed", completed())
+	t.Logf("switched to v2 %s after the file was replaced (watch: 100ms), with %d records completed",
+		time.Since(replaced).Round(time.Millisecond), completed())
 	<-phase1
 	// Phase 2: v2 passes probation on more records.
 	produce(n/2, 3*n/4)
