@@ -22,8 +22,11 @@ import (
 
 // Probation of a new handler version: it is promoted (the previous version
 // stopped) after probationSuccesses batches succeed, and rolled back after
-// probationFailures batches fail systemically (crash, timeout, a batch
-// error that is not the data's fault), whichever comes first.
+// probationFailures batches fail, whichever comes first. A batch fails
+// probation when it fails systemically (crash, timeout, a batch error that
+// is not the data's fault, every record failing retryably) or when every
+// one of its records (two or more) is rejected: a version that rejects
+// everything is a bad deploy, not bad data.
 const (
 	probationSuccesses = 10
 	probationFailures  = 3
@@ -213,7 +216,11 @@ func (rh *rollingHandler) leave(g *handlerGen, part record.Partition, res *plugi
 	if rh.prev == nil || g != rh.cur || errors.Is(err, context.Canceled) {
 		return false
 	}
-	if sys := systemic(res, err, n); sys != nil {
+	sys := systemic(res, err, n)
+	if sys == nil && n >= 2 && rejectedAll(res, n) {
+		sys = fmt.Errorf("version %s rejected all %d records of a batch", g.info.Version, n)
+	}
+	if sys != nil {
 		g.bad++
 		if g.bad >= probationFailures {
 			rh.rollbackLocked(sys)
@@ -224,6 +231,18 @@ func (rh *rollingHandler) leave(g *handlerGen, part record.Partition, res *plugi
 		rh.promoteLocked()
 	}
 	return false
+}
+
+// rejectedAll reports whether res fails every one of a batch's n records.
+func rejectedAll(res *plugins.Result, n int) bool {
+	if res == nil || len(res.Failures) < n {
+		return false
+	}
+	failed := make(map[int]bool, n)
+	for _, f := range res.Failures {
+		failed[f.Index] = true
+	}
+	return len(failed) == n
 }
 
 // promoteLocked ends cur's probation: the previous version is stopped.

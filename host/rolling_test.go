@@ -143,6 +143,44 @@ func TestRollingHandlerUpgradesAndRollsBack(t *testing.T) {
 	}
 }
 
+// A version that rejects every record of its first batches (a bad deploy,
+// not bad data) is rolled back too; one bad record in a batch is not held
+// against it.
+func TestRollingHandlerRollsBackAVersionRejectingEverything(t *testing.T) {
+	logs := &testenv.SyncBuffer{}
+	v := &versions{t: t, list: []func(context.Context) (*plugins.Pool, error){
+		builtinVersion("echo", "v1"),
+		builtinVersion("echo", "v2", builtin.EnvFailOn, "x"),
+	}}
+	ctx := context.Background()
+	rh, err := newRollingHandler(ctx, "p", "", 10*time.Second, zerolog.New(logs), v.start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rh.Close(ctx)
+	if err := rh.Upgrade(ctx, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	// Batches with one bad record of two: judged on the data, not the version.
+	for range probationFailures {
+		res, err := rh.Handle(ctx, batchOf("0", "x", "ok"))
+		if err != nil || len(res.Failures) != 1 || res.Handler.Version != "v2" {
+			t.Fatalf("%+v, %v", res, err)
+		}
+	}
+	for range probationFailures {
+		if res, err := rh.Handle(ctx, batchOf("0", "x1", "x2")); err != nil || len(res.Failures) != 2 {
+			t.Fatalf("%+v, %v", res, err)
+		}
+	}
+	if got := rh.Info().Version; got != "v1" {
+		t.Fatalf("version %q after v2 rejected every record of %d batches, want v1", got, probationFailures)
+	}
+	if !strings.Contains(logs.String(), "rejected all 2 records of a batch") {
+		t.Fatalf("the rollback does not say why:\n%s", logs.String())
+	}
+}
+
 // A partition's batch waits while the previous version still has a batch
 // of that partition in flight, so a partition never runs on two versions
 // at once; other partitions go ahead.
