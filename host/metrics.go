@@ -51,7 +51,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRecordsIn, mCompleted, mOutputs, mFailures, mDLQ, mRetries, mBatches,
 		mHandlerErrors, mDuplicates, mCommits, mRestarts, mRebalances, mInflight, mMaxInflight, mPaused, mParked,
-		mInstances, mBreaker, mCall, mLanes, mPartPaused, mUp} {
+		mInstances, mBreaker, mCall, mLanes, mPartPaused, mUp, mUpgrades, mVersion} {
 		ch <- d
 	}
 }
@@ -105,6 +105,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range pl.breakers() {
 			gauge(mBreaker, int64(b.cb.State()), b.name) // gobreaker: 0 closed, 1 half-open, 2 open
 		}
+		pl.collectUpgrades(ch)
 		count, sum, buckets := s.callHistogram()
 		ch <- prometheus.MustNewConstHistogram(mCall, count, sum, buckets, name)
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/weirhq/weir/dlq"
@@ -79,6 +80,8 @@ type rollingHandler struct {
 	gens     int
 	lastBad  string // hash of the last version that failed to start or was rolled back
 	restarts int64  // plugin restarts of closed pools
+	// upgrades counts upgrades by outcome (see upgradeOutcomes).
+	upgrades map[string]int64
 	bg       sync.WaitGroup
 	stop     context.CancelFunc // stops the watcher
 }
@@ -87,7 +90,7 @@ type rollingHandler struct {
 func newRollingHandler(ctx context.Context, name, path string, closeTimeout time.Duration, log zerolog.Logger,
 	start func(context.Context) (*plugins.Pool, error)) (*rollingHandler, error) {
 	rh := &rollingHandler{name: name, log: log, start: start, path: path, closeTimeout: closeTimeout,
-		changed: make(chan struct{}), stop: func() {}}
+		changed: make(chan struct{}), stop: func() {}, upgrades: map[string]int64{}}
 	if path != "" {
 		rh.stat, _ = os.Stat(path)
 	}
@@ -138,6 +141,36 @@ func (rh *rollingHandler) Restarts() int64 {
 		n += g.pool.Restarts()
 	}
 	return n
+}
+
+// upgradeOutcomes are the outcome label values of
+// weir_handler_upgrades_total: a new version took the traffic (switched),
+// then passed probation (completed) or was rolled back; or it never took
+// the traffic (failed_to_start).
+var upgradeOutcomes = []string{"switched", "completed", "rolled_back", "failed_to_start"}
+
+var (
+	mUpgrades = desc("weir_handler_upgrades_total", "Handler upgrades by outcome: switched (the new version took the traffic), completed (it passed probation), rolled_back, failed_to_start.", "outcome")
+	mVersion  = desc("weir_handler_info", "1 for the handler version new batches go to.", "handler", "version")
+)
+
+// collectUpgrades sends pl's upgrade metrics.
+func (pl *pipeline) collectUpgrades(ch chan<- prometheus.Metric) {
+	rh, ok := pl.handler.(*rollingHandler)
+	if !ok {
+		return
+	}
+	rh.mu.Lock()
+	counts := make([]int64, len(upgradeOutcomes))
+	for i, o := range upgradeOutcomes {
+		counts[i] = rh.upgrades[o]
+	}
+	info := rh.cur.info
+	rh.mu.Unlock()
+	for i, o := range upgradeOutcomes {
+		ch <- prometheus.MustNewConstMetric(mUpgrades, prometheus.CounterValue, float64(counts[i]), pl.cfg.Name, o)
+	}
+	ch <- prometheus.MustNewConstMetric(mVersion, prometheus.GaugeValue, 1, pl.cfg.Name, info.Name, info.Version)
 }
 
 // versionedError is a handler call's error with the version that failed.
@@ -249,6 +282,7 @@ func rejectedAll(res *plugins.Result, n int) bool {
 func (rh *rollingHandler) promoteLocked() {
 	old := rh.prev
 	rh.prev = nil
+	rh.upgrades["completed"]++
 	rh.log.Info().Str("version", rh.cur.info.Version).Str("previous", old.info.Version).Int("batches", rh.cur.ok).
 		Msg("handler upgrade complete: the new version passed probation; stopping the previous one")
 	rh.retireLocked(old)
@@ -260,6 +294,7 @@ func (rh *rollingHandler) rollbackLocked(err error) {
 	bad := rh.cur
 	rh.cur, rh.prev = rh.prev, nil
 	rh.lastBad = bad.hash
+	rh.upgrades["rolled_back"]++
 	rh.log.Error().Err(err).Str("version", bad.info.Version).Str("back_to", rh.cur.info.Version).
 		Int("failed_batches", bad.bad).Int("ok_batches", bad.ok).
 		Msg("handler upgrade rolled back: the new version failed its first batches; new batches go to the previous version again")
@@ -327,6 +362,7 @@ func (rh *rollingHandler) Upgrade(ctx context.Context, reason string, force bool
 	if err != nil {
 		rh.mu.Lock()
 		rh.lastBad = hash
+		rh.upgrades["failed_to_start"]++
 		rh.mu.Unlock()
 		log.Error().Err(err).Msg("handler upgrade rolled back: the new version failed to start; the running version keeps handling")
 		return err
@@ -350,6 +386,7 @@ func (rh *rollingHandler) Upgrade(ctx context.Context, reason string, force bool
 	g := &handlerGen{n: rh.gens, pool: pool, info: info, hash: hash, inflight: map[record.Partition]int{}}
 	rh.prev, rh.cur = rh.cur, g
 	rh.live = append(rh.live, g)
+	rh.upgrades["switched"]++
 	rh.mu.Unlock()
 	log.Info().Str("version", info.Version).Int("protocol", info.ProtocolVersion).Int("generation", g.n).
 		Msgf("handler upgrade: new batches go to version %s; version %s finishes its batches in flight and stands by until %d batches succeed on the new one",

@@ -141,6 +141,12 @@ func TestRollingHandlerUpgradesAndRollsBack(t *testing.T) {
 	if !strings.Contains(logs.String(), "handler upgrade complete") {
 		t.Fatalf("the log does not say v4 passed probation:\n%s", logs.String())
 	}
+	rh.mu.Lock()
+	counts := rh.upgrades
+	rh.mu.Unlock()
+	if counts["switched"] != 2 || counts["completed"] != 1 || counts["rolled_back"] != 1 || counts["failed_to_start"] != 1 {
+		t.Fatalf("upgrade counts %v, want 2 switched (v3, v4), 1 completed, 1 rolled back, 1 failed to start", counts)
+	}
 }
 
 // A version that rejects every record of its first batches (a bad deploy,

@@ -250,6 +250,13 @@ func TestAdminReloadRollsTheHandler(t *testing.T) {
 	if v := h.Status().Pipelines[0].Plugin.Version; v != "v2" {
 		t.Fatalf("status reports version %q after the reload, want v2", v)
 	}
+	_, metrics := get(t, base+"/metrics")
+	if v := metricValue(t, metrics, `weir_handler_info{handler="echo",pipeline="e2e",version="v2"}`); v != 1 {
+		t.Fatalf("weir_handler_info for v2 = %v", v)
+	}
+	if v := metricValue(t, metrics, `weir_handler_upgrades_total{outcome="switched",pipeline="e2e"}`); v != 1 {
+		t.Fatalf("weir_handler_upgrades_total{outcome=switched} = %v, want 1", v)
+	}
 	e.produce(100, 100, 10)
 	if err := loadtest.Produce(context.Background(), e.cl, e.in, 1, func(int) *kgo.Record {
 		return &kgo.Record{Key: []byte("k1"), Value: []byte("POISON")}
