@@ -113,6 +113,7 @@ type RebalanceInfo struct {
 func (h *Host) Status() Status {
 	h.mu.Lock()
 	pls := slices.Clone(h.pipelines)
+	cfg := h.cfg // replaced by a reload
 	states := make(map[string]string, len(h.states))
 	for k, v := range h.states {
 		states[k] = v
@@ -125,8 +126,8 @@ func (h *Host) Status() Status {
 
 	st := Status{Host: h.opts.HostID, Ready: true, Time: time.Now().UTC()}
 	var reasons []string
-	for i := range h.cfg.Pipelines {
-		name := h.cfg.Pipelines[i].Name
+	for i := range cfg.Pipelines {
+		name := cfg.Pipelines[i].Name
 		ps := PipelineStatus{Name: name, State: states[name], Breakers: []BreakerStatus{}, Paused: []string{}, Lanes: []LaneStatus{}}
 		if ps.State == "" {
 			ps.State = StateStarting
@@ -187,7 +188,8 @@ func (pl *pipeline) fillStatus(ps *PipelineStatus) {
 	}
 	ps.InflightBytes, ps.MaxInflightBytes = ps.Counters.InflightBytes, pl.cfg.MaxInflightBytes
 	ps.DLQ = ps.Counters.DLQ
-	ps.Plugin = PluginStatus{Name: pl.info.Name, Version: pl.info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
+	info := pl.handlerInfo()
+	ps.Plugin = PluginStatus{Name: info.Name, Version: info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
 	if pl.alive != nil {
 		ps.Plugin.Up, _ = pl.alive()
 	}
@@ -317,6 +319,7 @@ func (h *Host) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
+	mux.HandleFunc("POST /admin/reload", h.serveReload)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(statusPage)

@@ -41,6 +41,8 @@ type work struct {
 	// key is the record's idempotency key (hasKey: with idempotency on).
 	key    checkpoint.Key
 	hasKey bool
+	// handler is the version that failed the record last (zero: unknown).
+	handler plugins.Info
 }
 
 func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string, retryable bool, successesBefore int64) {
@@ -192,8 +194,10 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 		now := time.Now()
 		if err != nil {
 			class := plugins.ClassOf(err)
+			ver, _ := handlerOf(err)
 			for _, w := range todo {
 				w.failed(now, class, err.Error(), plugins.IsRetryable(err), before)
+				w.handler = ver
 			}
 			r.pl.stats.countHandlerError(class)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
@@ -376,9 +380,10 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 
 	// outputs of the records that succeeded, per sink, in record order
 	perSink := map[string][]record.Message{}
+	vt := newVersionTagger(res)
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], withTrace(o.Message, &todo[o.Index].rec))
+			perSink[o.Sink] = append(perSink[o.Sink], vt.tag(withTrace(o.Message, &todo[o.Index].rec)))
 		}
 	}
 	for name, msgs := range perSink {
@@ -398,6 +403,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		default:
 			f := st[i].fail
 			w.failed(now, f.Class, f.Message, f.Retryable, before)
+			w.handler = res.Handler
 			r.pl.stats.countFailure(f.Class)
 			if !f.Retryable || w.attempts >= maxAttempts {
 				dead = append(dead, w)
@@ -474,8 +480,8 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		return nil, fmt.Errorf("pipeline %s: %w", r.pl.cfg.Name, err)
 	}
 	msgs := make([]record.Message, len(dead))
-	origin := dlq.Origin{Pipeline: r.pl.cfg.Name, HandlerName: r.pl.info.Name, HandlerVersion: r.pl.info.Version, HostID: r.pl.hostID}
 	for i, w := range dead {
+		origin := r.pl.origin(w.handler)
 		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
 		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces([]*work{w})).

@@ -7,7 +7,6 @@ package host
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -23,7 +22,6 @@ import (
 	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/kzlog"
-	"github.com/weirhq/weir/plugins"
 	kafkasink "github.com/weirhq/weir/sinks/kafka"
 	"github.com/weirhq/weir/sinks/stdout"
 	kafkasrc "github.com/weirhq/weir/sources/kafka"
@@ -49,6 +47,9 @@ type Options struct {
 	// KinesisCredentials, if set, replaces the AWS SDK's default credential
 	// chain for Kinesis sources (tests pass static ones for kinesalite).
 	KinesisCredentials aws.CredentialsProvider
+	// LoadConfig, if set, reads the config file again for Reload (SIGHUP,
+	// POST /admin/reload); nil: Reload only rolls the handlers.
+	LoadConfig func() (*config.File, error)
 	// AdminAddr, if set, replaces the config file's admin.addr ("off"
 	// disables the admin server; "127.0.0.1:0" picks a free port, see
 	// Host.AdminAddr).
@@ -66,6 +67,8 @@ type Host struct {
 	// states maps a pipeline's name to its run state (see PipelineStatus).
 	states    map[string]string
 	adminAddr string
+	// sup runs the pipelines once Run has built them; reloads go through it.
+	sup *supervisor
 }
 
 // New returns a Host for cfg, which must have been produced by config.Load
@@ -203,42 +206,7 @@ func (h *Host) Run(ctx context.Context) error {
 		}
 	}
 
-	runs := make([]func(context.Context) error, 0, len(h.cfg.Pipelines))
-	for i := range h.cfg.Pipelines {
-		pc := &h.cfg.Pipelines[i]
-		h.setState(pc.Name, StateStarting)
-		pl, closeFn, err := h.build(ctx, pc, conn, redisAddr)
-		cleanup = append(cleanup, closeFn)
-		if err != nil {
-			h.setState(pc.Name, StateFailed)
-			return fmt.Errorf("pipeline %s: %w", pc.Name, err)
-		}
-		h.mu.Lock()
-		h.pipelines = append(h.pipelines, pl)
-		h.mu.Unlock()
-		runs = append(runs, pl.run)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(runs))
-	var wg sync.WaitGroup
-	for i, run := range runs {
-		name := h.cfg.Pipelines[i].Name
-		h.setState(name, StateRunning)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = run(ctx); errs[i] != nil {
-				h.setState(name, StateFailed)
-				cancel() // one pipeline failing stops the process, loudly
-			} else {
-				h.setState(name, StateStopped)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return h.supervise(ctx, conn, redisAddr)
 }
 
 // build creates a pipeline and what it owns. closeFn releases those parts
@@ -371,11 +339,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
 	}
 
-	pool, err := plugins.NewPool(ctx, plugins.PoolConfig{
-		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
-		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances, Dir: pc.Handler.Dir,
-		Timeout: pc.Handler.Timeout, Logger: log,
-	})
+	pool, err := h.startHandler(ctx, pc, log)
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
 	}

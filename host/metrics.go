@@ -63,7 +63,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRecordsIn, mCompleted, mOutputs, mFailures, mDLQ, mRetries, mBatches,
 		mHandlerErrors, mDuplicates, mCommits, mRestarts, mRebalances, mInflight, mMaxInflight, mPaused, mParked,
-		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest} {
+		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest, mUpgrades, mVersion} {
 		ch <- d
 	}
 }
@@ -141,6 +141,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range pl.breakers() {
 			gauge(mBreaker, int64(b.cb.State()), b.name) // gobreaker: 0 closed, 1 half-open, 2 open
 		}
+		pl.collectUpgrades(ch)
 		count, sum, buckets := s.callHistogram()
 		ch <- prometheus.MustNewConstHistogram(mCall, count, sum, buckets, name)
 		count, sum, buckets = s.batchSize.snapshot()

@@ -68,6 +68,15 @@ type PoolConfig struct {
 	// StartTimeout bounds starting one process: the go-plugin handshake and
 	// the Describe call. Default 30s.
 	StartTimeout time.Duration
+	// MemoryLimit, if positive, caps the bytes each handler process may
+	// allocate, enforced by the kernel (see limitMemory). A process past it
+	// dies and is restarted like any crash. Linux only; elsewhere NewPool
+	// fails. Default 0: no limit.
+	MemoryLimit int64
+	// MaxConcurrency is how many Handle calls one process serves at once.
+	// A crash or timeout of one call kills the process, failing its other
+	// calls too. Default 1.
+	MaxConcurrency int
 }
 
 func (c *PoolConfig) applyDefaults() {
@@ -87,6 +96,9 @@ func (c *PoolConfig) applyDefaults() {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = DefaultStartTimeout
 	}
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = 1
+	}
 }
 
 func (c *PoolConfig) validate() error {
@@ -103,6 +115,15 @@ func (c *PoolConfig) validate() error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("Timeout: %s is negative", c.Timeout))
 	}
+	if c.MaxConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrency: %d is negative", c.MaxConcurrency))
+	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("MemoryLimit: %d is negative", c.MemoryLimit))
+	}
+	if c.MemoryLimit > 0 && !MemoryLimitSupported {
+		errs = append(errs, errors.New("MemoryLimit: handler memory limits are only supported on Linux"))
+	}
 	if c.StartTimeout < 0 {
 		errs = append(errs, fmt.Errorf("StartTimeout: %s is negative", c.StartTimeout))
 	}
@@ -115,9 +136,10 @@ func (c *PoolConfig) validate() error {
 }
 
 // Pool runs a fixed number of handler processes and spreads Handle calls
-// over them, one call at a time per process. It restarts a process that
-// crashes or times out, in the background, with backoff. All methods are
-// safe for concurrent use.
+// over them, up to MaxConcurrency calls at a time per process (Pool.idle
+// holds that many tokens per instance, each the right to one call on it).
+// It restarts a process that crashes or times out, in the background, with
+// backoff. All methods are safe for concurrent use.
 type Pool struct {
 	cfg  PoolConfig
 	log  zerolog.Logger
@@ -146,9 +168,10 @@ type Pool struct {
 	restarts atomic.Int64
 }
 
-// instance is one handler process slot. Whoever took it from Pool.idle (a
-// Handle call, or the restart goroutine it hands it to) owns it; client, h
-// and pid change only while the restart goroutine owns it, under Pool.mu.
+// instance is one handler process slot. Whoever took a token of it from
+// Pool.idle (a Handle call) may call it; client, h and pid change only
+// while the restart goroutine owns it (every token collected), under
+// Pool.mu.
 type instance struct {
 	n      int
 	log    zerolog.Logger
@@ -159,6 +182,13 @@ type instance struct {
 	logs []*lineLogger
 	// failures counts restarts since the last successful call.
 	failures int
+	// Under Pool.mu: broken is set once the process must be replaced; its
+	// tokens are then collected (not put back) and the restart starts
+	// when the last one is in, for the reason and hard of the first.
+	broken    bool
+	collected int
+	reason    string
+	hard      bool
 }
 
 func (inst *instance) dead() bool {
@@ -190,7 +220,7 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 		log:       cfg.Logger.With().Str("plugin", cfg.Name).Logger(),
 		exe:       exe,
 		env:       processEnv(cfg),
-		idle:      make(chan *instance, cfg.Instances),
+		idle:      make(chan *instance, cfg.Instances*cfg.MaxConcurrency),
 		all:       make([]*instance, cfg.Instances),
 		drained:   make(chan struct{}),
 		closing:   make(chan struct{}),
@@ -224,7 +254,9 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 		}
 	}
 	for _, inst := range p.all {
-		p.idle <- inst
+		for range cfg.MaxConcurrency {
+			p.idle <- inst
+		}
 	}
 	p.log.Info().Str("handler", p.info.Name).Str("version", p.info.Version).Int("instances", cfg.Instances).
 		Str("path", exe).Str("builtin", cfg.Builtin).Msg("plugin pool started")
@@ -334,6 +366,15 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w (the process's stderr is logged with plugin=%q)", err, p.cfg.Name))
 	}
+	pid := 0
+	if rc := client.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	if p.cfg.MemoryLimit > 0 {
+		if err := limitMemory(pid, p.cfg.MemoryLimit); err != nil {
+			return fail(err)
+		}
+	}
 	raw, err := rpc.Dispense(PluginName)
 	if err != nil {
 		return fail(err)
@@ -341,10 +382,6 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	h, ok := raw.(*grpcClient)
 	if !ok {
 		return fail(fmt.Errorf("dispensed %T, want a handler client", raw))
-	}
-	pid := 0
-	if rc := client.ReattachConfig(); rc != nil {
-		pid = rc.Pid
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	defer cancel()
@@ -416,8 +453,7 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	}
 	res, err := inst.h.Handle(callCtx, b)
 	if err == nil {
-		inst.failures = 0
-		p.idle <- inst
+		p.putBack(inst, true)
 		return res, nil
 	}
 	// inst is handed back or to a restart below; note who it was first.
@@ -439,7 +475,7 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 		p.recycle(inst, "call abandoned", true)
 		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
 	default:
-		p.idle <- inst
+		p.putBack(inst, false)
 		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
 	}
 }
@@ -469,6 +505,13 @@ func (p *Pool) acquire(ctx context.Context) (*instance, error) {
 	for {
 		select {
 		case inst := <-p.idle:
+			p.mu.Lock()
+			broken := inst.broken
+			p.mu.Unlock()
+			if broken {
+				p.collect(inst) // a stale token of a process being replaced
+				continue
+			}
 			if inst.dead() {
 				p.recycle(inst, "exited while idle", false)
 				continue
@@ -487,16 +530,59 @@ func (p *Pool) acquire(ctx context.Context) (*instance, error) {
 	}
 }
 
-// recycle kills inst's process and, unless the pool is closing, restarts it
-// in the background; the restarted instance goes back to the idle set. The
-// caller owns inst and gives it up. hard kills the process at once (it may
-// be wedged) instead of asking it to exit first.
+// putBack returns a token of inst after a call that did not break the
+// process; ok says the call succeeded (which resets the restart backoff).
+func (p *Pool) putBack(inst *instance, ok bool) {
+	p.mu.Lock()
+	if !inst.broken {
+		if ok {
+			inst.failures = 0
+		}
+		p.mu.Unlock()
+		p.idle <- inst
+		return
+	}
+	p.mu.Unlock()
+	p.collect(inst)
+}
+
+// recycle marks inst's process for replacement and gives up the caller's
+// token of it: once every token is in (the other calls on the process
+// ended), the process is killed and, unless the pool is closing, restarted
+// in the background; its tokens then go back to the idle set. hard kills
+// the process at once (it may be wedged) instead of asking it to exit
+// first.
 func (p *Pool) recycle(inst *instance, reason string, hard bool) {
 	p.mu.Lock()
+	if !inst.broken {
+		inst.broken, inst.reason, inst.hard = true, reason, hard
+		if hard && p.cfg.MaxConcurrency > 1 && inst.pid > 0 {
+			// Fail the process's other calls now rather than at their
+			// timeout: the process is going.
+			if proc, err := os.FindProcess(inst.pid); err == nil {
+				_ = proc.Kill()
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.collect(inst)
+}
+
+// collect takes in one token of a broken instance; the last one starts its
+// restart (or kills it, if the pool is closed).
+func (p *Pool) collect(inst *instance) {
+	p.mu.Lock()
+	inst.collected++
+	if inst.collected < p.cfg.MaxConcurrency {
+		p.mu.Unlock()
+		return
+	}
+	inst.collected = 0
 	closed := p.closed
 	if !closed {
 		p.bg.Add(1)
 	}
+	reason, hard := inst.reason, inst.hard
 	p.mu.Unlock()
 	if closed {
 		kill(inst, hard)
@@ -555,6 +641,7 @@ func (p *Pool) restart(inst *instance, reason string, hard bool) {
 			return
 		}
 		inst.client, inst.h, inst.pid, inst.logs = next.client, next.h, next.pid, next.logs
+		inst.broken = false
 		if info != p.info {
 			inst.log.Warn().Str("was", p.info.Name+"/"+p.info.Version).Str("now", info.Name+"/"+info.Version).Msg("restarted plugin describes itself differently")
 			p.info = info
@@ -562,7 +649,9 @@ func (p *Pool) restart(inst *instance, reason string, hard bool) {
 		p.mu.Unlock()
 		n := p.restarts.Add(1)
 		inst.log.Info().Int("pid", inst.pid).Int("attempt", attempt).Dur("backoff", delay).Int64("restarts", n).Msg("plugin instance restarted")
-		p.idle <- inst
+		for range p.cfg.MaxConcurrency {
+			p.idle <- inst
+		}
 		return
 	}
 }

@@ -63,7 +63,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else json), json or console")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newRunCmd(g), newValidateCmd(), newQuickstartCmd(g), newDLQCmd(g), newVersionCmd(), newLoadtestCmd(g), newStatusCmd())
+	root.AddCommand(newRunCmd(g), newValidateCmd(), newQuickstartCmd(g), newDLQCmd(g), newVersionCmd(), newLoadtestCmd(g), newStatusCmd(), newInvokeCmd(g))
 	return root
 }
 

@@ -891,7 +891,7 @@ func TestDefaults(t *testing.T) {
 		Batch:  Batch{MaxRecords: 500, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond},
 		Handler: Handler{
 			Plugin: "builtin:noop", Builtin: "noop",
-			Instances: 2, Timeout: 30 * time.Second,
+			Instances: 2, Timeout: 30 * time.Second, MaxConcurrency: 1, Watch: 2 * time.Second,
 		},
 		Ordering:         OrderingPartition,
 		Delivery:         DeliveryAtLeastOnce,

@@ -557,6 +557,11 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 		"outputs":   func(v *yaml.Node, p string) { d.strs(v, p, &h.Outputs) },
 		"instances": func(v *yaml.Node, p string) { d.int(v, p, &h.Instances) },
 		"timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &h.Timeout) },
+
+		// resource limits
+		"memory_limit":    func(v *yaml.Node, p string) { d.size(v, p, &h.MemoryLimit) },
+		"max_concurrency": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxConcurrency) },
+		"watch":           func(v *yaml.Node, p string) { d.duration(v, p, &h.Watch) },
 	})
 }
 

@@ -20,8 +20,10 @@ func Defaults() Pipeline {
 			MaxWait:    50 * time.Millisecond,
 		},
 		Handler: Handler{
-			Instances: 2,
-			Timeout:   30 * time.Second,
+			Instances:      2,
+			Timeout:        30 * time.Second,
+			MaxConcurrency: 1,
+			Watch:          2 * time.Second,
 		},
 		Ordering: OrderingPartition,
 		Delivery: DeliveryAtLeastOnce,
@@ -83,3 +85,7 @@ func (p *Pipeline) applyDefaults() {
 		k.Group = p.Name
 	}
 }
+
+// MinMemoryLimit is the smallest handler.memory_limit: below it a plugin
+// process cannot start its runtime and gRPC server.
+const MinMemoryLimit = 32 << 20

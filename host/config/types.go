@@ -343,6 +343,26 @@ type Handler struct {
 	Instances int
 	// Timeout (YAML: timeout) bounds one Handle call. Default 30s.
 	Timeout time.Duration
+	// MemoryLimit (YAML: memory_limit, a size such as 256MiB) caps the
+	// memory each plugin process may allocate, enforced by the kernel
+	// (RLIMIT_DATA on Linux: heap and private writable mappings, not
+	// address space merely reserved, so Go and V8 runtimes start fine). A
+	// process that passes it fails to allocate and dies; it is restarted
+	// and its batch retried, then bisected, like any crash. Default 0: no
+	// limit. At least 32MiB when set.
+	MemoryLimit int64
+	// MaxConcurrency (YAML: max_concurrency) is how many batches one
+	// plugin process handles at once (for handlers that wait on I/O). A
+	// crash or timeout of one batch restarts the process, failing (and
+	// retrying) its other batches too. Default 1; at least 1.
+	MaxConcurrency int
+	// Watch (YAML: watch) is how often `weir run` checks the plugin file
+	// (a handler given as a path, not builtin: or an interpreter on PATH)
+	// for a new version, which it then rolls out without stopping the
+	// pipeline (see the README, "Deploying a new handler version").
+	// Default 2s; 0s turns watching off (SIGHUP and POST /admin/reload
+	// still upgrade).
+	Watch time.Duration
 }
 
 // Retry says how failed records are retried (YAML: retry).

@@ -277,6 +277,15 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
 	d.positiveDuration(path+".timeout", h.Timeout)
+	if h.Watch < 0 {
+		d.errorAt(path+".watch", "must not be negative, got %v; 0s turns watching off", h.Watch)
+	}
+	if h.MaxConcurrency < 1 {
+		d.errorAt(path+".max_concurrency", "must be at least 1, got %d", h.MaxConcurrency)
+	}
+	if h.MemoryLimit != 0 && h.MemoryLimit < MinMemoryLimit {
+		d.errorAt(path+".memory_limit", "%s is too small for a plugin process to start; at least %s, or 0 for no limit", formatSize(h.MemoryLimit), formatSize(MinMemoryLimit))
+	}
 	for k := range h.Env {
 		if !envName.MatchString(k) {
 			d.errorAt(joinPath(path+".env", k), "%q is not a valid environment variable name", k)

@@ -52,7 +52,19 @@ const (
 	// EnvStderr, if not empty, makes echo write a line to its stderr for
 	// every batch, a testing aid for plugin logs.
 	EnvStderr = "WEIR_STDERR"
+	// EnvLeakOn is the byte string that makes echo-leak allocate memory
+	// without bound, a testing aid for handler.memory_limit.
+	EnvLeakOn = "WEIR_LEAK_ON"
+	// EnvEchoVersion, if set, is the version echo, echo-crash and
+	// echo-leak report instead of Version: a testing aid that makes one
+	// binary serve as several versions of a handler (upgrade tests).
+	EnvEchoVersion = "WEIR_ECHO_VERSION"
 )
+
+// LeakCap is how much echo-leak allocates before it gives up (and fails
+// the batch with an error saying no memory limit stopped it), so a test of
+// a limit that does not work fails instead of exhausting the machine.
+const LeakCap = 1 << 30
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
 const DefaultEchoSink = "out"
@@ -67,6 +79,10 @@ const DefaultEchoSink = "out"
 //   - echo-crash: a testing aid: echo, but the process exits with status 3
 //     on the first record whose value contains WEIR_CRASH_ON (never if it
 //     is empty), to exercise crash handling end to end.
+//   - echo-leak: a testing aid: echo, but on a record whose value contains
+//     WEIR_LEAK_ON (never if it is empty) it allocates and touches memory
+//     without bound, as a leaking handler does, until the process dies (a
+//     memory limit) or LeakCap is reached (then the batch fails).
 //   - iot: the IoT example handler (package examples/iot).
 //
 // echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE,
@@ -78,15 +94,20 @@ func Handlers() map[string]plugins.Handler {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
-	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
+	version := os.Getenv(EnvEchoVersion)
+	if version == "" {
+		version = Version
+	}
+		aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
 		retryOn: []byte(os.Getenv(EnvRetryOn)), stderr: os.Getenv(EnvStderr) != ""}
 	if d, err := time.ParseDuration(os.Getenv(EnvSleep)); err == nil {
 		aids.sleep = d
 	}
 	return map[string]plugins.Handler{
 		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
-		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, aids.wrap(Echo(sink, crashOn))),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: version}, aids.wrap(Echo(sink, nil))),
+		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: version}, aids.wrap(Echo(sink, crashOn))),
+		"echo-leak":  sdk.New(sdk.Options{Name: "echo-leak", Version: version}, aids.wrap(leak([]byte(os.Getenv(EnvLeakOn)), Echo(sink, nil)))),
 		"iot":        iot.Handler(),
 	}
 }
@@ -114,6 +135,32 @@ func Echo(sink string, crashOn []byte) sdk.Func {
 		return nil
 	}
 }
+
+// leak returns next, preceded by an unbounded allocation when a record's
+// value contains on.
+func leak(on []byte, next sdk.Func) sdk.Func {
+	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		for i := range b.Records {
+			if len(on) == 0 || !bytes.Contains(b.Records[i].Value, on) {
+				continue
+			}
+			os.Stderr.WriteString("echo-leak: record value contains WEIR_LEAK_ON; allocating without bound\n")
+			const chunk = 4 << 20
+			for n := 0; n < LeakCap/chunk; n++ {
+				c := make([]byte, chunk)
+				for j := 0; j < chunk; j += 4096 {
+					c[j] = 1 // touch every page: resident, not just mapped
+				}
+				leaked = append(leaked, c)
+			}
+			return fmt.Errorf("echo-leak: allocated %d MiB and no memory limit stopped it", LeakCap>>20)
+		}
+		return next(ctx, b, res)
+	}
+}
+
+// leaked holds echo-leak's allocations for the life of the process.
+var leaked [][]byte
 
 // testAids are echo's testing switches (WEIR_FAIL_ON, WEIR_RETRY_WHILE,
 // WEIR_SIDEFX_FILE).

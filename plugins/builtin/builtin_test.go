@@ -22,7 +22,7 @@ func TestHandlers(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"echo", "echo-crash", "iot", "noop"}; !slices.Equal(names, want) {
+	if want := []string{"echo", "echo-crash", "echo-leak", "iot", "noop"}; !slices.Equal(names, want) {
 		t.Errorf("handlers %v, want %v", names, want)
 	}
 
