@@ -98,7 +98,7 @@ func Handlers() map[string]plugins.Handler {
 	if version == "" {
 		version = Version
 	}
-		aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
+	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
 		retryOn: []byte(os.Getenv(EnvRetryOn)), stderr: os.Getenv(EnvStderr) != ""}
 	if d, err := time.ParseDuration(os.Getenv(EnvSleep)); err == nil {
 		aids.sleep = d
