@@ -124,6 +124,16 @@ func (d *decoder) entries(n *yaml.Node, path string, fn func(key, val *yaml.Node
 // set in n wins over a merged one, an earlier merged mapping over a later
 // one. A key set twice in n is a problem.
 func (d *decoder) pairs(n *yaml.Node, path string) []pair {
+	return d.mergedPairs(n, path, map[*yaml.Node]bool{n: true})
+}
+
+// mergedPairs is pairs with merged, the mappings already merged into the
+// mapping being listed: merging one again adds nothing (its keys are
+// already there, and the earlier ones win), so each is walked once. Without
+// that, a chain of mappings each merging the previous one twice costs 2^n
+// (a "merge bomb" of a few hundred bytes), and a mapping merging itself
+// through an alias would never end.
+func (d *decoder) mergedPairs(n *yaml.Node, path string, seen map[*yaml.Node]bool) []pair {
 	var own, merged []pair
 	line := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -132,7 +142,7 @@ func (d *decoder) pairs(n *yaml.Node, path string) []pair {
 		case k.Kind != yaml.ScalarNode:
 			d.errorf(k, path, "keys must be strings, not %s", describe(k))
 		case k.Value == "<<" && k.ShortTag() == "!!merge":
-			merged = append(merged, d.mergeSources(v, path)...)
+			merged = append(merged, d.mergeSources(v, path, seen)...)
 		case line[k.Value] != 0:
 			d.errorf(k, joinPath(path, k.Value), "set twice; first at line %d", line[k.Value])
 		default:
@@ -149,15 +159,23 @@ func (d *decoder) pairs(n *yaml.Node, path string) []pair {
 	return own
 }
 
-func (d *decoder) mergeSources(v *yaml.Node, path string) []pair {
+func (d *decoder) mergeSources(v *yaml.Node, path string, seen map[*yaml.Node]bool) []pair {
 	m := resolve(v)
 	if m.Kind == yaml.MappingNode {
-		return d.pairs(m, path)
+		if seen[m] {
+			return nil
+		}
+		seen[m] = true
+		return d.mergedPairs(m, path, seen)
 	}
 	if m.Kind == yaml.SequenceNode {
+		if seen[m] {
+			return nil
+		}
+		seen[m] = true
 		var out []pair
 		for _, item := range m.Content {
-			out = append(out, d.mergeSources(item, path)...)
+			out = append(out, d.mergeSources(item, path, seen)...)
 		}
 		return out
 	}
