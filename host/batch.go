@@ -86,6 +86,9 @@ func (r *batchRun) run() {
 		todo, err = r.claim(r.all)
 	}
 	if err == nil && len(todo) > 0 {
+		todo, err = r.rejectUnsendable(todo)
+	}
+	if err == nil && len(todo) > 0 {
 		err = r.settle(todo, r.pl.cfg.Retry.MaxAttempts)
 	}
 	var abandoned []*item
