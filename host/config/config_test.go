@@ -832,6 +832,7 @@ func TestDefaults(t *testing.T) {
 		Handler: Handler{
 			Plugin: "builtin:noop", Builtin: "noop",
 			Instances: 2, Timeout: 30 * time.Second,
+			MTLS: MTLSAuto, MaxOutputBytes: 1 << 20, MaxOutputsPerRecord: 1000, MaxReplyBytes: 64 << 20,
 		},
 		Ordering:         OrderingPartition,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},

@@ -16,6 +16,8 @@ type decoder struct {
 	opts     options
 	dir      string // relative plugin paths are resolved against it
 	problems problems
+	// warnings become File.Warnings.
+	warnings []*FieldError
 	// at holds, for each field path seen, where it is and whether it
 	// has a non-null value; validation looks positions up here.
 	at map[string]field
@@ -381,6 +383,19 @@ func (d *decoder) size(n *yaml.Node, path string, dst *int64) {
 	*dst = v
 }
 
+// secret decodes a password. It must come from the environment: a
+// non-empty value written in the file itself (no ${VAR} in it) is a
+// problem, so that secrets stay out of config files, which get committed,
+// copied and printed. The value is never put in a problem's message.
+func (d *decoder) secret(n *yaml.Node, path string, dst *string) {
+	m := resolve(n)
+	if m != nil && m.Kind == yaml.ScalarNode && !isNull(m) && m.Value != "" && !strings.Contains(m.Value, "${") {
+		d.errorf(n, path, "a password must not be written in the config file; write ${VAR} to take it from the environment, or use password_file")
+		return
+	}
+	d.str(n, path, dst)
+}
+
 func (d *decoder) strs(n *yaml.Node, path string, dst *[]string) {
 	out := []string{}
 	d.list(n, path, func(item *yaml.Node, p string) {
@@ -448,6 +463,33 @@ func (d *decoder) kafka(n *yaml.Node, path string, k *Kafka) {
 		"client_id":          func(v *yaml.Node, p string) { d.str(v, p, &k.ClientID) },
 		"session_timeout":    func(v *yaml.Node, p string) { d.duration(v, p, &k.SessionTimeout) },
 		"heartbeat_interval": func(v *yaml.Node, p string) { d.duration(v, p, &k.HeartbeatInterval) },
+		"tls": func(v *yaml.Node, p string) {
+			if isNull(resolve(v)) {
+				return
+			}
+			t := &KafkaTLS{}
+			k.TLS = t
+			d.object(v, p, fields{
+				"ca_file":              func(v *yaml.Node, p string) { d.str(v, p, &t.CAFile) },
+				"cert_file":            func(v *yaml.Node, p string) { d.str(v, p, &t.CertFile) },
+				"key_file":             func(v *yaml.Node, p string) { d.str(v, p, &t.KeyFile) },
+				"server_name":          func(v *yaml.Node, p string) { d.str(v, p, &t.ServerName) },
+				"insecure_skip_verify": func(v *yaml.Node, p string) { d.bool(v, p, &t.InsecureSkipVerify) },
+			})
+		},
+		"sasl": func(v *yaml.Node, p string) {
+			if isNull(resolve(v)) {
+				return
+			}
+			s := &KafkaSASL{}
+			k.SASL = s
+			d.object(v, p, fields{
+				"mechanism":     func(v *yaml.Node, p string) { d.str(v, p, &s.Mechanism) },
+				"username":      func(v *yaml.Node, p string) { d.str(v, p, &s.Username) },
+				"password":      func(v *yaml.Node, p string) { d.secret(v, p, &s.Password) },
+				"password_file": func(v *yaml.Node, p string) { d.str(v, p, &s.PasswordFile) },
+			})
+		},
 	})
 }
 
@@ -455,7 +497,8 @@ func (d *decoder) redis(n *yaml.Node, path string, r *Redis) {
 	d.object(n, path, fields{
 		"addr":            func(v *yaml.Node, p string) { d.str(v, p, &r.Addr) },
 		"username":        func(v *yaml.Node, p string) { d.str(v, p, &r.Username) },
-		"password":        func(v *yaml.Node, p string) { d.str(v, p, &r.Password) },
+		"password":        func(v *yaml.Node, p string) { d.secret(v, p, &r.Password) },
+		"password_file":   func(v *yaml.Node, p string) { d.str(v, p, &r.PasswordFile) },
 		"db":              func(v *yaml.Node, p string) { d.int(v, p, &r.DB) },
 		"key_prefix":      func(v *yaml.Node, p string) { d.str(v, p, &r.KeyPrefix) },
 		"tls":             func(v *yaml.Node, p string) { d.bool(v, p, &r.TLS) },
@@ -531,6 +574,12 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 		"outputs":   func(v *yaml.Node, p string) { d.strs(v, p, &h.Outputs) },
 		"instances": func(v *yaml.Node, p string) { d.int(v, p, &h.Instances) },
 		"timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &h.Timeout) },
+		"sha256":    func(v *yaml.Node, p string) { d.str(v, p, &h.SHA256) },
+		"mtls":      func(v *yaml.Node, p string) { d.str(v, p, &h.MTLS) },
+
+		"max_output_bytes":       func(v *yaml.Node, p string) { d.size(v, p, &h.MaxOutputBytes) },
+		"max_outputs_per_record": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxOutputsPerRecord) },
+		"max_reply_bytes":        func(v *yaml.Node, p string) { d.size(v, p, &h.MaxReplyBytes) },
 	})
 }
 

@@ -20,8 +20,12 @@ func Defaults() Pipeline {
 			MaxWait:    50 * time.Millisecond,
 		},
 		Handler: Handler{
-			Instances: 2,
-			Timeout:   30 * time.Second,
+			Instances:           2,
+			Timeout:             30 * time.Second,
+			MTLS:                MTLSAuto,
+			MaxOutputBytes:      1 << 20,
+			MaxOutputsPerRecord: 1000,
+			MaxReplyBytes:       64 << 20,
 		},
 		Ordering: OrderingPartition,
 		Retry: Retry{

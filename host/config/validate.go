@@ -30,6 +30,8 @@ func (d *decoder) validate(f *File) {
 	d.checkKafka(f)
 	d.checkGroupTimes(f.Kafka)
 	d.checkRedis(f.Redis)
+	d.checkKafkaSecurity(&f.Kafka)
+	d.passwordFile("redis", &f.Redis.Password, &f.Redis.PasswordFile, false)
 	d.checkAdmin(f.Admin)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
@@ -214,6 +216,7 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
 	d.positiveDuration(path+".timeout", h.Timeout)
+	d.checkHandlerSecurity(path, h)
 	for k := range h.Env {
 		if !envName.MatchString(k) {
 			d.errorAt(joinPath(path+".env", k), "%q is not a valid environment variable name", k)
