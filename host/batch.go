@@ -341,6 +341,11 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 				Message: fmt.Sprintf("output to sink %q, which the pipeline does not declare", o.Sink)}
 		}
 	}
+	for i, f := range overLimits(res, len(todo), r.pl.cfg.Handler) {
+		if st[i].fail == nil {
+			st[i].fail = f
+		}
+	}
 	// A record that will be tried again holds back the later records of its
 	// key (they are tried again with it, after it), so a key's outputs keep
 	// their order. A record dead-lettered now holds nothing back.

@@ -3,7 +3,9 @@ package host
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/weirhq/weir/dlq"
 	"github.com/weirhq/weir/plugins"
@@ -46,7 +48,8 @@ func fuzzReply(data []byte, recs []record.Record) *plugins.Result {
 // FuzzHandlerReply drives a pipeline with a handler whose first reply to a
 // batch is arbitrary: indexes out of range or negative, the same index
 // twice, outputs to sinks the pipeline does not declare or to none, large
-// payloads, headers that are not UTF-8, failures of any class. Whatever the
+// payloads (over max_output_bytes), more outputs than max_outputs_per_record,
+// headers that are not UTF-8, failures of any class. Whatever the
 // reply, the host does not panic and loses nothing: every record completes
 // once, either with its outputs written or dead-lettered (never both), and
 // the partition's commit reaches its last record. Retries get a
@@ -65,6 +68,8 @@ func FuzzHandlerReply(f *testing.F) {
 		cfg := testPipelineConfig()
 		cfg.Batch.MaxRecords = n
 		cfg.Batch.MaxWait = 1 << 62 // one batch of all n records
+		cfg.Handler.MaxOutputBytes = 100 << 10
+		cfg.Handler.MaxOutputsPerRecord = 3
 		h := newHarness(t, cfg, handlerFunc(func(_ context.Context, b *plugins.Batch) (*plugins.Result, error) {
 			if b.Attempt == 1 {
 				return fuzzReply(data, b.Records), nil
@@ -109,4 +114,48 @@ func FuzzHandlerReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A record whose outputs break the handler's limits is dead-lettered at
+// once, class bad_reply, with none of its outputs written; the others of
+// the batch are not affected.
+func TestReplyLimits(t *testing.T) {
+	cfg := testPipelineConfig()
+	cfg.Batch.MaxRecords = 3
+	cfg.Batch.MaxWait = time.Hour
+	cfg.Handler.MaxOutputBytes = 1000
+	cfg.Handler.MaxOutputsPerRecord = 4
+	h := newHarness(t, cfg, handlerFunc(func(_ context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		res := &plugins.Result{}
+		out := func(i int, v []byte, hs ...record.Header) {
+			res.Outputs = append(res.Outputs, plugins.Output{Index: i, Sink: "out", Message: record.Message{Value: v, Headers: hs}})
+		}
+		for range 5 {
+			out(0, []byte("0")) // one too many
+		}
+		out(1, []byte("1"), record.Header{Key: "h", Value: make([]byte, 999)}) // 1+1+999 bytes
+		out(2, []byte("2"))
+		out(2, make([]byte, 1000))
+		return res, nil
+	}), true)
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+	h.pl.Deliver(p, records(p, 0, 3, 3))
+	h.waitCompleted(3)
+	dead := h.dead.all()
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want 2", len(dead))
+	}
+	for i, want := range []string{"more than handler.max_outputs_per_record (4)", "1001 bytes, over handler.max_output_bytes (1000)"} {
+		e, err := dlq.Parse(dead[i].Key, dead[i].Value, dead[i].Headers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Position != strconv.Itoa(i) || e.Failure.Class != "bad_reply" || e.Failure.Attempts != 1 || !strings.Contains(e.Failure.Message, want) {
+			t.Errorf("dead letter %d: position %s, class %s after %d attempts: %s; want %q", i, e.Position, e.Failure.Class, e.Failure.Attempts, e.Failure.Message, want)
+		}
+	}
+	if outs := h.out.all(); len(outs) != 2 || string(outs[0].Value) != "2" || len(outs[1].Value) != 1000 {
+		t.Fatalf("outputs = %d, want record 2's two", len(outs))
+	}
 }

@@ -184,6 +184,11 @@ func (h *Host) Run(ctx context.Context) error {
 		// idle long-poll can delay that.
 		kgo.FetchMaxWait(500 * time.Millisecond),
 	}
+	sec, err := KafkaSecurityOpts(h.cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	conn = append(conn, sec...)
 	conn = append(conn, h.opts.KafkaOpts...)
 	if h.cfg.Kafka.Embedded() && len(h.opts.KafkaBrokers) == 0 {
 		// The in-process broker starts empty: create the source topics so
@@ -331,6 +336,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
 		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances, Dir: pc.Handler.Dir,
 		Timeout: pc.Handler.Timeout, Logger: log,
+		SHA256: pc.Handler.SHA256, AutoMTLS: useMTLS(pc.Handler), MaxReplyBytes: int(pc.Handler.MaxReplyBytes),
 	})
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)

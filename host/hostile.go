@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
 )
@@ -51,4 +52,57 @@ func (r *batchRun) rejectUnsendable(todo []*work) ([]*work, error) {
 		return nil, err
 	}
 	return keep, nil
+}
+
+// useMTLS resolves handler.mtls: auto is on for builtins and for plugin
+// executables with Go build information (their go-plugin server supports
+// automatic mTLS), off for anything else (an interpreter, a binary of
+// another language).
+func useMTLS(h config.Handler) bool {
+	switch h.MTLS {
+	case config.MTLSOn:
+		return true
+	case config.MTLSOff:
+		return false
+	}
+	return h.Builtin != "" || h.PluginPath != "" && config.IsGoBinary(h.PluginPath)
+}
+
+// overLimits returns, by record index, a failure for each record of a
+// reply of n records that breaks the handler's limits: more than
+// max_outputs_per_record outputs, or an output (key, value and headers)
+// larger than max_output_bytes. Such a record is dead-lettered (class
+// bad_reply, not retryable: the same record gives the same reply) and none
+// of its outputs is written. A zero limit is no limit.
+func overLimits(res *plugins.Result, n int, h config.Handler) map[int]*plugins.Failure {
+	var out map[int]*plugins.Failure
+	fail := func(i int, format string, args ...any) {
+		if out == nil {
+			out = map[int]*plugins.Failure{}
+		}
+		if out[i] == nil {
+			out[i] = &plugins.Failure{Index: i, Class: plugins.ClassBadReply, Message: fmt.Sprintf(format, args...)}
+		}
+	}
+	var count []int
+	if h.MaxOutputsPerRecord > 0 {
+		count = make([]int, n)
+	}
+	for _, o := range res.Outputs {
+		if count != nil {
+			if count[o.Index]++; count[o.Index] == h.MaxOutputsPerRecord+1 {
+				fail(o.Index, "the handler emitted more than handler.max_outputs_per_record (%d) outputs for this record", h.MaxOutputsPerRecord)
+			}
+		}
+		if h.MaxOutputBytes > 0 {
+			size := int64(len(o.Key) + len(o.Value))
+			for _, hd := range o.Headers {
+				size += int64(len(hd.Key) + len(hd.Value))
+			}
+			if size > h.MaxOutputBytes {
+				fail(o.Index, "an output to sink %q is %d bytes, over handler.max_output_bytes (%d)", o.Sink, size, h.MaxOutputBytes)
+			}
+		}
+	}
+	return out
 }

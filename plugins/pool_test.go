@@ -65,6 +65,11 @@ func testHandlers() map[string]plugins.Handler {
 	hs["fail"] = sdk.New(named("fail"), func(context.Context, *plugins.Batch, *sdk.Result) error {
 		return sdk.Retryable(errors.New("database unavailable"))
 	})
+	// environ answers with its environment, one variable a line.
+	hs["environ"] = sdk.New(named("environ"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Output(0, "out", nil, []byte(strings.Join(os.Environ(), "\n")))
+		return nil
+	})
 	hs["future"] = futureHandler{}
 	return hs
 }
