@@ -190,6 +190,9 @@ func (h *Host) Run(ctx context.Context) error {
 	}
 	conn = append(conn, sec...)
 	conn = append(conn, h.opts.KafkaOpts...)
+	if err := checkKafkaAuth(ctx, h.cfg.Kafka, conn, 30*time.Second); err != nil {
+		return err
+	}
 	if h.cfg.Kafka.Embedded() && len(h.opts.KafkaBrokers) == 0 {
 		// The in-process broker starts empty: create the source topics so
 		// that a producer (kcat, a test) can write to them.

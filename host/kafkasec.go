@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/aws"
@@ -92,4 +95,42 @@ func saslMechanism(s *config.KafkaSASL) (sasl.Mechanism, error) {
 		}), nil
 	}
 	return nil, fmt.Errorf("mechanism %q is not supported", s.Mechanism)
+}
+
+// checkKafkaAuth connects to the brokers once, with the connection options
+// conn, when kafka.tls or kafka.sasl is set, and fails on an error that
+// retrying cannot fix: SASL authentication refused, or a TLS handshake that
+// fails verification. Without it a wrong password would only show as
+// warnings while the clients retry for ever. Brokers that do not answer
+// within timeout are not an error here (they may come up later; the clients
+// wait for them).
+func checkKafkaAuth(ctx context.Context, k config.Kafka, conn []kgo.Opt, timeout time.Duration) error {
+	if k.TLS == nil && k.SASL == nil {
+		return nil
+	}
+	cl, err := kgo.NewClient(conn...)
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = cl.Ping(ctx)
+	var unknownAuthority x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var tlsRecord tls.RecordHeaderError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.IllegalSaslState), errors.Is(err, kerr.UnsupportedSaslMechanism):
+		who := ""
+		if k.SASL != nil {
+			who = fmt.Sprintf(" as %q (%s)", k.SASL.Username, k.SASL.Mechanism)
+		}
+		return fmt.Errorf("kafka: authenticating to %s%s: %w", strings.Join(k.Brokers, ","), who, err)
+	case errors.As(err, &unknownAuthority), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &tlsRecord):
+		return fmt.Errorf("kafka: TLS to %s: %w (check kafka.tls and that the brokers' listener speaks TLS)", strings.Join(k.Brokers, ","), err)
+	}
+	return nil
 }
