@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,5 +78,44 @@ func TestHostileRecordsEndToEnd(t *testing.T) {
 			t.Fatalf("record %d: original headers not kept: %q", i, en.Headers)
 		}
 		t.Logf("record %d: %s: %s", i, en.Failure.Class, en.Failure.Message)
+	}
+}
+
+// A record whose reply is over handler.max_reply_bytes fails its batch as a
+// bad reply, not retried as is: the batch is bisected until that record is
+// alone, and it is dead-lettered (bad_reply, naming the limit) while the
+// records around it are written.
+func TestOversizedReplyIsBisectedToItsRecord(t *testing.T) {
+	e := newEnv(t, 1)
+	const n = 60
+	err := loadtest.Produce(context.Background(), e.cl, e.in, n, func(i int) *kgo.Record {
+		v := []byte(strconv.Itoa(i) + ":")
+		size := 500
+		if i == 33 {
+			size = 100 << 10
+		}
+		return &kgo.Record{Key: []byte("k" + strconv.Itoa(i%5)), Value: append(v, make([]byte, size)...)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlqTopic := e.out + "-dlq"
+	cfg := e.configWith(`{ plugin: "builtin:echo", instances: 1, max_reply_bytes: 64KiB, max_output_bytes: 64KiB, env: { WEIR_ECHO_SINK: out } }`,
+		"    dlq: { kafka: { topic: "+dlqTopic+" } }\n")
+	cfg.Pipelines[0].Batch.MaxWait = 500 * time.Millisecond // one batch
+	r := e.start(cfg, "host-a", nil)
+	outs := e.consume(n-1, time.Minute)
+	dead := readTopic(t, e.brokers, dlqTopic, 1, 30*time.Second)
+	r.stop(t)
+	e.requireCommittedToEnd()
+	if len(outs) != n-1 || len(dead) != 1 {
+		t.Fatalf("%d outputs and %d dead letters, want %d and 1", len(outs), len(dead), n-1)
+	}
+	en, err := dlq.Parse(dead[0].Key, dead[0].Value, recordHeaders(dead[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if en.Position != "33" || en.Failure.Class != "bad_reply" || !strings.Contains(en.Failure.Message, "max_reply_bytes") {
+		t.Fatalf("dead letter: position %s, class %s: %s", en.Position, en.Failure.Class, en.Failure.Message)
 	}
 }
