@@ -101,6 +101,14 @@ func (c *grpcClient) callError(ctx context.Context, op string, err error) error 
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: call abandoned: %w", op, context.Cause(ctx))
 		}
+	case codes.Internal:
+		// A reply (or a batch) with a protobuf string that is not UTF-8:
+		// the same records give the same reply, so it is not retried as
+		// is (the host bisects the batch instead).
+		if strings.Contains(st.Message(), "invalid UTF-8") {
+			return &Error{Class: ClassBadReply, Retryable: false,
+				Err: fmt.Errorf("%s: reply holds a string that is not valid UTF-8 (header keys, sink names and messages must be): %s", op, st.Message())}
+		}
 	case codes.ResourceExhausted:
 		// A reply over the size limit, refused by the host's receiver or
 		// the handler's sender: the same records give the same reply, so

@@ -129,3 +129,13 @@ func TestReplyOverTheLimit(t *testing.T) {
 		t.Fatalf("a small batch after the large one: %v", err)
 	}
 }
+
+// A reply holding a string that is not UTF-8 (protobuf refuses it) is a bad
+// reply, not retryable, so the host bisects rather than retries the batch.
+func TestReplyWithInvalidUTF8(t *testing.T) {
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "badutf8", Instances: 1})
+	_, err := p.Handle(context.Background(), batchOf("x"))
+	if plugins.ClassOf(err) != plugins.ClassBadReply || plugins.IsRetryable(err) || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Fatalf("err = %v (class %s, retryable %v); want a non-retryable bad_reply", err, plugins.ClassOf(err), plugins.IsRetryable(err))
+	}
+}
