@@ -308,7 +308,10 @@ type Handler struct {
 	// against the config file's directory; default: weir's own. Set it so
 	// that a script named in Args resolves beside the config file.
 	Dir string
-	// Env (YAML: env) is the plugin process's extra environment. Optional.
+	// Env (YAML: env) is the plugin process's environment: besides it, the
+	// process gets only PATH and TMPDIR of weir's (and go-plugin's protocol
+	// variables), never weir's secrets. Values may take weir's variables
+	// with ${VAR}. Optional.
 	Env map[string]string
 	// Outputs (YAML: outputs) optionally lists the sinks the handler emits
 	// to; each must be a declared sink.
