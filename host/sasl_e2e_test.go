@@ -117,8 +117,15 @@ func TestSASLSSLEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Debug level: franz-go narrates its SASL handshakes there.
 	logs := &testenv.SyncBuffer{}
-	log := zerolog.New(zerolog.MultiLevelWriter(logs, zerolog.NewTestWriter(t))).Level(zerolog.InfoLevel)
+	log := zerolog.New(logs).Level(zerolog.DebugLevel)
+	defer func() {
+		if t.Failed() {
+			out := logs.String()
+			t.Logf("the end of the host's log:\n%s", out[max(0, len(out)-20000):])
+		}
+	}()
 	h := host.New(cfg, host.Options{Logger: log, HostID: "sasl-host", AdminAddr: "127.0.0.1:0"})
 	rctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
