@@ -400,6 +400,9 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	})
 	logs := []*lineLogger{stderr, syncStderr, syncStdout}
 	fail := func(err error) (Info, error) {
+		if p.cfg.AutoMTLS && strings.Contains(err.Error(), "tls: ") {
+			err = fmt.Errorf("%w (automatic mTLS is on, handler.mtls: a plugin whose go-plugin server does not support it, like the Python and TypeScript SDKs, needs mtls: off)", err)
+		}
 		client.Kill()
 		for _, l := range logs {
 			l.Flush()

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/plugins/conformance"
 )
 
 // environOf starts an "environ" pool with cfg and returns the plugin
@@ -137,5 +138,26 @@ func TestReplyWithInvalidUTF8(t *testing.T) {
 	_, err := p.Handle(context.Background(), batchOf("x"))
 	if plugins.ClassOf(err) != plugins.ClassBadReply || plugins.IsRetryable(err) || !strings.Contains(err.Error(), "not valid UTF-8") {
 		t.Fatalf("err = %v (class %s, retryable %v); want a non-retryable bad_reply", err, plugins.ClassOf(err), plugins.IsRetryable(err))
+	}
+}
+
+// Automatic mTLS with a plugin that does not support it (the Python SDK)
+// fails the start with an error that says what to change.
+func TestAutoMTLSWithAPluginWithoutIt(t *testing.T) {
+	tgt, err := conformance.PythonTarget()
+	if err != nil {
+		t.Skip(err)
+	}
+	cfg := tgt.Config
+	cfg.Instances, cfg.AutoMTLS, cfg.StartTimeout, cfg.Logger = 1, true, 20*time.Second, zerolog.Nop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := plugins.NewPool(ctx, cfg)
+	if err == nil {
+		_ = p.Close(ctx)
+		t.Fatal("a Python plugin started with automatic mTLS")
+	}
+	if !strings.Contains(err.Error(), "needs mtls: off") {
+		t.Fatalf("err = %v; want a hint at handler.mtls", err)
 	}
 }
