@@ -6,7 +6,6 @@ package host
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -99,7 +98,7 @@ func (h *Host) storeConfig(pc *config.Pipeline, addr string) checkpoint.Config {
 		TTL: pc.Idempotency.TTL, ClaimTTL: pc.Idempotency.ClaimTTL,
 	}
 	if r.TLS {
-		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		c.TLS = redisTLS(r)
 	}
 	switch pc.Idempotency.Key {
 	case "position":

@@ -134,3 +134,18 @@ func checkKafkaAuth(ctx context.Context, k config.Kafka, conn []kgo.Opt, timeout
 	}
 	return nil
 }
+
+// redisTLS is the TLS configuration of the redis section: the system's
+// roots, or redis.ca_file's CAs. A CA file that can no longer be read (the
+// loader checked it) leaves an empty pool, so the connection fails
+// verification rather than falling back to the system's roots.
+func redisTLS(r config.Redis) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if r.CAFile != "" {
+		cfg.RootCAs = x509.NewCertPool()
+		if pem, err := os.ReadFile(r.CAFile); err == nil {
+			cfg.RootCAs.AppendCertsFromPEM(pem)
+		}
+	}
+	return cfg
+}

@@ -499,6 +499,7 @@ func (d *decoder) redis(n *yaml.Node, path string, r *Redis) {
 		"username":        func(v *yaml.Node, p string) { d.str(v, p, &r.Username) },
 		"password":        func(v *yaml.Node, p string) { d.secret(v, p, &r.Password) },
 		"password_file":   func(v *yaml.Node, p string) { d.str(v, p, &r.PasswordFile) },
+		"ca_file":         func(v *yaml.Node, p string) { d.str(v, p, &r.CAFile) },
 		"db":              func(v *yaml.Node, p string) { d.int(v, p, &r.DB) },
 		"key_prefix":      func(v *yaml.Node, p string) { d.str(v, p, &r.KeyPrefix) },
 		"tls":             func(v *yaml.Node, p string) { d.bool(v, p, &r.TLS) },

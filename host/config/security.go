@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"debug/buildinfo"
 	"encoding/hex"
 	"fmt"
@@ -30,10 +31,13 @@ func (d *decoder) checkKafkaSecurity(k *Kafka) {
 			d.errorAt("kafka.tls", "the embedded broker speaks plaintext only")
 		}
 		t.CAFile, t.CertFile, t.KeyFile = d.resolved(t.CAFile), d.resolved(t.CertFile), d.resolved(t.KeyFile)
-		for _, f := range []struct{ path, file string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		for _, f := range []struct{ path, file string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
 			if f.file != "" {
 				d.checkReadable("kafka.tls."+f.path, f.file)
 			}
+		}
+		if t.CAFile != "" {
+			d.checkCAFile("kafka.tls.ca_file", t.CAFile)
 		}
 		if (t.CertFile == "") != (t.KeyFile == "") {
 			d.errorAt("kafka.tls.cert_file", "cert_file and key_file go together: set both for a client certificate, or neither")
@@ -94,6 +98,22 @@ func (d *decoder) checkReadable(path, file string) {
 		return
 	}
 	f.Close()
+}
+
+// checkCAFile checks that file holds PEM certificates, unless file checks
+// are skipped.
+func (d *decoder) checkCAFile(path, file string) {
+	if d.opts.skipFileChecks {
+		return
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		d.errorAt(path, "cannot be read: %v", unwrapPathError(err))
+		return
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		d.errorAt(path, "%s holds no PEM certificate", file)
+	}
 }
 
 // unwrapPathError drops the *PathError's op and path (the message names

@@ -147,3 +147,19 @@ func TestPluginPinAndPermissions(t *testing.T) {
 		t.Fatalf("warnings = %v", f.Warnings)
 	}
 }
+
+func TestRedisCAFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse(filepath.Join(dir, "weir.yaml"), []byte(kafkaFile("", "")+"redis: {addr: \"r:6379\", ca_file: ca.pem}\n"), WithLookupEnv(noEnv))
+	if err == nil || !strings.Contains(err.Error(), "redis.ca_file: "+bad+" holds no PEM certificate") {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = Parse(filepath.Join(dir, "weir.yaml"), []byte(kafkaFile("  tls: {ca_file: ca.pem}\n", "")), WithLookupEnv(noEnv))
+	if err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file: "+bad+" holds no PEM certificate") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -150,8 +150,12 @@ type Redis struct {
 	// Default "weir:".
 	KeyPrefix string
 	// TLS (YAML: tls) connects with TLS, verifying the server against the
-	// system's roots. Default false.
+	// system's roots, or against CAFile. Default false.
 	TLS bool
+	// CAFile (YAML: ca_file) is a PEM file of the CAs that sign the
+	// server's certificate, instead of the system's roots; setting it
+	// turns TLS on. Optional.
+	CAFile string
 	// SentinelMaster and SentinelAddrs (YAML: sentinel_master,
 	// sentinel_addrs) connect to the master Redis Sentinel names instead
 	// of Addr; ClusterAddrs (YAML: cluster_addrs) connect to a Redis

@@ -32,6 +32,14 @@ func (d *decoder) validate(f *File) {
 	d.checkRedis(f.Redis)
 	d.checkKafkaSecurity(&f.Kafka)
 	d.passwordFile("redis", &f.Redis.Password, &f.Redis.PasswordFile, false)
+	if f.Redis.CAFile != "" {
+		f.Redis.CAFile = resolvePath(d.dir, f.Redis.CAFile)
+		f.Redis.TLS = true
+		d.checkCAFile("redis.ca_file", f.Redis.CAFile)
+		if f.Redis.Embedded() {
+			d.errorAt("redis.ca_file", "the embedded redis speaks plaintext only")
+		}
+	}
 	d.checkAdmin(f.Admin)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
