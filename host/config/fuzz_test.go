@@ -17,6 +17,17 @@ func FuzzParse(f *testing.F) {
 	if seed, err := os.ReadFile("testdata/weir.yaml"); err == nil {
 		f.Add(seed)
 	}
+	// The README's reference: every field of the schema.
+	if b, err := os.ReadFile("../../README.md"); err == nil {
+		s := string(b)
+		if i, j := strings.Index(s, "<!-- reference:begin -->"), strings.Index(s, "<!-- reference:end -->"); i >= 0 && j > i {
+			block := s[i:j]
+			if k := strings.Index(block, "```yaml"); k >= 0 {
+				block = block[k+len("```yaml"):]
+				f.Add([]byte(block[:max(0, strings.LastIndex(block, "```"))]))
+			}
+		}
+	}
 	for _, s := range []string{
 		"",
 		"version: 1",
