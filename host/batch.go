@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -64,10 +65,17 @@ type batchRun struct {
 	all  []*work
 	// parked is set once the batch gave up its lane slot (see park).
 	parked bool
+	// started is when the batch was dispatched.
+	started time.Time
+	// retrying is set once a record of the batch failed and is being
+	// tried again: its records (and, under ordering key, later records of
+	// their keys) wait on it, not on a free worker. Read by the lane's lag
+	// snapshot.
+	retrying atomic.Bool
 }
 
-func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
-	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx}
+func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
+	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now()}
 	r.all = make([]*work, len(items))
 	for i, it := range items {
 		r.all[i] = &work{item: it}
@@ -76,7 +84,9 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
 		Str("first", items[0].rec.Position.String()).
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
+	pl.stats.batchSize.observe(float64(len(items)))
 	go r.run()
+	return r
 }
 
 func (r *batchRun) run() {
@@ -102,11 +112,14 @@ func (r *batchRun) run() {
 	if len(abandoned) > 0 && err == nil {
 		r.log.Debug().Int("records", len(abandoned)).Msg("batch abandoned on stop; its records will be redelivered")
 	}
+	if len(abandoned) == 0 && err == nil {
+		r.pl.stats.batchSeconds.observe(time.Since(r.started).Seconds())
+	}
 	r.release(abandonedWork)
 	if r.parked {
 		r.pl.stats.Parked.Add(-1)
 	}
-	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked}
+	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked, batch: r.id}
 	switch {
 	case errors.Is(err, errFenced):
 		c.fenced = err
@@ -168,6 +181,7 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			return nil
 		}
 		if retryN > 0 {
+			r.retrying.Store(true)
 			r.pl.stats.Retries.Add(int64(len(todo)))
 			if !sleep(r.ctx, backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)) {
 				return nil
@@ -184,15 +198,15 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			for _, w := range todo {
 				w.failed(now, class, err.Error(), plugins.IsRetryable(err), before)
 			}
-			r.pl.stats.HandlerErrors.Add(1)
+			r.pl.stats.countHandlerError(class)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
-				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).
+				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).Func(logTraces(todo)).
 					Int("attempt", todo[0].attempts).Msg("batch failed; retrying")
 				continue
 			}
 			if len(todo) > 1 && r.pl.cfg.Retry.Bisect {
 				mid := len(todo) / 2
-				r.log.Warn().Err(err).Int("records", len(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
+				r.log.Warn().Err(err).Int("records", len(todo)).Func(logTraces(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
 				// Halves have had their retries; each failure from here splits again.
 				if err := r.settle(todo[:mid], todo[0].attempts); err != nil {
 					return err
@@ -372,7 +386,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 	perSink := map[string][]record.Message{}
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], o.Message)
+			perSink[o.Sink] = append(perSink[o.Sink], withTrace(o.Message, &todo[o.Index].rec))
 		}
 	}
 	for name, msgs := range perSink {
@@ -392,7 +406,7 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		default:
 			f := st[i].fail
 			w.failed(now, f.Class, f.Message, f.Retryable, before)
-			r.pl.stats.Failures.Add(1)
+			r.pl.stats.countFailure(f.Class)
 			if !f.Retryable || w.attempts >= maxAttempts {
 				dead = append(dead, w)
 			} else {
@@ -454,7 +468,7 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		dead = append(dead, w)
 	}
 	if len(held) > 0 {
-		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).
+		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).Func(logTraces(held)).
 			Msg("records failed past retry.max_attempts but nothing has succeeded since: treating it as an outage, not dead-lettering; retrying")
 	}
 	if len(dead) == 0 {
@@ -472,14 +486,14 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 	for i, w := range dead {
 		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
-		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces([]*work{w})).
 			Int("attempts", w.attempts).Str("error", w.msg).Msg("record dead-lettered")
 	}
 	if err := r.write(r.pl.dlq, r.pl.dlqBreaker, "dlq", msgs); err != nil {
 		return nil, nil // stopped: abandon, nothing committed past these records
 	}
 	w := dead[0]
-	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces(dead)).
 		Int("attempts", w.attempts).Str("error", w.msg).Msg("dead-lettered (first of them shown; debug level lists each)")
 	r.pl.stats.DLQ.Add(int64(len(msgs)))
 	r.pl.guard.record(0, len(dead))

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -44,6 +45,9 @@ type Options struct {
 	// KafkaOpts are appended to every Kafka client's options (tests use them
 	// to shorten heartbeats).
 	KafkaOpts []kgo.Opt
+	// KinesisCredentials, if set, replaces the AWS SDK's default credential
+	// chain for Kinesis sources (tests pass static ones for kinesalite).
+	KinesisCredentials aws.CredentialsProvider
 	// AdminAddr, if set, replaces the config file's admin.addr ("off"
 	// disables the admin server; "127.0.0.1:0" picks a free port, see
 	// Host.AdminAddr).
@@ -255,6 +259,30 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		}
 	}
 
+	// The Kafka source is made first: under exactly-once the sinks write
+	// through its transaction.
+	exactlyOnce := pc.Delivery == config.DeliveryExactlyOnce
+	var kafkaSrc *kafkasrc.Source
+	if pc.Source.Kafka != nil {
+		group := []kgo.Opt{
+			kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+			kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+		}
+		srcCfg := kafkasrc.Config{
+			// conn last, so that tests' KafkaOpts win
+			Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+			Start: pc.Source.Kafka.Start, Logger: log,
+		}
+		if exactlyOnce {
+			srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID
+			srcCfg.TransactionTimeout = transactionTimeout(pc)
+		}
+		var err error
+		if kafkaSrc, err = kafkasrc.New(srcCfg); err != nil {
+			return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
+		}
+	}
+
 	// One producer per cluster the pipeline writes to: the shared one, and
 	// any other a sink or the DLQ names with brokers.
 	producers := map[string]*kgo.Client{}
@@ -286,15 +314,35 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		return cl, nil
 	}
 
+	// kafkaSink writes to a topic through the cluster's producer or, under
+	// exactly-once, inside the source's transaction.
+	kafkaSink := func(ks *config.KafkaSink) (*kafkasink.Sink, error) {
+		if exactlyOnce {
+			ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := kafkasrc.EnsureTopics(ectx, conn, -1, ks.Topic); err != nil {
+				log.Warn().Err(err).Str("topic", ks.Topic).Msg("could not check or create an output topic; writes to it will wait and retry")
+			}
+			return kafkasink.NewWithProducer(kafkaSrc.TxnProducer(), ks.Topic)
+		}
+		cl, err := producer(ks.Brokers, ks.Topic)
+		if err != nil {
+			return nil, err
+		}
+		return kafkasink.NewWithClient(cl, ks.Topic)
+	}
 	sinkMap := make(map[string]Sink, len(pc.Sinks))
 	for name, s := range pc.Sinks {
 		switch {
 		case s.Kafka != nil:
-			cl, err := producer(s.Kafka.Brokers, s.Kafka.Topic)
+			k, err := kafkaSink(s.Kafka)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
-			k, err := kafkasink.NewWithClient(cl, s.Kafka.Topic)
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
+		case s.Kinesis != nil:
+			k, err := h.kinesisSink(ctx, s.Kinesis)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
@@ -311,11 +359,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	}
 	var dlqSink Sink
 	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
-		cl, err := producer(pc.DLQ.Kafka.Brokers, pc.DLQ.Kafka.Topic)
-		if err != nil {
-			return nil, closeFn, fmt.Errorf("dlq: %w", err)
-		}
-		k, err := kafkasink.NewWithClient(cl, pc.DLQ.Kafka.Topic)
+		k, err := kafkaSink(pc.DLQ.Kafka)
 		if err != nil {
 			return nil, closeFn, fmt.Errorf("dlq: %w", err)
 		}
@@ -349,25 +393,40 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		_ = pool.Close(cctx)
 	})
 
-	group := []kgo.Opt{
-		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
-		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
-	}
-	src, err := kafkasrc.New(kafkasrc.Config{
-		// conn last, so that tests' KafkaOpts win
-		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log,
-	})
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
-	}
+	var src Source
+	var txn Transactor
 	info := pool.Info()
-	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
-		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	ready := log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances)
+	switch {
+	case pc.Source.Kinesis != nil:
+		ks, closeLeases, err := h.kinesisSource(ctx, pc, redisAddr, log)
+		closers = append(closers, closeLeases)
+		if err != nil {
+			return nil, closeFn, err
+		}
+		src = ks
+		ready = ready.Str("stream", pc.Source.Kinesis.Stream)
+	default:
+		src = kafkaSrc
+		if exactlyOnce {
+			txn = kafkaSrc
+		}
+		ready = ready.Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group)
+	}
+	ready.Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
-		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
-		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
+		txn: txn, src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
+		hostID: h.opts.HostID, onEvent: h.opts.OnEvent, lagInterval: h.cfg.Admin.LagInterval,
 	})
 	pl.restarts = pool.Restarts
+	pl.alive = pool.Alive
 	return pl, closeFn, nil
+}
+
+// transactionTimeout is how long the broker keeps an exactly-once
+// pipeline's transaction open before aborting it: long enough for the
+// barrier to wait out a batch (handler.timeout and some) twice over, plus
+// a commit interval; at most Kafka's default transaction.max.timeout.ms.
+func transactionTimeout(pc *config.Pipeline) time.Duration {
+	return min(2*(pc.Handler.Timeout+10*time.Second)+pc.CommitInterval, 15*time.Minute)
 }

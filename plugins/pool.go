@@ -453,6 +453,20 @@ func (p *Pool) Info() Info {
 // a timeout or an abandoned call, since NewPool.
 func (p *Pool) Restarts() int64 { return p.restarts.Load() }
 
+// Alive returns how many of the pool's processes are running now, and how
+// many it has. A process that exited (and is being restarted) does not
+// count, nor does any after Close.
+func (p *Pool) Alive() (up, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, inst := range p.all {
+		if !p.closed && inst.client != nil && !inst.client.Exited() {
+			up++
+		}
+	}
+	return up, len(p.all)
+}
+
 // Handle sends b to an idle instance, waiting for one as long as ctx allows,
 // and returns its result. It sets b.Deadline to the call's deadline: now plus
 // the pool's Timeout, or ctx's deadline if earlier.

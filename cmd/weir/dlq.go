@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/weirhq/weir/dlq"
 	"github.com/weirhq/weir/host"
+	kinesissink "github.com/weirhq/weir/sinks/kinesis"
+	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 )
 
 func newDLQCmd(g *globalFlags) *cobra.Command {
@@ -164,6 +167,7 @@ func newDLQReplayCmd(g *globalFlags) *cobra.Command {
 		f                       dlqFlags
 		cfg                     dlq.ReplayConfig
 		since, until, key, rate string
+		kinRegion, kinEndpoint  string
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --brokers B --topic T",
@@ -174,6 +178,11 @@ from (weir.source.stream), or to --to: its original key, value, headers and
 timestamp, every weir.* header removed, plus weir.replay-count (one more than
 before) and weir.replay.source-position (stream/partition/offset of the record
 that failed), from which a pipeline derives the original's idempotency key.
+A record of a Kinesis pipeline (its weir.source.partition is a shard id)
+goes back to its stream with PutRecords, its key as partition key
+(--kinesis-region, --kinesis-endpoint; credentials from the AWS SDK's
+chain). Kinesis records have no headers, so its weir.replay-count does not
+travel with it and --max-replays cannot stop it looping.
 Records go through an idempotent producer, at most --rate per second.
 
 Resumable. Replay reads with a consumer group and commits the offsets of each
@@ -250,6 +259,11 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 				bar = &progressBar{w: os.Stderr, dryRun: cfg.DryRun}
 				cfg.Progress = bar.update
 			}
+			// Records of Kinesis pipelines go back to their stream; the
+			// AWS client is made only if one is met.
+			cfg.Kinesis = &kinesissink.Streams{API: func(ctx context.Context) (kinesissink.API, error) {
+				return kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: kinRegion, Endpoint: kinEndpoint})
+			}}
 			rp, err := dlq.NewReplayer(cfg)
 			if err != nil {
 				return err
@@ -277,6 +291,8 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.To, "to", "", "replay every record to this topic instead of its original one (it must exist)")
 	fl.StringSliceVar(&cfg.ToBrokers, "to-brokers", nil, "seed brokers of the cluster to replay to, when the DLQ is on another one (default: --brokers)")
+	fl.StringVar(&kinRegion, "kinesis-region", "", "AWS region of the Kinesis streams records of Kinesis pipelines go back to (default: the AWS SDK's)")
+	fl.StringVar(&kinEndpoint, "kinesis-endpoint", "", "Kinesis endpoint for those records (kinesalite, LocalStack; default: the region's)")
 	fl.StringVar(&cfg.Filter.Pipeline, "pipeline", "", "replay only records of this pipeline (weir.pipeline)")
 	fl.StringVar(&cfg.Filter.ErrorClass, "error-class", "", "replay only records of this error class (weir.error.class)")
 	fl.StringVar(&since, "since", "", "replay only records that last failed at or after this time: RFC 3339 or a date (UTC)")

@@ -13,7 +13,7 @@ import (
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
-	var path string
+	var path, hostID string
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
 		Short: "Run the pipelines of a config file until SIGINT or SIGTERM",
@@ -39,7 +39,7 @@ completed, and stops the handler plugins. A second signal exits at once
 				stop() // a second signal now kills the process
 				log.Info().Msg("shutting down: finishing in-flight batches (signal again to exit at once)")
 			}()
-			h := host.New(cfg, host.Options{Logger: log})
+			h := host.New(cfg, host.Options{Logger: log, HostID: hostID})
 			if err := h.Run(ctx); err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
@@ -48,6 +48,9 @@ completed, and stops the handler plugins. A second signal exits at once
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "weir.yaml", "config file")
+	cmd.Flags().StringVar(&hostID, "host-id", os.Getenv("WEIR_HOST_ID"),
+		"this process's name in DLQ envelopes, logs and transactional ids (env WEIR_HOST_ID; default hostname-pid); "+
+			"keep it stable across restarts (a StatefulSet pod name) so that under delivery: exactly_once a restarted process fences its predecessor's open transaction at once")
 	cmd.SetContext(context.Background())
 	return cmd
 }

@@ -444,7 +444,8 @@ func (d *decoder) file(root *yaml.Node, f *File) {
 		"redis":   func(v *yaml.Node, p string) { d.redis(v, p, &f.Redis) },
 		"admin": func(v *yaml.Node, p string) {
 			d.object(v, p, fields{
-				"addr": func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"addr":         func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"lag_interval": func(v *yaml.Node, p string) { d.duration(v, p, &f.Admin.LagInterval) },
 			})
 		},
 		"pipelines": func(v *yaml.Node, p string) {
@@ -518,6 +519,9 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		"ordering": func(v *yaml.Node, p string) {
 			d.str(v, p, (*string)(&pl.Ordering))
 		},
+		"delivery": func(v *yaml.Node, p string) {
+			d.str(v, p, (*string)(&pl.Delivery))
+		},
 		"retry":   func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
 		"breaker": func(v *yaml.Node, p string) { d.breaker(v, p, &pl.Breaker) },
 		"idempotency": func(v *yaml.Node, p string) {
@@ -555,7 +559,47 @@ func (d *decoder) source(n *yaml.Node, path string, s *Source) {
 				"start":  func(v *yaml.Node, p string) { d.start(v, p, &k.Start) },
 			})
 		},
+		"kinesis": func(v *yaml.Node, p string) {
+			k := defaultKinesisSource()
+			s.Kinesis = k
+			d.object(v, p, fields{
+				"stream":               func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+				"region":               func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+				"endpoint":             func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				"start":                func(v *yaml.Node, p string) { d.kinesisStart(v, p, &k.Start) },
+				"poll_interval":        func(v *yaml.Node, p string) { d.duration(v, p, &k.PollInterval) },
+				"max_records_per_call": func(v *yaml.Node, p string) { d.int(v, p, &k.MaxRecordsPerCall) },
+				"shard_sync_interval":  func(v *yaml.Node, p string) { d.duration(v, p, &k.ShardSyncInterval) },
+				"lease": func(v *yaml.Node, p string) {
+					d.object(v, p, fields{
+						"ttl":       func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.TTL) },
+						"heartbeat": func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.Heartbeat) },
+					})
+				},
+			})
+		},
 	})
+}
+
+// kinesisStart decodes trim_horizon | latest | an RFC 3339 time.
+func (d *decoder) kinesisStart(n *yaml.Node, path string, dst *Start) {
+	m, ok := d.scalar(n, path, "trim_horizon, latest or a time")
+	if !ok {
+		return
+	}
+	switch v := m.Value; v {
+	case "trim_horizon":
+		*dst = Start{Kind: StartEarliest}
+	case "latest":
+		*dst = Start{Kind: StartLatest}
+	default:
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			d.errorf(n, path, "%q is not trim_horizon, latest or an RFC 3339 time like 2025-01-31T00:00:00Z", v)
+			return
+		}
+		*dst = Start{Kind: StartTime, Time: t}
+	}
 }
 
 func (d *decoder) batch(n *yaml.Node, path string, b *Batch) {
@@ -611,6 +655,15 @@ func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 			"stdout": func(v *yaml.Node, p string) {
 				s.Stdout = &StdoutSink{}
 				d.object(v, p, fields{})
+			},
+			"kinesis": func(v *yaml.Node, p string) {
+				k := &KinesisSink{}
+				s.Kinesis = k
+				d.object(v, p, fields{
+					"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+					"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+					"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				})
 			},
 		})
 		out[key.Value] = s

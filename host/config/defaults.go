@@ -28,6 +28,7 @@ func Defaults() Pipeline {
 			MaxReplyBytes:       64 << 20,
 		},
 		Ordering: OrderingPartition,
+		Delivery: DeliveryAtLeastOnce,
 		Retry: Retry{
 			MaxAttempts:    5,
 			InitialBackoff: 100 * time.Millisecond,
@@ -55,13 +56,22 @@ func defaultFile() File {
 	return File{
 		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
 		Redis: Redis{KeyPrefix: "weir:"},
-		Admin: Admin{Addr: DefaultAdminAddr},
+		Admin: Admin{Addr: DefaultAdminAddr, LagInterval: 5 * time.Second},
 	}
 }
 
 // defaultKafkaSource is a Kafka source before its YAML is decoded onto it.
 func defaultKafkaSource() *KafkaSource {
 	return &KafkaSource{Start: Start{Kind: StartEarliest}}
+}
+
+// defaultKinesisSource is a Kinesis source before its YAML is decoded onto
+// it.
+func defaultKinesisSource() *KinesisSource {
+	return &KinesisSource{
+		Start: Start{Kind: StartEarliest}, PollInterval: time.Second, MaxRecordsPerCall: 10000,
+		ShardSyncInterval: 30 * time.Second, Lease: KinesisLease{TTL: 10 * time.Second, Heartbeat: 2 * time.Second},
+	}
 }
 
 // defaultDLQ is a DLQ section before its YAML is decoded onto it.

@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,8 +57,20 @@ func checkFields(typ reflect.Type, node *yaml.Node, path string, missing *[]stri
 	case scalars[typ]:
 		return
 	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Struct:
+		// A field is documented when any item of the list shows it (the
+		// reference has a Kafka pipeline and a Kinesis one).
 		if node.Kind == yaml.SequenceNode && len(node.Content) > 0 {
-			checkFields(typ.Elem(), node.Content[0], path+"[]", missing)
+			var common []string
+			for i, item := range node.Content {
+				var m []string
+				checkFields(typ.Elem(), item, path+"[]", &m)
+				if i == 0 {
+					common = m
+				} else {
+					common = slices.DeleteFunc(common, func(p string) bool { return !slices.Contains(m, p) })
+				}
+			}
+			*missing = append(*missing, common...)
 		}
 		return
 	case typ.Kind() == reflect.Map && typ.Elem().Kind() == reflect.Struct:

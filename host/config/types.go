@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/weirhq/weir/sources"
@@ -120,6 +121,10 @@ type Admin struct {
 	// "127.0.0.1:9464" (loopback only); "" or "off" disables the server.
 	// Port 0 picks a free port.
 	Addr string
+	// LagInterval (YAML: lag_interval) is how often each pipeline asks the
+	// broker for its partitions' end offsets to measure lag (the
+	// weir_lag_* metrics, /status). Default 5s; at least 100ms.
+	LagInterval time.Duration
 }
 
 // DefaultAdminAddr is where the admin server listens by default.
@@ -187,6 +192,23 @@ const (
 	OrderingNone Ordering = "none"
 )
 
+// Delivery says how a pipeline's outputs relate to its input positions
+// (YAML: delivery: at_least_once | exactly_once).
+type Delivery string
+
+const (
+	// DeliveryAtLeastOnce commits input positions after their outputs are
+	// written (default). With idempotency marks in Redis, a record that
+	// completed is not handled again after a crash (effectively once).
+	DeliveryAtLeastOnce Delivery = "at_least_once"
+	// DeliveryExactlyOnce writes outputs, dead letters and the input
+	// offsets in one Kafka transaction per commit interval: consumers of
+	// the outputs reading read_committed see each output once. Source,
+	// sinks and DLQ must all be Kafka on the shared cluster, and
+	// idempotency marks are off (the transaction replaces them).
+	DeliveryExactlyOnce Delivery = "exactly_once"
+)
+
 // Pipeline is one source → handler → sinks flow (an item of YAML
 // pipelines). Defaults returns its default values.
 type Pipeline struct {
@@ -202,6 +224,9 @@ type Pipeline struct {
 	Handler Handler
 	// Ordering (YAML: ordering). Default OrderingPartition.
 	Ordering Ordering
+	// Delivery (YAML: delivery) is the pipeline's delivery guarantee.
+	// Default DeliveryAtLeastOnce.
+	Delivery Delivery
 	// Retry (YAML: retry) says how failures are retried.
 	Retry Retry
 	// Breaker (YAML: breaker) guards the handler pool and each sink: on
@@ -252,6 +277,73 @@ func (p *Pipeline) UsesKafka() bool {
 type Source struct {
 	// Kafka (YAML: kafka) reads Kafka topics.
 	Kafka *KafkaSource
+	// Kinesis (YAML: kinesis) reads a Kinesis stream, leasing its shards
+	// in Redis; needs the redis section.
+	Kinesis *KinesisSource
+}
+
+// KinesisSource reads a Kinesis stream (YAML: source.kinesis). Workers
+// (weir run processes with the same pipeline name and Redis) share its
+// shards through leases in Redis. Credentials come from the AWS SDK's
+// default chain (environment, shared config and credentials files, SSO,
+// web identity, ECS, EC2).
+type KinesisSource struct {
+	// Stream (YAML: stream) is the stream's name or ARN
+	// (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME); required.
+	Stream string
+	// Region (YAML: region) is the AWS region; default: the SDK's
+	// (AWS_REGION, the shared config), else the ARN's, else us-east-1.
+	Region string
+	// Endpoint (YAML: endpoint) replaces the Kinesis endpoint, for
+	// emulators (kinesalite, LocalStack): an http(s) URL. Optional.
+	Endpoint string
+	// Start (YAML: start: trim_horizon | latest | an RFC 3339 time) is
+	// where shards without a checkpoint begin; it applies to the shards
+	// the pipeline first sees, while shards created later by resharding
+	// are read from their first record. Default trim_horizon.
+	Start Start
+	// PollInterval (YAML: poll_interval) is how long a shard reader waits
+	// after a read that returned nothing new. Default 1s; at least 200ms
+	// (Kinesis allows five reads a second per shard).
+	PollInterval time.Duration
+	// MaxRecordsPerCall (YAML: max_records_per_call) is the most records
+	// one GetRecords returns. Default 10000; 1 to 10000.
+	MaxRecordsPerCall int
+	// ShardSyncInterval (YAML: shard_sync_interval) is how often the
+	// shards are listed to find new ones (a shard reaching its end lists
+	// them at once). Default 30s.
+	ShardSyncInterval time.Duration
+	// Lease (YAML: lease) times the shard leases.
+	Lease KinesisLease
+}
+
+// KinesisLease times the shard leases of a Kinesis source (YAML:
+// source.kinesis.lease).
+type KinesisLease struct {
+	// TTL (YAML: ttl) is how long a lease (and a worker's registration)
+	// lasts without renewal: a crashed worker's shards are taken over
+	// after it. Default 10s; at least 1s.
+	TTL time.Duration
+	// Heartbeat (YAML: heartbeat) is how often a worker renews its leases,
+	// registers, and balances shards with the others. Default 2s; at most
+	// a third of TTL.
+	Heartbeat time.Duration
+}
+
+// StreamName returns the stream's name: Stream, or the name in its ARN.
+func (k *KinesisSource) StreamName() string {
+	if _, name, ok := strings.Cut(k.Stream, ":stream/"); ok && strings.HasPrefix(k.Stream, "arn:") {
+		return name
+	}
+	return k.Stream
+}
+
+// StreamARN returns Stream if it is an ARN, else "".
+func (k *KinesisSource) StreamARN() string {
+	if strings.HasPrefix(k.Stream, "arn:") {
+		return k.Stream
+	}
+	return ""
 }
 
 // StartKind says where a new consumer group starts reading: earliest,
@@ -384,6 +476,22 @@ type Sink struct {
 	Kafka *KafkaSink
 	// Stdout (YAML: stdout: {}) writes to standard output.
 	Stdout *StdoutSink
+	// Kinesis (YAML: kinesis: {stream: S}) writes to a Kinesis stream
+	// with PutRecords, the output key as partition key.
+	Kinesis *KinesisSink
+}
+
+// KinesisSink writes to a Kinesis stream (YAML: sinks.NAME.kinesis).
+// Messages of one key keep their order; headers are not written (Kinesis
+// records have none). Credentials come from the AWS SDK's default chain.
+type KinesisSink struct {
+	// Stream (YAML: stream) is the stream's name or ARN; required, and not
+	// the pipeline's Kinesis source stream.
+	Stream string
+	// Region (YAML: region): as for the Kinesis source.
+	Region string
+	// Endpoint (YAML: endpoint): as for the Kinesis source. Optional.
+	Endpoint string
 }
 
 // KafkaSink writes to a topic of the shared Kafka connection.

@@ -7,8 +7,10 @@ package builtin
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/weirhq/weir/examples/iot"
 	"github.com/weirhq/weir/plugins"
@@ -40,6 +42,16 @@ const (
 	// crash tests: which records had their side effect, how often, by which
 	// process).
 	EnvSideEffects = "WEIR_SIDEFX_FILE"
+	// EnvRetryOn is a byte string: echo fails a record whose value
+	// contains it retryably (class transient) while the other records of
+	// its batch succeed, a testing aid for parked keys.
+	EnvRetryOn = "WEIR_RETRY_ON"
+	// EnvSleep is a Go duration echo sleeps at the start of every batch,
+	// a testing aid for a slow handler.
+	EnvSleep = "WEIR_SLEEP"
+	// EnvStderr, if not empty, makes echo write a line to its stderr for
+	// every batch, a testing aid for plugin logs.
+	EnvStderr = "WEIR_STDERR"
 )
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
@@ -57,15 +69,20 @@ const DefaultEchoSink = "out"
 //     is empty), to exercise crash handling end to end.
 //   - iot: the IoT example handler (package examples/iot).
 //
-// echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE and
-// WEIR_SIDEFX_FILE (testing aids, see the constants).
+// echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE,
+// WEIR_RETRY_ON, WEIR_SLEEP, WEIR_STDERR and WEIR_SIDEFX_FILE (testing aids, see the
+// constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
 	if sink == "" {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
-	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects)}
+	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
+		retryOn: []byte(os.Getenv(EnvRetryOn)), stderr: os.Getenv(EnvStderr) != ""}
+	if d, err := time.ParseDuration(os.Getenv(EnvSleep)); err == nil {
+		aids.sleep = d
+	}
 	return map[string]plugins.Handler{
 		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, Noop),
 		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, aids.wrap(Echo(sink, nil))),
@@ -104,14 +121,27 @@ type testAids struct {
 	failOn      []byte
 	retryWhile  string
 	sideEffects string
+	retryOn     []byte
+	sleep       time.Duration
+	stderr      bool
 }
 
 // wrap makes fn fail records as the switches say, and hand the others on.
 func (a testAids) wrap(fn sdk.Func) sdk.Func {
-	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" {
+	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" && len(a.retryOn) == 0 && a.sleep == 0 && !a.stderr {
 		return fn
 	}
 	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		if a.stderr {
+			fmt.Fprintf(os.Stderr, "echo: handling %d records of %s/%s\n", len(b.Records), b.Stream, b.Partition)
+		}
+		if a.sleep > 0 {
+			select {
+			case <-time.After(a.sleep):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		if a.retryWhile != "" {
 			if _, err := os.Stat(a.retryWhile); err == nil {
 				for i := range b.Records {
@@ -123,14 +153,18 @@ func (a testAids) wrap(fn sdk.Func) sdk.Func {
 		if err := fn(ctx, b, res); err != nil {
 			return err
 		}
-		if len(a.failOn) == 0 {
+		if len(a.failOn) == 0 && len(a.retryOn) == 0 {
 			return a.recordSideEffects(b, nil)
 		}
 		bad := map[int]bool{}
 		for i := range b.Records {
-			if bytes.Contains(b.Records[i].Value, a.failOn) {
+			switch v := b.Records[i].Value; {
+			case len(a.failOn) > 0 && bytes.Contains(v, a.failOn):
 				bad[i] = true
 				res.Fail(i, plugins.ClassInvalidInput, false, "value contains "+strconv.Quote(string(a.failOn)))
+			case len(a.retryOn) > 0 && bytes.Contains(v, a.retryOn):
+				bad[i] = true
+				res.Fail(i, plugins.ClassTransient, true, "value contains "+strconv.Quote(string(a.retryOn))+" (retry)")
 			}
 		}
 		kept := res.Outputs[:0]
