@@ -98,6 +98,9 @@ func (r *batchRun) run() {
 		todo, err = r.claim(r.all)
 	}
 	if err == nil && len(todo) > 0 {
+		todo, err = r.rejectUnsendable(todo)
+	}
+	if err == nil && len(todo) > 0 {
 		err = r.settle(todo, r.pl.cfg.Retry.MaxAttempts)
 	}
 	var abandoned []*item
@@ -354,6 +357,11 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		if _, ok := r.pl.sinks[o.Sink]; !ok && st[o.Index].fail == nil {
 			st[o.Index].fail = &plugins.Failure{Index: o.Index, Class: plugins.ClassBadReply,
 				Message: fmt.Sprintf("output to sink %q, which the pipeline does not declare", o.Sink)}
+		}
+	}
+	for i, f := range overLimits(res, len(todo), r.pl.cfg.Handler) {
+		if st[i].fail == nil {
+			st[i].fail = f
 		}
 	}
 	// A record that will be tried again holds back the later records of its

@@ -6,7 +6,6 @@ package host
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"os"
 	"strconv"
@@ -106,7 +105,7 @@ func (h *Host) storeConfig(pc *config.Pipeline, addr string) checkpoint.Config {
 		TTL: pc.Idempotency.TTL, ClaimTTL: pc.Idempotency.ClaimTTL,
 	}
 	if r.TLS {
-		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		c.TLS = redisTLS(r)
 	}
 	switch pc.Idempotency.Key {
 	case "position":
@@ -191,7 +190,15 @@ func (h *Host) Run(ctx context.Context) error {
 		// idle long-poll can delay that.
 		kgo.FetchMaxWait(500 * time.Millisecond),
 	}
+	sec, err := KafkaSecurityOpts(h.cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	conn = append(conn, sec...)
 	conn = append(conn, h.opts.KafkaOpts...)
+	if err := checkKafkaAuth(ctx, h.cfg.Kafka, conn, 30*time.Second); err != nil {
+		return err
+	}
 	if h.cfg.Kafka.Embedded() && len(h.opts.KafkaBrokers) == 0 {
 		// The in-process broker starts empty: create the source topics so
 		// that a producer (kcat, a test) can write to them.

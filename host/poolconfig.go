@@ -15,5 +15,6 @@ func PoolConfig(pc *config.Pipeline, log zerolog.Logger) plugins.PoolConfig {
 		Name: pc.Name, Path: h.PluginPath, Builtin: h.Builtin,
 		Args: h.Args, Env: h.Env, Instances: h.Instances, Dir: h.Dir,
 		Timeout: h.Timeout, MemoryLimit: h.MemoryLimit, MaxConcurrency: h.MaxConcurrency, Logger: log,
+		SHA256: h.SHA256, AutoMTLS: useMTLS(h), MaxReplyBytes: int(h.MaxReplyBytes),
 	}
 }

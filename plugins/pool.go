@@ -2,14 +2,18 @@ package plugins
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,9 +56,29 @@ type PoolConfig struct {
 	Dir string
 	// Args are the arguments of the handler process.
 	Args []string
-	// Env is added to the environment the handler process inherits from
-	// this one, overriding variables of the same name.
+	// Env is the handler process's environment. Nothing else of this
+	// process's environment is passed on (it may hold the host's secrets),
+	// except PATH and TMPDIR (which an interpreter or a runtime needs to
+	// find programs and a place for go-plugin's socket), unless Env sets
+	// them; go-plugin adds its own protocol variables, the pool
+	// WEIR_MAX_REPLY_BYTES and, for a builtin, WEIR_BUILTIN_HANDLER.
 	Env map[string]string
+	// SHA256, if set, pins the executable: the lowercase hex SHA-256 its
+	// file must have at every start and restart (go-plugin's SecureConfig
+	// checks it again just before exec). A mismatch fails the start with an
+	// error printing both digests. Not allowed with Builtin.
+	SHA256 string
+	// AutoMTLS secures the connection to the handler process with
+	// go-plugin's automatic mutual TLS (a certificate pair per process,
+	// made at start). The handler's go-plugin server must support it: Go
+	// handlers do; the Python and TypeScript SDKs do not.
+	AutoMTLS bool
+	// MaxReplyBytes is the largest reply accepted from a handler process
+	// (the host's gRPC receive limit; the process gets it as
+	// WEIR_MAX_REPLY_BYTES, which the SDKs use as their send limit). A
+	// larger reply fails the call with ClassBadReply, not retryable.
+	// Default MaxMessageSize.
+	MaxReplyBytes int
 	// Instances is the number of handler processes. Default 2.
 	Instances int
 	// Timeout bounds one Handle call. An instance whose call times out is
@@ -99,6 +123,10 @@ func (c *PoolConfig) applyDefaults() {
 	if c.MaxConcurrency == 0 {
 		c.MaxConcurrency = 1
 	}
+	if c.MaxReplyBytes == 0 {
+		c.MaxReplyBytes = MaxMessageSize
+	}
+	c.SHA256 = strings.ToLower(c.SHA256)
 }
 
 func (c *PoolConfig) validate() error {
@@ -131,6 +159,17 @@ func (c *PoolConfig) validate() error {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			errs = append(errs, fmt.Errorf("Env: invalid variable name %q", k))
 		}
+	}
+	if c.SHA256 != "" {
+		if b, err := hex.DecodeString(c.SHA256); err != nil || len(b) != sha256.Size {
+			errs = append(errs, fmt.Errorf("SHA256: %q is not 64 hexadecimal digits", c.SHA256))
+		}
+		if c.Builtin != "" {
+			errs = append(errs, errors.New("SHA256: not allowed with Builtin (the running executable)"))
+		}
+	}
+	if c.MaxReplyBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxReplyBytes: %d is negative", c.MaxReplyBytes))
 	}
 	return errors.Join(errs...)
 }
@@ -299,21 +338,51 @@ func resolveExecutable(cfg PoolConfig) (string, error) {
 	return abs, nil
 }
 
-// processEnv is the environment of a handler process: this process's,
-// without WEIR_BUILTIN_HANDLER, then cfg.Env in key order, then
-// WEIR_BUILTIN_HANDLER for a builtin. Later entries win (os/exec keeps the
-// last value of a repeated key). go-plugin appends its handshake variables.
+// EnvMaxReplyBytes tells a handler process the largest reply the host
+// accepts (PoolConfig.MaxReplyBytes), in bytes.
+const EnvMaxReplyBytes = "WEIR_MAX_REPLY_BYTES"
+
+// passedEnv are the variables of this process a handler process gets
+// unless PoolConfig.Env sets them: what finding programs and a temporary
+// directory needs, nothing that may hold a secret.
+var passedEnv = []string{"PATH", "TMPDIR"}
+
+// processEnv is the environment of a handler process: passedEnv from this
+// process, then cfg.Env in key order, then WEIR_MAX_REPLY_BYTES and, for a
+// builtin, WEIR_BUILTIN_HANDLER. Later entries win (os/exec keeps the last
+// value of a repeated key). go-plugin appends its handshake variables.
 func processEnv(cfg PoolConfig) []string {
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, EnvBuiltinHandler+"=")
-	})
+	var env []string
+	for _, k := range passedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Env)) {
 		env = append(env, k+"="+cfg.Env[k])
 	}
+	env = append(env, EnvMaxReplyBytes+"="+strconv.Itoa(cfg.MaxReplyBytes))
 	if cfg.Builtin != "" {
 		env = append(env, EnvBuiltinHandler+"="+cfg.Builtin)
 	}
 	return env
+}
+
+// checkDigest fails unless the file at exe has the SHA-256 want (hex).
+func checkDigest(exe, want string) error {
+	f, err := os.Open(exe)
+	if err != nil {
+		return fmt.Errorf("checking the sha256 of %s: %w", exe, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("checking the sha256 of %s: %w", exe, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("%w: %s has sha256 %s, but %s is pinned; refusing to start it", ErrDigestMismatch, exe, got, want)
+	}
+	return nil
 }
 
 // launch starts a process for inst, connects to it and describes it. On
@@ -322,6 +391,14 @@ func processEnv(cfg PoolConfig) []string {
 func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if err := ctx.Err(); err != nil {
 		return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+	}
+	var secure *plugin.SecureConfig
+	if p.cfg.SHA256 != "" {
+		if err := checkDigest(p.exe, p.cfg.SHA256); err != nil {
+			return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+		}
+		sum, _ := hex.DecodeString(p.cfg.SHA256)
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	cmd := exec.Command(p.exe, p.cfg.Args...)
 	cmd.Dir = p.cfg.Dir
@@ -335,7 +412,9 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: maps.Clone(VersionedPlugins), // go-plugin may add to it
 		Cmd:              cmd,
-		SkipHostEnv:      true, // cmd.Env already holds it, so Env overrides it
+		SkipHostEnv:      true, // never the host's environment: cmd.Env is all it gets
+		SecureConfig:     secure,
+		AutoMTLS:         p.cfg.AutoMTLS,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     p.cfg.StartTimeout,
 		// The process's own stderr (what it writes before go-plugin takes
@@ -347,12 +426,15 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		SyncStdout: syncStdout,
 		Logger:     newHclogAdapter(inst.log, filepath.Base(p.exe)),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallRecvMsgSize(p.cfg.MaxReplyBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageSize),
 		)},
 	})
 	logs := []*lineLogger{stderr, syncStderr, syncStdout}
 	fail := func(err error) (Info, error) {
+		if p.cfg.AutoMTLS && strings.Contains(err.Error(), "tls: ") {
+			err = fmt.Errorf("%w (automatic mTLS is on, handler.mtls: a plugin whose go-plugin server does not support it, like the Python and TypeScript SDKs, needs mtls: off)", err)
+		}
 		client.Kill()
 		for _, l := range logs {
 			l.Flush()

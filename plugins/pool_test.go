@@ -66,6 +66,18 @@ func testHandlers() map[string]plugins.Handler {
 	hs["fail"] = sdk.New(named("fail"), func(context.Context, *plugins.Batch, *sdk.Result) error {
 		return sdk.Retryable(errors.New("database unavailable"))
 	})
+	// environ answers with its environment, one variable a line.
+	hs["environ"] = sdk.New(named("environ"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Output(0, "out", nil, []byte(strings.Join(os.Environ(), "\n")))
+		return nil
+	})
+	// badutf8 emits an output whose header key is not UTF-8, which
+	// protobuf refuses to marshal.
+	hs["badutf8"] = sdk.New(named("badutf8"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Outputs = append(res.Outputs, plugins.Output{Index: 0, Sink: "out",
+			Message: record.Message{Headers: []record.Header{{Key: "\xff", Value: []byte("x")}}}})
+		return nil
+	})
 	hs["future"] = futureHandler{}
 	return hs
 }

@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host"
 	kinesissink "github.com/weirhq/weir/sinks/kinesis"
 	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 )
@@ -43,13 +46,40 @@ type dlqFlags struct {
 	brokers []string
 	topic   string
 	json    bool
+	config  string
 }
 
 func (f *dlqFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.brokers, "brokers", nil, "Kafka seed brokers, comma-separated (default: $KAFKA_BROKERS)")
 	cmd.Flags().StringVar(&f.topic, "topic", "", "the DLQ topic (required)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the result as one JSON object")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "take the Kafka connection (brokers, tls, sasl) from this weir config file; --brokers overrides its brokers")
 	_ = cmd.MarkFlagRequired("topic")
+}
+
+// connection returns the seed brokers and the client options (TLS, SASL)
+// of --config, if given, with --brokers overriding its brokers.
+func (f *dlqFlags) connection(cmd *cobra.Command, log zerolog.Logger) ([]string, []kgo.Opt, error) {
+	if f.config == "" {
+		bs, err := f.seeds()
+		return bs, nil, err
+	}
+	cfg, err := loadConfig(f.config, cmd.ErrOrStderr())
+	if err != nil {
+		return nil, nil, err
+	}
+	opts, err := host.KafkaSecurityOpts(cfg.Kafka, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", f.config, err)
+	}
+	bs := f.brokers
+	if len(bs) == 0 {
+		bs = cfg.Kafka.Brokers
+	}
+	if len(bs) == 0 || cfg.Kafka.Embedded() && len(f.brokers) == 0 {
+		return nil, nil, fmt.Errorf("--brokers: required (%s has no kafka.brokers to reach from here)", f.config)
+	}
+	return bs, opts, nil
 }
 
 // seeds returns --brokers, or $KAFKA_BROKERS.
@@ -97,10 +127,6 @@ It prints tables, or one JSON object with --json.`,
   weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq --json | jq .by_error_class`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			brokers, err := f.seeds()
-			if err != nil {
-				return err
-			}
 			if samples < 0 {
 				return fmt.Errorf("--samples: %d must be at least 0", samples)
 			} else if samples == 0 {
@@ -111,7 +137,11 @@ It prints tables, or one JSON object with --json.`,
 			if err != nil {
 				return err
 			}
-			in, err := dlq.NewInspector(dlq.InspectConfig{Brokers: brokers, Topic: f.topic, Samples: samples, Logger: log})
+			brokers, opts, err := f.connection(cmd, log)
+			if err != nil {
+				return err
+			}
+			in, err := dlq.NewInspector(dlq.InspectConfig{Brokers: brokers, Topic: f.topic, Samples: samples, Logger: log, Client: opts})
 			if err != nil {
 				return err
 			}
@@ -189,8 +219,10 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Brokers, err = f.seeds(); err != nil {
-				return err
+			if f.config == "" {
+				if cfg.Brokers, err = f.seeds(); err != nil {
+					return err
+				}
 			}
 			cfg.Topic = f.topic
 			if cfg.Filter.Since, err = parseTimeFlag("--since", since); err != nil {
@@ -216,6 +248,11 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 			quietLogs(cmd, g)
 			if cfg.Logger, err = g.logger(os.Stderr); err != nil {
 				return err
+			}
+			if f.config != "" {
+				if cfg.Brokers, cfg.Client, err = f.connection(cmd, cfg.Logger); err != nil {
+					return err
+				}
 			}
 			var bar *progressBar
 			if !f.json && isatty.IsTerminal(os.Stderr.Fd()) {

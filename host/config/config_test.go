@@ -892,6 +892,7 @@ func TestDefaults(t *testing.T) {
 		Handler: Handler{
 			Plugin: "builtin:noop", Builtin: "noop",
 			Instances: 2, Timeout: 30 * time.Second, MaxConcurrency: 1, Watch: 2 * time.Second,
+			MTLS: MTLSAuto, MaxOutputBytes: 1 << 20, MaxOutputsPerRecord: 1000, MaxReplyBytes: 64 << 20,
 		},
 		Ordering:         OrderingPartition,
 		Delivery:         DeliveryAtLeastOnce,

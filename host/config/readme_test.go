@@ -44,7 +44,7 @@ func TestReadmeReferenceCoversTheSchema(t *testing.T) {
 }
 
 // derived fields are computed by the loader, not written in a file.
-var derived = map[string]bool{"Path": true, "PluginPath": true, "Builtin": true}
+var derived = map[string]bool{"Path": true, "PluginPath": true, "Builtin": true, "Warnings": true}
 
 // scalars are struct types written as one YAML scalar.
 var scalars = map[reflect.Type]bool{reflect.TypeOf(Start{}): true, reflect.TypeOf(time.Time{}): true}
@@ -125,7 +125,9 @@ func snake(s string) string {
 	var b strings.Builder
 	rs := []rune(s)
 	for i, r := range rs {
-		if i > 0 && unicode.IsUpper(r) && unicode.IsLower(rs[i-1]) {
+		// CamelCase → camel_case; an acronym ends before the capital of
+		// the next word: CAFile → ca_file.
+		if i > 0 && unicode.IsUpper(r) && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1])) {
 			b.WriteByte('_')
 		}
 		b.WriteRune(unicode.ToLower(r))

@@ -30,6 +30,11 @@ type File struct {
 	// Pipelines (YAML: pipelines) are the pipelines, in file order; at
 	// least one, with unique names.
 	Pipelines []Pipeline
+	// Warnings are problems that do not make the file invalid but weaken
+	// its security (a plugin file others may write, TLS without
+	// verification, a password sent in clear); set by Load and Parse, not
+	// read from the file. weir validate and weir run print them.
+	Warnings []*FieldError
 }
 
 // Kafka is the shared Kafka connection (YAML: kafka).
@@ -48,7 +53,63 @@ type Kafka struct {
 	// tells the group it is alive, and notices a rebalance. Default 3s;
 	// less than SessionTimeout.
 	HeartbeatInterval time.Duration
+	// TLS (YAML: tls) connects to the brokers with TLS; nil: plaintext.
+	// It applies to every Kafka client weir makes for the file: the
+	// source, Kafka sinks and DLQ producers, on kafka.brokers and on any
+	// cluster a sink or DLQ names with brokers.
+	TLS *KafkaTLS
+	// SASL (YAML: sasl) authenticates to the brokers; nil: no SASL. It
+	// applies to the same clients as TLS.
+	SASL *KafkaSASL
 }
+
+// KafkaTLS is TLS to the brokers (YAML: kafka.tls). An empty mapping
+// (tls: {}) verifies the brokers against the system's roots.
+type KafkaTLS struct {
+	// CAFile (YAML: ca_file) is a PEM file of the CAs that sign the
+	// brokers' certificates, instead of the system's roots. Optional.
+	CAFile string
+	// CertFile and KeyFile (YAML: cert_file, key_file) are a PEM client
+	// certificate and its key, for brokers that require mutual TLS. Both or
+	// neither.
+	CertFile string
+	KeyFile  string
+	// ServerName (YAML: server_name) is the name the brokers' certificates
+	// must carry; default: the host of each broker address.
+	ServerName string
+	// InsecureSkipVerify (YAML: insecure_skip_verify) accepts any broker
+	// certificate: encryption without authentication of the broker, open to
+	// a man in the middle. weir validate and weir run warn about it.
+	// Default false.
+	InsecureSkipVerify bool
+}
+
+// KafkaSASL is SASL authentication to the brokers (YAML: kafka.sasl).
+type KafkaSASL struct {
+	// Mechanism (YAML: mechanism) is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
+	// AWS_MSK_IAM; required. AWS_MSK_IAM signs with the credentials in
+	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, read
+	// at each authentication, and takes no username or password.
+	Mechanism string
+	// Username (YAML: username) is required for PLAIN and SCRAM.
+	Username string
+	// Password (YAML: password) must come from the environment
+	// (password: ${KAFKA_PASSWORD}); a literal password in the file is an
+	// error. Set it or PasswordFile for PLAIN and SCRAM.
+	Password string
+	// PasswordFile (YAML: password_file) is a file holding the password
+	// (a trailing newline is dropped), resolved against the config file's
+	// directory; read by Load into Password.
+	PasswordFile string
+}
+
+// SASL mechanisms (KafkaSASL.Mechanism).
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLAWSMSKIAM   = "AWS_MSK_IAM"
+)
 
 // Embedded reports whether the connection is the in-process broker.
 func (k Kafka) Embedded() bool { return len(k.Brokers) == 1 && k.Brokers[0] == "embedded" }
@@ -78,18 +139,28 @@ type Redis struct {
 	// Addr (YAML: addr) is host:port, or "embedded" for an in-process
 	// miniredis.
 	Addr string
-	// Username and Password (YAML: username, password) authenticate (ACL);
-	// take the password from the environment with ${VAR}. Optional.
+	// Username and Password (YAML: username, password) authenticate (ACL).
+	// Optional. The password must come from the environment
+	// (password: ${REDIS_PASSWORD}); a literal password in the file is an
+	// error.
 	Username string
 	Password string
+	// PasswordFile (YAML: password_file) is a file holding the password
+	// instead (a trailing newline is dropped), resolved against the config
+	// file's directory; read by Load into Password.
+	PasswordFile string
 	// DB (YAML: db) is the database number. Default 0.
 	DB int
 	// KeyPrefix (YAML: key_prefix) is put before every key weir writes.
 	// Default "weir:".
 	KeyPrefix string
 	// TLS (YAML: tls) connects with TLS, verifying the server against the
-	// system's roots. Default false.
+	// system's roots, or against CAFile. Default false.
 	TLS bool
+	// CAFile (YAML: ca_file) is a PEM file of the CAs that sign the
+	// server's certificate, instead of the system's roots; setting it
+	// turns TLS on. Optional.
+	CAFile string
 	// SentinelMaster and SentinelAddrs (YAML: sentinel_master,
 	// sentinel_addrs) connect to the master Redis Sentinel names instead
 	// of Addr; ClusterAddrs (YAML: cluster_addrs) connect to a Redis
@@ -333,7 +404,10 @@ type Handler struct {
 	// against the config file's directory; default: weir's own. Set it so
 	// that a script named in Args resolves beside the config file.
 	Dir string
-	// Env (YAML: env) is the plugin process's extra environment. Optional.
+	// Env (YAML: env) is the plugin process's environment: besides it, the
+	// process gets only PATH and TMPDIR of weir's (and go-plugin's protocol
+	// variables), never weir's secrets. Values may take weir's variables
+	// with ${VAR}. Optional.
 	Env map[string]string
 	// Outputs (YAML: outputs) optionally lists the sinks the handler emits
 	// to; each must be a declared sink.
@@ -363,7 +437,43 @@ type Handler struct {
 	// Default 2s; 0s turns watching off (SIGHUP and POST /admin/reload
 	// still upgrade).
 	Watch time.Duration
+	// SHA256 (YAML: sha256) pins the plugin executable: its SHA-256, in
+	// hex. A file whose digest differs is not started (at every start and
+	// restart), and the error prints both digests. Not for builtins. For
+	// an interpreter (plugin: python3) it pins the interpreter, not the
+	// script. Optional.
+	SHA256 string
+	// MTLS (YAML: mtls) secures the host-plugin connection with
+	// go-plugin's automatic mutual TLS: auto (default) uses it for Go
+	// plugins (builtins, and executables with Go build information, whose
+	// go-plugin server supports it), on requires it, off never uses it
+	// (plugins in other languages: the Python and TypeScript SDKs do not
+	// support it).
+	MTLS string
+	// MaxOutputBytes (YAML: max_output_bytes, a size) bounds one output of
+	// the handler: key, value and headers. A record with a larger output
+	// is dead-lettered (class bad_reply) instead of written. Default 1MiB
+	// (Kafka's default max message size); at most MaxReplyBytes.
+	MaxOutputBytes int64
+	// MaxOutputsPerRecord (YAML: max_outputs_per_record) bounds the
+	// outputs of one input record; a record with more is dead-lettered
+	// (class bad_reply). Default 1000.
+	MaxOutputsPerRecord int
+	// MaxReplyBytes (YAML: max_reply_bytes, a size) is the largest reply
+	// the host accepts from the plugin (its gRPC receive limit, also given
+	// to the plugin as WEIR_MAX_REPLY_BYTES, which the SDKs use as their
+	// send limit). A larger reply fails its batch (class bad_reply), which
+	// is bisected until the records whose replies are too large are
+	// isolated and dead-lettered. Default 64MiB; 4KiB to 2GiB-1.
+	MaxReplyBytes int64
 }
+
+// Handler.MTLS values.
+const (
+	MTLSAuto = "auto"
+	MTLSOn   = "on"
+	MTLSOff  = "off"
+)
 
 // Retry says how failed records are retried (YAML: retry).
 type Retry struct {

@@ -31,6 +31,16 @@ func (d *decoder) validate(f *File) {
 	d.checkKafka(f)
 	d.checkGroupTimes(f.Kafka)
 	d.checkRedis(f.Redis)
+	d.checkKafkaSecurity(&f.Kafka)
+	d.passwordFile("redis", &f.Redis.Password, &f.Redis.PasswordFile, false)
+	if f.Redis.CAFile != "" {
+		f.Redis.CAFile = resolvePath(d.dir, f.Redis.CAFile)
+		f.Redis.TLS = true
+		d.checkCAFile("redis.ca_file", f.Redis.CAFile)
+		if f.Redis.Embedded() {
+			d.errorAt("redis.ca_file", "the embedded redis speaks plaintext only")
+		}
+	}
 	d.checkAdmin(f.Admin)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
@@ -286,6 +296,7 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 	if h.MemoryLimit != 0 && h.MemoryLimit < MinMemoryLimit {
 		d.errorAt(path+".memory_limit", "%s is too small for a plugin process to start; at least %s, or 0 for no limit", formatSize(h.MemoryLimit), formatSize(MinMemoryLimit))
 	}
+	d.checkHandlerSecurity(path, h)
 	for k := range h.Env {
 		if !envName.MatchString(k) {
 			d.errorAt(joinPath(path+".env", k), "%q is not a valid environment variable name", k)
