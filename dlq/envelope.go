@@ -90,11 +90,39 @@ func Envelope(r *record.Record, f Failure, o Origin) record.Message {
 	return record.Message{Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 }
 
+// formatTime writes t as RFC 3339 with nanoseconds, in UTC. RFC 3339 has
+// four-digit years only, and a Kafka producer may set any timestamp (a
+// negative one, or one millions of years away): a time outside years
+// 0000-9999 is written as Unix seconds and nanoseconds ("-62198755200.000000000")
+// instead, which parseTime reads back, so that its envelope stays readable
+// and replayable.
 func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	t = t.UTC()
+	if y := t.Year(); y < 0 || y > 9999 {
+		return strconv.FormatInt(t.Unix(), 10) + "." + fmt.Sprintf("%09d", t.Nanosecond())
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
+// parseTime reads what formatTime wrote.
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err == nil {
+		return t, nil
+	}
+	sec, frac, ok := strings.Cut(s, ".")
+	if !ok || len(frac) != 9 || strings.TrimLeft(frac, "0123456789") != "" {
+		return time.Time{}, err
+	}
+	n, serr := strconv.ParseInt(sec, 10, 64)
+	ns, nerr := strconv.ParseInt(frac, 10, 64)
+	if serr != nil || nerr != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(n, ns).UTC(), nil
 }
 
 // Entry is a DLQ record read back: the original record and its failure.
@@ -118,12 +146,18 @@ func (e *Entry) SourcePosition() string {
 }
 
 // Parse reads an envelope back. It fails, naming the header, when a weir.*
-// header that must be there is missing or malformed.
+// header that must be there is missing, empty or malformed, or when a weir.*
+// header appears twice (a second weir.replay-count could otherwise reset
+// the count that stops a replay loop). Counts (attempts, replay count) must
+// be non-negative decimal integers.
 func Parse(key, value []byte, headers []record.Header) (*Entry, error) {
 	e := &Entry{Key: key, Value: value}
 	seen := map[string]string{}
 	for _, h := range headers {
 		if strings.HasPrefix(h.Key, HeaderPrefix) {
+			if _, dup := seen[h.Key]; dup {
+				return nil, fmt.Errorf("dlq envelope: header %s appears more than once", h.Key)
+			}
 			seen[h.Key] = string(h.Value)
 			if h.Key != HeaderReplayCount {
 				continue
@@ -132,8 +166,10 @@ func Parse(key, value []byte, headers []record.Header) (*Entry, error) {
 		e.Headers = append(e.Headers, h)
 	}
 	for _, k := range []string{HeaderPipeline, HeaderStream, HeaderPartition, HeaderPosition} {
-		if _, ok := seen[k]; !ok {
+		if v, ok := seen[k]; !ok {
 			return nil, fmt.Errorf("dlq envelope: header %s missing", k)
+		} else if v == "" {
+			return nil, fmt.Errorf("dlq envelope: header %s is empty", k)
 		}
 	}
 	e.Origin = Origin{Pipeline: seen[HeaderPipeline], HandlerName: seen[HeaderHandlerName],
@@ -144,14 +180,14 @@ func Parse(key, value []byte, headers []record.Header) (*Entry, error) {
 	var err error
 	parseTime := func(k string, dst *time.Time) {
 		if s := seen[k]; s != "" && err == nil {
-			if *dst, err = time.Parse(time.RFC3339Nano, s); err != nil {
+			if *dst, err = parseTime(s); err != nil {
 				err = fmt.Errorf("dlq envelope: header %s: %w", k, err)
 			}
 		}
 	}
 	parseInt := func(k string, dst *int) {
 		if s := seen[k]; s != "" && err == nil {
-			if *dst, err = strconv.Atoi(s); err != nil {
+			if *dst, err = parseCount(s); err != nil {
 				err = fmt.Errorf("dlq envelope: header %s: %w", k, err)
 			}
 		}
@@ -165,4 +201,17 @@ func Parse(key, value []byte, headers []record.Header) (*Entry, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// parseCount parses a count header: decimal digits only, no sign, at most
+// math.MaxInt32 (so that adding one never overflows).
+func parseCount(s string) (int, error) {
+	if len(s) > 10 || strings.TrimLeft(s, "0123456789") != "" {
+		return 0, fmt.Errorf("%q is not a non-negative integer", s)
+	}
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a non-negative integer below 2^31", s)
+	}
+	return int(n), nil
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/weirhq/weir/record"
 )
 
 // DefaultMaxReplays is how many times a record may be replayed by default:
@@ -143,6 +145,13 @@ type ReplayConfig struct {
 	// committed offsets, without producing or committing anything and
 	// without joining the group.
 	DryRun bool
+	// Kinesis, when set, writes back the records whose source is a
+	// Kinesis shard (weir.source.partition is a shard id) to their stream;
+	// without it they are invalid unless To is set. Kinesis records carry
+	// no headers: such a record goes back with its key (as partition key)
+	// and value only, so its weir.replay-count does not travel and
+	// MaxReplays cannot stop it from looping through repeated replays.
+	Kinesis KinesisWriter
 	// Progress, when set, is called on the Run goroutine after each batch
 	// of records.
 	Progress func(ReplayProgress)
@@ -150,6 +159,16 @@ type ReplayConfig struct {
 	// the Kafka client's warnings. The zero value logs nothing.
 	Logger zerolog.Logger
 }
+
+// KinesisWriter writes replayed records back to a Kinesis stream. Write
+// returns one error per message (nil where it was written), or nil when
+// every one was.
+type KinesisWriter interface {
+	Write(ctx context.Context, stream string, msgs []record.Message) []error
+}
+
+// kinesisDest is how a replay to a Kinesis stream is named in summaries.
+const kinesisDest = "kinesis:"
 
 // ReplayProgress is how far a replay is.
 type ReplayProgress struct {
@@ -432,6 +451,7 @@ func (rp *Replayer) replay(ctx context.Context, cl, prod *kgo.Client, lim *limit
 		wg   sync.WaitGroup
 		stop error
 	)
+	kin := map[string][]int{} // Kinesis stream → indexes of recs to write there
 	for i, rec := range recs {
 		if stop != nil {
 			status[i] = errNotSent
@@ -443,6 +463,14 @@ func (rp *Replayer) replay(ctx context.Context, cl, prod *kgo.Client, lim *limit
 		sum.Read++
 		outs[i], refs[i] = rp.decide(rec, sum)
 		if outs[i] == nil || cfg.DryRun {
+			continue
+		}
+		if strings.HasPrefix(refs[i].Destination, kinesisDest) {
+			if err := lim.wait(ctx); err != nil {
+				stop, status[i] = err, errNotSent
+				continue
+			}
+			kin[outs[i].Topic] = append(kin[outs[i].Topic], i)
 			continue
 		}
 		if err := lim.wait(ctx); err != nil {
@@ -458,6 +486,18 @@ func (rp *Replayer) replay(ctx context.Context, cl, prod *kgo.Client, lim *limit
 		})
 	}
 	wg.Wait()
+	for stream, idx := range kin {
+		msgs := make([]record.Message, len(idx))
+		for j, i := range idx {
+			msgs[j] = record.Message{Key: outs[i].Key, Value: outs[i].Value, Timestamp: outs[i].Timestamp}
+		}
+		errs := cfg.Kinesis.Write(ctx, stream, msgs)
+		for j, i := range idx {
+			if errs != nil {
+				status[i] = errs[j]
+			}
+		}
+	}
 
 	// Count what was acknowledged, and commit each partition up to its
 	// first record not finished with.
@@ -470,7 +510,7 @@ func (rp *Replayer) replay(ctx context.Context, cl, prod *kgo.Client, lim *limit
 			// Acknowledged: replayed, even if not committed (after a
 			// failed record of its partition, it will be again).
 			sum.Replayed++
-			sum.ByDestination[outs[i].Topic]++
+			sum.ByDestination[refs[i].Destination]++
 			listRef(&sum.ReplayedRecords, refs[i])
 		}
 		if err != nil || blocked[p] {
@@ -499,14 +539,22 @@ func (rp *Replayer) decide(rec *kgo.Record, sum *ReplaySummary) (*kgo.Record, Re
 	ref := RecordRef{Partition: rec.Partition, Offset: rec.Offset, Key: previewKey(rec.Key)}
 	e, err := Parse(rec.Key, rec.Value, headers(rec.Headers))
 	dest := rp.cfg.To
+	toKinesis := false
 	if err == nil && dest == "" {
-		if dest = e.Source.Stream; dest == "" {
+		switch dest = e.Source.Stream; {
+		case dest == "":
 			err = fmt.Errorf("dlq envelope: header %s is empty: no topic to replay to", HeaderStream)
-		} else if e.Source.KafkaID() < 0 {
-			err = fmt.Errorf("dlq envelope: header %s: %q is not a Kafka partition (replay it --to a topic)", HeaderPartition, e.Source.ID)
+		case e.Source.KafkaID() >= 0:
+		case rp.cfg.Kinesis != nil:
+			toKinesis = true
+		default:
+			err = fmt.Errorf("dlq envelope: header %s: %q is not a Kafka partition (a Kinesis shard: replay it with a Kinesis writer, or --to a topic)", HeaderPartition, e.Source.ID)
 		}
 	}
 	ref.Destination = dest
+	if toKinesis {
+		ref.Destination = kinesisDest + dest
+	}
 	switch {
 	case err != nil:
 		sum.Invalid++
@@ -528,7 +576,7 @@ func (rp *Replayer) decide(rec *kgo.Record, sum *ReplaySummary) (*kgo.Record, Re
 		return nil, ref
 	}
 	out := replayRecord(e, dest)
-	if rp.cfg.To == "" {
+	if rp.cfg.To == "" && !toKinesis {
 		out.Partition = e.Source.KafkaID()
 	}
 	return out, ref

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -48,6 +49,8 @@ type PipelineStatus struct {
 	// Lanes are the partitions this host owns now.
 	Lanes  []LaneStatus  `json:"lanes"`
 	Plugin PluginStatus  `json:"plugin"`
+	Source SourceStatus  `json:"source"`
+	Lag    LagTotals     `json:"lag"`
 	DLQ    int64         `json:"dlq_records"`
 	Events RebalanceInfo `json:"rebalances"`
 }
@@ -68,6 +71,11 @@ type LaneStatus struct {
 	// owner ("" before the first commit).
 	Committed string `json:"committed"`
 	Paused    bool   `json:"paused"`
+	// Lag is the partition's lag and its split (see PartitionLag), as
+	// last measured (admin.lag_interval); OldestSeconds is the age of its
+	// oldest unfinished record now.
+	Lag           PartitionLag `json:"lag"`
+	OldestSeconds float64      `json:"oldest_unfinished_seconds"`
 }
 
 // PluginStatus is the pipeline's handler pool.
@@ -75,7 +83,22 @@ type PluginStatus struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	Instances int    `json:"instances"`
-	Restarts  int64  `json:"restarts"`
+	// Up is the number of handler processes running now.
+	Up       int   `json:"up"`
+	Restarts int64 `json:"restarts"`
+}
+
+// SourceStatus is the pipeline's source as the latest offsets poll found it.
+type SourceStatus struct {
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}
+
+// LagTotals sums a pipeline's lag over the partitions this host owns.
+type LagTotals struct {
+	Lag       int64 `json:"lag"`
+	Drainable int64 `json:"drainable"`
+	Blocked   int64 `json:"blocked"`
 }
 
 // RebalanceInfo counts partition lifecycle events.
@@ -90,6 +113,7 @@ type RebalanceInfo struct {
 func (h *Host) Status() Status {
 	h.mu.Lock()
 	pls := slices.Clone(h.pipelines)
+	cfg := h.cfg // replaced by a reload
 	states := make(map[string]string, len(h.states))
 	for k, v := range h.states {
 		states[k] = v
@@ -102,8 +126,8 @@ func (h *Host) Status() Status {
 
 	st := Status{Host: h.opts.HostID, Ready: true, Time: time.Now().UTC()}
 	var reasons []string
-	for i := range h.cfg.Pipelines {
-		name := h.cfg.Pipelines[i].Name
+	for i := range cfg.Pipelines {
+		name := cfg.Pipelines[i].Name
 		ps := PipelineStatus{Name: name, State: states[name], Breakers: []BreakerStatus{}, Paused: []string{}, Lanes: []LaneStatus{}}
 		if ps.State == "" {
 			ps.State = StateStarting
@@ -117,6 +141,12 @@ func (h *Host) Status() Status {
 				if b.State != "closed" {
 					reasons = append(reasons, "pipeline "+name+": breaker "+b.Name+" is "+b.State)
 				}
+			}
+			if ps.State == StateRunning && pl.alive != nil && ps.Plugin.Up == 0 {
+				reasons = append(reasons, fmt.Sprintf("pipeline %s: no handler process is up (0 of %d)", name, ps.Plugin.Instances))
+			}
+			if ps.State == StateRunning && !ps.Source.Connected {
+				reasons = append(reasons, "pipeline "+name+": source not connected: "+ps.Source.Error)
 			}
 		}
 		st.Pipelines = append(st.Pipelines, ps)
@@ -158,7 +188,17 @@ func (pl *pipeline) fillStatus(ps *PipelineStatus) {
 	}
 	ps.InflightBytes, ps.MaxInflightBytes = ps.Counters.InflightBytes, pl.cfg.MaxInflightBytes
 	ps.DLQ = ps.Counters.DLQ
-	ps.Plugin = PluginStatus{Name: pl.info.Name, Version: pl.info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
+	info := pl.handlerInfo()
+	ps.Plugin = PluginStatus{Name: info.Name, Version: info.Version, Instances: pl.cfg.Handler.Instances, Restarts: ps.Counters.PluginRestarts}
+	if pl.alive != nil {
+		ps.Plugin.Up, _ = pl.alive()
+	}
+	ps.Source.Connected = true
+	if err := pl.sourceErr(); err != nil {
+		ps.Source.Connected, ps.Source.Error = false, err.Error()
+	}
+	lags := pl.partitionLags()
+	now := time.Now()
 	ps.Events = RebalanceInfo{Assigned: pl.stats.Assigned.Load(), Revoked: pl.stats.Revoked.Load(), Lost: pl.stats.Lost.Load()}
 
 	pl.mu.Lock()
@@ -181,6 +221,11 @@ func (pl *pipeline) fillStatus(ps *PipelineStatus) {
 	pl.commits.mu.Lock()
 	for _, l := range lanes {
 		ls := LaneStatus{Topic: l.part.Stream, Partition: l.part.ID, Generation: l.gen, Paused: l.paused}
+		ls.Lag = lags[l.part]
+		ls.OldestSeconds = ls.Lag.OldestAge(now).Seconds()
+		ps.Lag.Lag += ls.Lag.Lag
+		ps.Lag.Drainable += ls.Lag.Drainable
+		ps.Lag.Blocked += ls.Lag.Blocked
 		if pos, ok := pl.commits.committed[l.part]; ok {
 			ls.Committed = pos.String()
 		}
@@ -274,6 +319,7 @@ func (h *Host) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, h.Status())
 	})
+	mux.HandleFunc("POST /admin/reload", h.serveReload)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(statusPage)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/loadtest"
+	kafkasrc "github.com/weirhq/weir/sources/kafka"
 )
 
 // startWithAdmin starts cfg like e.start, with the admin server on a free
@@ -28,10 +30,22 @@ import (
 func (e *env) startWithAdmin(cfg *config.File, name string) (*running, string) {
 	e.t.Helper()
 	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.Admin.LagInterval = 100 * time.Millisecond
 	r := e.start(cfg, name, nil)
 	var addr string
 	waitFor(e.t, func() bool { addr = r.h.AdminAddr(); return addr != "" }, "the admin server to listen")
 	return r, "http://" + addr
+}
+
+// status gets and decodes /status.
+func status(t *testing.T, base string) host.Status {
+	t.Helper()
+	var st host.Status
+	_, body := get(t, base+"/status")
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status: %v\n%s", err, body)
+	}
+	return st
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -106,27 +120,45 @@ func TestAdminMetricsAfterKnownRun(t *testing.T) {
 		}
 		return committed == 3
 	}, "/status to show a committed position on each of the 3 lanes")
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200")
+	// Lag is measured: every partition consumed to its end, none behind.
+	waitFor(t, func() bool {
+		st := status(t, base)
+		for _, l := range st.Pipelines[0].Lanes {
+			if !l.Lag.Known || l.Lag.Lag != 0 || l.Lag.End == 0 {
+				return false
+			}
+		}
+		return len(st.Pipelines[0].Lanes) == 3
+	}, "/status to show lag 0 on each of the 3 lanes")
 
 	_, body := get(t, base+"/metrics")
 	p := `{pipeline="e2e"}`
 	for series, want := range map[string]float64{
-		"weir_records_in_total" + p:                                                n,
-		"weir_records_completed_total" + p:                                         n,
-		"weir_outputs_total" + p:                                                   n - k,
-		"weir_failures_total" + p:                                                  k,
-		"weir_dlq_records_total" + p:                                               k,
-		"weir_retries_total" + p:                                                   0,
-		"weir_handler_errors_total" + p:                                            0,
-		"weir_inflight_bytes" + p:                                                  0,
-		"weir_paused_partitions" + p:                                               0,
-		"weir_plugin_instances" + p:                                                2,
-		"weir_plugin_restarts_total" + p:                                           0,
-		"weir_pipeline_running" + p:                                                1,
-		"weir_assigned_partitions" + p:                                             3,
-		`weir_rebalances_total{kind="assigned",pipeline="e2e"}`:                    3,
-		`weir_breaker_state{breaker="handler",pipeline="e2e"}`:                     0,
-		`weir_breaker_state{breaker="dlq",pipeline="e2e"}`:                         0,
-		`weir_partition_paused{partition="0",pipeline="e2e",topic="` + e.in + `"}`: 0,
+		"weir_records_in_total" + p:                                                         n,
+		"weir_records_completed_total" + p:                                                  n,
+		"weir_outputs_total" + p:                                                            n - k,
+		`weir_failures_total{class="invalid_input",pipeline="e2e"}`:                         k,
+		`weir_failures_total{class="transient",pipeline="e2e"}`:                             0,
+		"weir_dlq_records_total" + p:                                                        k,
+		"weir_retries_total" + p:                                                            0,
+		`weir_handler_errors_total{class="crash",pipeline="e2e"}`:                           0,
+		"weir_plugin_instances_up" + p:                                                      2,
+		"weir_source_connected" + p:                                                         1,
+		"weir_inflight_bytes" + p:                                                           0,
+		"weir_paused_partitions" + p:                                                        0,
+		"weir_plugin_instances" + p:                                                         2,
+		"weir_plugin_restarts_total" + p:                                                    0,
+		"weir_pipeline_running" + p:                                                         1,
+		"weir_assigned_partitions" + p:                                                      3,
+		`weir_rebalances_total{kind="assigned",pipeline="e2e"}`:                             3,
+		`weir_breaker_state{breaker="handler",pipeline="e2e"}`:                              0,
+		`weir_breaker_state{breaker="dlq",pipeline="e2e"}`:                                  0,
+		`weir_partition_paused{partition="0",pipeline="e2e",topic="` + e.in + `"}`:          0,
+		`weir_lag_records{partition="1",pipeline="e2e",topic="` + e.in + `"}`:               0,
+		`weir_lag_drainable_records{partition="2",pipeline="e2e",topic="` + e.in + `"}`:     0,
+		`weir_lag_blocked_records{partition="0",pipeline="e2e",topic="` + e.in + `"}`:       0,
+		`weir_oldest_unfinished_seconds{partition="0",pipeline="e2e",topic="` + e.in + `"}`: 0,
 	} {
 		if got := metricValue(t, body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -138,6 +170,12 @@ func TestAdminMetricsAfterKnownRun(t *testing.T) {
 	}
 	if inf := metricValue(t, body, `weir_handler_call_seconds_bucket{pipeline="e2e",le="+Inf"}`); inf != batches {
 		t.Errorf("histogram +Inf bucket %v, want %v", inf, batches)
+	}
+	if sum, count := metricValue(t, body, "weir_batch_records_sum"+p), metricValue(t, body, "weir_batch_records_count"+p); sum != n || count != batches {
+		t.Errorf("batch size histogram: sum %v count %v; want %d records in %v batches", sum, count, n, batches)
+	}
+	if count := metricValue(t, body, "weir_batch_seconds_count"+p); count != batches {
+		t.Errorf("batch latency histogram: count %v, want %v", count, batches)
 	}
 	if metricValue(t, body, "weir_commits_total"+p) < 1 {
 		t.Error("weir_commits_total is 0")
@@ -186,6 +224,32 @@ func TestReadyzFollowsTheBreaker(t *testing.T) {
 	_, m := get(t, base+"/metrics")
 	if v := metricValue(t, m, `weir_breaker_state{breaker="handler",pipeline="e2e"}`); v == 0 {
 		t.Errorf("weir_breaker_state of the handler = %v during the outage", v)
+	}
+	// Behind an open breaker, all of the lag is blocked: more workers
+	// would meet the same outage.
+	var lag host.PartitionLag
+	waitFor(t, func() bool {
+		st := status(t, base)
+		if len(st.Pipelines[0].Lanes) != 1 {
+			return false
+		}
+		lag = st.Pipelines[0].Lanes[0].Lag
+		return lag.Known && lag.At.After(st.Time.Add(-time.Second)) && lag.BlockedBy == "breaker"
+	}, "/status to show the lag blocked by the breaker")
+	if lag.Lag == 0 || lag.Blocked != lag.Lag || lag.Drainable != 0 {
+		t.Errorf("lag during the outage: %+v; want all of it blocked", lag)
+	}
+	_, m = get(t, base+"/metrics")
+	series := `{partition="0",pipeline="e2e",topic="` + e.in + `"}`
+	if b, d := metricValue(t, m, "weir_lag_blocked_records"+series), metricValue(t, m, "weir_lag_drainable_records"+series); b == 0 || d != 0 {
+		t.Errorf("metrics during the outage: blocked %v drainable %v; want blocked > 0, drainable 0", b, d)
+	}
+	// The outage's failures are counted by their class.
+	if v := metricValue(t, m, `weir_failures_total{class="transient",pipeline="e2e"}`); v == 0 {
+		t.Error(`weir_failures_total{class="transient"} is 0 during a transient outage`)
+	}
+	if v := metricValue(t, m, `weir_failures_total{class="invalid_input",pipeline="e2e"}`); v != 0 {
+		t.Errorf(`weir_failures_total{class="invalid_input"} = %v, want 0`, v)
 	}
 
 	if err := os.Remove(flag); err != nil {
@@ -276,5 +340,58 @@ pipelines:
 		if strings.Contains(text, secret) {
 			t.Errorf("%s contain the redis password", what)
 		}
+	}
+}
+
+// /readyz is 503, naming the source, while the broker is gone, and 200
+// again once a broker answers at the address again; weir_source_connected
+// follows.
+func TestReadyzFollowsTheSource(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	emb, err := kafkasrc.StartEmbedded(kafkasrc.WithPort(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { emb.Close() }()
+	e := &env{t: t, brokers: emb.Addrs(), in: "src-ready-in", out: "src-ready-out", group: "src-ready"}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	e.cl = cl
+	if err := kafkasrc.EnsureTopics(context.Background(), []kgo.Opt{kgo.SeedBrokers(e.brokers...)}, 1, e.in); err != nil {
+		t.Fatal(err)
+	}
+	e.produce(0, 10, 2)
+	cfg := e.config("")
+	cfg.Pipelines[0].ShutdownTimeout = time.Second
+	r, base := e.startWithAdmin(cfg, "h1")
+	waitFor(t, func() bool { return r.completed() == 10 }, "the records to complete")
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200")
+
+	emb.Close()
+	waitFor(t, func() bool {
+		code, body := get(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "source not connected")
+	}, "/readyz to be 503 with the broker gone")
+	_, m := get(t, base+"/metrics")
+	if v := metricValue(t, m, `weir_source_connected{pipeline="e2e"}`); v != 0 {
+		t.Errorf("weir_source_connected = %v with the broker gone", v)
+	}
+
+	emb, err = kafkasrc.StartEmbedded(kafkasrc.WithPort(port), kafkasrc.WithTopic(e.in, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { code, _ := get(t, base+"/readyz"); return code == http.StatusOK }, "/readyz to be 200 with a broker back")
+	_, m = get(t, base+"/metrics")
+	if v := metricValue(t, m, `weir_source_connected{pipeline="e2e"}`); v != 1 {
+		t.Errorf("weir_source_connected = %v with the broker back", v)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +41,8 @@ type work struct {
 	// key is the record's idempotency key (hasKey: with idempotency on).
 	key    checkpoint.Key
 	hasKey bool
+	// handler is the version that failed the record last (zero: unknown).
+	handler plugins.Info
 }
 
 func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string, retryable bool, successesBefore int64) {
@@ -64,10 +67,17 @@ type batchRun struct {
 	all  []*work
 	// parked is set once the batch gave up its lane slot (see park).
 	parked bool
+	// started is when the batch was dispatched.
+	started time.Time
+	// retrying is set once a record of the batch failed and is being
+	// tried again: its records (and, under ordering key, later records of
+	// their keys) wait on it, not on a free worker. Read by the lane's lag
+	// snapshot.
+	retrying atomic.Bool
 }
 
-func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
-	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx}
+func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
+	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now()}
 	r.all = make([]*work, len(items))
 	ws := make([]work, len(items)) // one allocation, not one per record
 	for i, it := range items {
@@ -78,7 +88,9 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) {
 		Str("first", items[0].rec.Position.String()).
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
+	pl.stats.batchSize.observe(float64(len(items)))
 	go r.run()
+	return r
 }
 
 func (r *batchRun) run() {
@@ -86,6 +98,9 @@ func (r *batchRun) run() {
 	var err error
 	if r.pl.marks != nil {
 		todo, err = r.claim(r.all)
+	}
+	if err == nil && len(todo) > 0 {
+		todo, err = r.rejectUnsendable(todo)
 	}
 	if err == nil && len(todo) > 0 {
 		err = r.settle(todo, r.pl.cfg.Retry.MaxAttempts)
@@ -101,11 +116,14 @@ func (r *batchRun) run() {
 	if len(abandoned) > 0 && err == nil {
 		r.log.Debug().Int("records", len(abandoned)).Msg("batch abandoned on stop; its records will be redelivered")
 	}
+	if len(abandoned) == 0 && err == nil {
+		r.pl.stats.batchSeconds.observe(time.Since(r.started).Seconds())
+	}
 	r.release(abandonedWork)
 	if r.parked {
 		r.pl.stats.Parked.Add(-1)
 	}
-	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked}
+	c := completion{abandoned: abandoned, done: true, freeSlot: !r.parked, batch: r.id}
 	switch {
 	case errors.Is(err, errFenced):
 		c.fenced = err
@@ -167,6 +185,7 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 			return nil
 		}
 		if retryN > 0 {
+			r.retrying.Store(true)
 			r.pl.stats.Retries.Add(int64(len(todo)))
 			if !sleep(r.ctx, backoff(retryN, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)) {
 				return nil
@@ -180,18 +199,20 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 		now := time.Now()
 		if err != nil {
 			class := plugins.ClassOf(err)
+			ver, _ := handlerOf(err)
 			for _, w := range todo {
 				w.failed(now, class, err.Error(), plugins.IsRetryable(err), before)
+				w.handler = ver
 			}
-			r.pl.stats.HandlerErrors.Add(1)
+			r.pl.stats.countHandlerError(class)
 			if todo[0].attempts < maxAttempts && plugins.IsRetryable(err) {
-				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).
+				r.log.Warn().Err(err).Str("class", class.String()).Int("records", len(todo)).Func(logTraces(todo)).
 					Int("attempt", todo[0].attempts).Msg("batch failed; retrying")
 				continue
 			}
 			if len(todo) > 1 && r.pl.cfg.Retry.Bisect {
 				mid := len(todo) / 2
-				r.log.Warn().Err(err).Int("records", len(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
+				r.log.Warn().Err(err).Int("records", len(todo)).Func(logTraces(todo)).Msg("batch keeps failing; bisecting to isolate the poison records")
 				// Halves have had their retries; each failure from here splits again.
 				if err := r.settle(todo[:mid], todo[0].attempts); err != nil {
 					return err
@@ -340,6 +361,11 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 				Message: fmt.Sprintf("output to sink %q, which the pipeline does not declare", o.Sink)}
 		}
 	}
+	for i, f := range overLimits(res, len(todo), r.pl.cfg.Handler) {
+		if st[i].fail == nil {
+			st[i].fail = f
+		}
+	}
 	// A record that will be tried again holds back the later records of its
 	// key (they are tried again with it, after it), so a key's outputs keep
 	// their order. A record dead-lettered now holds nothing back.
@@ -364,9 +390,10 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 
 	// outputs of the records that succeeded, per sink, in record order
 	perSink := map[string][]record.Message{}
+	vt := newVersionTagger(res)
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], o.Message)
+			perSink[o.Sink] = append(perSink[o.Sink], vt.tag(withTrace(o.Message, &todo[o.Index].rec)))
 		}
 	}
 	for name, msgs := range perSink {
@@ -386,7 +413,8 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		default:
 			f := st[i].fail
 			w.failed(now, f.Class, f.Message, f.Retryable, before)
-			r.pl.stats.Failures.Add(1)
+			w.handler = res.Handler
+			r.pl.stats.countFailure(f.Class)
 			if !f.Retryable || w.attempts >= maxAttempts {
 				dead = append(dead, w)
 			} else {
@@ -448,7 +476,7 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		dead = append(dead, w)
 	}
 	if len(held) > 0 {
-		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).
+		r.log.Warn().Int("records", len(held)).Str("class", held[0].class.String()).Str("error", held[0].msg).Func(logTraces(held)).
 			Msg("records failed past retry.max_attempts but nothing has succeeded since: treating it as an outage, not dead-lettering; retrying")
 	}
 	if len(dead) == 0 {
@@ -462,18 +490,18 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 		return nil, fmt.Errorf("pipeline %s: %w", r.pl.cfg.Name, err)
 	}
 	msgs := make([]record.Message, len(dead))
-	origin := dlq.Origin{Pipeline: r.pl.cfg.Name, HandlerName: r.pl.info.Name, HandlerVersion: r.pl.info.Version, HostID: r.pl.hostID}
 	for i, w := range dead {
+		origin := r.pl.origin(w.handler)
 		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
-		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces([]*work{w})).
 			Int("attempts", w.attempts).Str("error", w.msg).Msg("record dead-lettered")
 	}
 	if err := r.write(r.pl.dlq, r.pl.dlqBreaker, "dlq", msgs); err != nil {
 		return nil, nil // stopped: abandon, nothing committed past these records
 	}
 	w := dead[0]
-	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).
+	r.log.Info().Int("records", len(dead)).Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces(dead)).
 		Int("attempts", w.attempts).Str("error", w.msg).Msg("dead-lettered (first of them shown; debug level lists each)")
 	r.pl.stats.DLQ.Add(int64(len(msgs)))
 	r.pl.guard.record(0, len(dead))

@@ -262,7 +262,9 @@ type logEvent struct {
 	positions map[string]string // committed: stream/partition -> position
 }
 
-func startWeir(t *testing.T, bin, cfgPath, dir, name string) *weirProc {
+// startWeir starts `weir run -c cfgPath`; env is added to the test's
+// environment (NAME=VALUE).
+func startWeir(t *testing.T, bin, cfgPath, dir, name string, env ...string) *weirProc {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
@@ -271,6 +273,9 @@ func startWeir(t *testing.T, bin, cfgPath, dir, name string) *weirProc {
 	// Debug level for the per-commit log lines.
 	cmd := exec.Command(bin, "run", "-c", cfgPath, "--log-format", "json", "--log-level", "debug")
 	cmd.Stdout = logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	// A test that dies must not leave weir processes behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stderr, err := cmd.StderrPipe()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +33,16 @@ type committer struct {
 	onFenced func(record.Partition, error)
 
 	commitMu sync.Mutex // held across a commit; serializes loop and release
+
+	// Exactly-once only (txn set): see txn.go.
+	txn           Transactor
+	quiesce       func(within time.Duration) (release func(), idle bool)
+	quiesceWithin time.Duration
+	onTxnError    func(error)
+	txnMu         sync.Mutex // serializes transactions
+	txnClosed     bool       // under txnMu: the last transaction has ended
+	tainted       atomic.Bool
+	abortNext     atomic.Bool
 
 	mu        sync.Mutex
 	owned     map[record.Partition]int64 // generation of each owned partition
@@ -74,11 +85,17 @@ func (c *committer) loop(ctx context.Context, interval time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			c.flush(context.Background())
+			if c.txn == nil {
+				c.flush(context.Background())
+			}
 			return
 		case <-c.kick:
 		}
-		c.flush(ctx)
+		if c.txn != nil {
+			c.flushTxn(ctx, c.quiesceWithin, false)
+		} else {
+			c.flush(ctx)
+		}
 		// let requests pile up a little so one commit covers many batches
 		sleep(ctx, interval)
 	}
@@ -88,7 +105,14 @@ func (c *committer) loop(ctx context.Context, interval time.Duration) {
 func (c *committer) flush(ctx context.Context) {
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
+	c.commit(ctx, c.takePending())
+}
+
+// takePending returns and forgets the pending positions of owned
+// partitions.
+func (c *committer) takePending() map[record.Partition]record.Position {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	batch := make(map[record.Partition]record.Position, len(c.pending))
 	for p, pos := range c.pending {
 		if _, ok := c.owned[p]; ok {
@@ -96,8 +120,7 @@ func (c *committer) flush(ctx context.Context) {
 		}
 		delete(c.pending, p)
 	}
-	c.mu.Unlock()
-	c.commit(ctx, batch)
+	return batch
 }
 
 // commit sends batch; on failure it puts the positions back as pending

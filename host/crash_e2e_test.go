@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/loadtest"
 )
@@ -29,12 +31,28 @@ import (
 // before a kill are uncommitted at it, and each of them would be repeated
 // without the marks.
 func TestCrashRepeatsNoCompletedSideEffect(t *testing.T) {
+	crashTest(t, false)
+}
+
+// The crash test under delivery: exactly_once (no Redis): a read_committed
+// reader of the output sees every id exactly once, however many kills
+// interrupted transactions. Every process has the same --host-id (as a
+// StatefulSet pod would), so each restart fences its predecessor's open
+// transaction at once instead of waiting for the broker to time it out.
+func TestCrashExactlyOnce(t *testing.T) {
+	crashTest(t, true)
+}
+
+func crashTest(t *testing.T, exactlyOnce bool) {
 	n, kills := 200_000, 6
 	if testing.Short() {
 		n, kills = 40_000, 5
 	}
 	const parts, maxRecords = 8, 100
-	redis := testenv.Redis(t)
+	var redis string
+	if !exactlyOnce {
+		redis = testenv.Redis(t)
+	}
 	e := newEnv(t, parts)
 	// Records keep arriving while the kills happen (about 15s of input).
 	produced := make(chan struct{})
@@ -49,20 +67,29 @@ func TestCrashRepeatsNoCompletedSideEffect(t *testing.T) {
 	dir := keepOnFailure(t, "weir-crash-")
 	sidefx := filepath.Join(dir, "side-effects")
 	cfgPath := filepath.Join(dir, "weir.yaml")
+	delivery := fmt.Sprintf(`redis: { addr: %q, key_prefix: "weir-crash:%s:" }`, redis, e.group)
+	mode := "idempotency: { key: position }"
+	var env []string
+	var readOpts []kgo.Opt
+	if exactlyOnce {
+		delivery, mode = "", "delivery: exactly_once"
+		env = []string{"WEIR_HOST_ID=crash-" + e.group}
+		readOpts = []kgo.Opt{readCommitted}
+	}
 	y := fmt.Sprintf(`version: 1
 kafka: { brokers: [%s], session_timeout: 6s, heartbeat_interval: 500ms }
-redis: { addr: %q, key_prefix: "weir-crash:%s:" }
+%s
 pipelines:
   - name: crash
     source: { kafka: { topics: [%s], group: %s } }
     batch: { max_records: %d, max_wait: 5ms }
     handler: { plugin: "builtin:echo", instances: 2, env: { WEIR_ECHO_SINK: out, WEIR_SIDEFX_FILE: %q } }
     ordering: partition
-    idempotency: { key: position }
+    %s
     sinks: { out: { kafka: { topic: %s } } }
     commit_interval: 2s
     shutdown_timeout: 20s
-`, strings.Join(e.brokers, ", "), redis, e.group, e.in, e.group, maxRecords, sidefx, e.out)
+`, strings.Join(e.brokers, ", "), delivery, e.in, e.group, maxRecords, sidefx, mode, e.out)
 	if err := os.WriteFile(cfgPath, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +97,7 @@ pipelines:
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	var uncommittedAtKills int64
 	for k := 0; k < kills; k++ {
-		p := startWeir(t, bin, cfgPath, dir, "run"+strconv.Itoa(k))
+		p := startWeir(t, bin, cfgPath, dir, "run"+strconv.Itoa(k), env...)
 		before := countLines(t, sidefx)
 		// Kill only a member that has its partitions: one killed in the
 		// middle of joining can hold a rebalance on kfake.
@@ -88,8 +115,8 @@ pipelines:
 		}
 	}
 	<-produced
-	last := startWeir(t, bin, cfgPath, dir, "final")
-	outs := e.consume(n, 3*time.Minute)
+	last := startWeir(t, bin, cfgPath, dir, "final", env...)
+	outs := e.consume(n, 3*time.Minute, readOpts...)
 	waitFor(t, func() bool {
 		lags, _ := loadtest.Uncommitted(context.Background(), e.adm, e.group, e.in)
 		return len(lags) == 0
@@ -107,6 +134,14 @@ pipelines:
 		if !ok {
 			t.Fatalf("id %d lost", id)
 		}
+	}
+	if exactlyOnce {
+		// Exactly once in the output, in per-key order; the handler's
+		// own side effects are outside the transaction and may repeat.
+		verifyOutputs(t, outs, n)
+		t.Logf("%d kills; every id read once with read_committed; records past the committed offsets at the kills: %d", kills, uncommittedAtKills)
+		e.requireCommittedToEnd()
+		return
 	}
 	// Side effects: every id once, except records in flight at a kill.
 	effects := readSideEffects(t, sidefx, n)

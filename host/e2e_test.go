@@ -169,10 +169,17 @@ func (r *running) completed() int64 {
 
 // consume reads the output topic from the start until it holds want records
 // (then a little longer, to catch duplicates) or the deadline passes.
-func (e *env) consume(want int, within time.Duration) []*kgo.Record {
+// opts are added to the reading client's.
+func (e *env) consume(want int, within time.Duration, opts ...kgo.Opt) []*kgo.Record {
 	e.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(e.out),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	return e.consumeTopic(e.out, want, within, opts...)
+}
+
+// consumeTopic is consume of another topic.
+func (e *env) consumeTopic(topic string, want int, within time.Duration, opts ...kgo.Opt) []*kgo.Record {
+	e.t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(e.brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -6,8 +6,6 @@ package host
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -16,13 +14,13 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/internal/kzlog"
-	"github.com/weirhq/weir/plugins"
 	kafkasink "github.com/weirhq/weir/sinks/kafka"
 	"github.com/weirhq/weir/sinks/stdout"
 	kafkasrc "github.com/weirhq/weir/sources/kafka"
@@ -45,6 +43,12 @@ type Options struct {
 	// KafkaOpts are appended to every Kafka client's options (tests use them
 	// to shorten heartbeats).
 	KafkaOpts []kgo.Opt
+	// KinesisCredentials, if set, replaces the AWS SDK's default credential
+	// chain for Kinesis sources (tests pass static ones for kinesalite).
+	KinesisCredentials aws.CredentialsProvider
+	// LoadConfig, if set, reads the config file again for Reload (SIGHUP,
+	// POST /admin/reload); nil: Reload only rolls the handlers.
+	LoadConfig func() (*config.File, error)
 	// AdminAddr, if set, replaces the config file's admin.addr ("off"
 	// disables the admin server; "127.0.0.1:0" picks a free port, see
 	// Host.AdminAddr).
@@ -62,6 +66,8 @@ type Host struct {
 	// states maps a pipeline's name to its run state (see PipelineStatus).
 	states    map[string]string
 	adminAddr string
+	// sup runs the pipelines once Run has built them; reloads go through it.
+	sup *supervisor
 }
 
 // New returns a Host for cfg, which must have been produced by config.Load
@@ -99,7 +105,7 @@ func (h *Host) storeConfig(pc *config.Pipeline, addr string) checkpoint.Config {
 		TTL: pc.Idempotency.TTL, ClaimTTL: pc.Idempotency.ClaimTTL,
 	}
 	if r.TLS {
-		c.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		c.TLS = redisTLS(r)
 	}
 	switch pc.Idempotency.Key {
 	case "position":
@@ -187,7 +193,15 @@ func (h *Host) Run(ctx context.Context) error {
 		// costs the broker nothing.
 		kgo.FetchMaxWait(50 * time.Millisecond),
 	}
+	sec, err := KafkaSecurityOpts(h.cfg.Kafka, log)
+	if err != nil {
+		return err
+	}
+	conn = append(conn, sec...)
 	conn = append(conn, h.opts.KafkaOpts...)
+	if err := checkKafkaAuth(ctx, h.cfg.Kafka, conn, 30*time.Second); err != nil {
+		return err
+	}
 	if h.cfg.Kafka.Embedded() && len(h.opts.KafkaBrokers) == 0 {
 		// The in-process broker starts empty: create the source topics so
 		// that a producer (kcat, a test) can write to them.
@@ -202,42 +216,7 @@ func (h *Host) Run(ctx context.Context) error {
 		}
 	}
 
-	runs := make([]func(context.Context) error, 0, len(h.cfg.Pipelines))
-	for i := range h.cfg.Pipelines {
-		pc := &h.cfg.Pipelines[i]
-		h.setState(pc.Name, StateStarting)
-		pl, closeFn, err := h.build(ctx, pc, conn, redisAddr)
-		cleanup = append(cleanup, closeFn)
-		if err != nil {
-			h.setState(pc.Name, StateFailed)
-			return fmt.Errorf("pipeline %s: %w", pc.Name, err)
-		}
-		h.mu.Lock()
-		h.pipelines = append(h.pipelines, pl)
-		h.mu.Unlock()
-		runs = append(runs, pl.run)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(runs))
-	var wg sync.WaitGroup
-	for i, run := range runs {
-		name := h.cfg.Pipelines[i].Name
-		h.setState(name, StateRunning)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = run(ctx); errs[i] != nil {
-				h.setState(name, StateFailed)
-				cancel() // one pipeline failing stops the process, loudly
-			} else {
-				h.setState(name, StateStopped)
-			}
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return h.supervise(ctx, conn, redisAddr)
 }
 
 // build creates a pipeline and what it owns. closeFn releases those parts
@@ -248,6 +227,30 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	closeFn = func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
+		}
+	}
+
+	// The Kafka source is made first: under exactly-once the sinks write
+	// through its transaction.
+	exactlyOnce := pc.Delivery == config.DeliveryExactlyOnce
+	var kafkaSrc *kafkasrc.Source
+	if pc.Source.Kafka != nil {
+		group := []kgo.Opt{
+			kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
+			kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
+		}
+		srcCfg := kafkasrc.Config{
+			// conn last, so that tests' KafkaOpts win
+			Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
+			Start: pc.Source.Kafka.Start, Logger: log, FetchMaxBytes: fetchMaxBytes(pc),
+		}
+		if exactlyOnce {
+			srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID
+			srcCfg.TransactionTimeout = transactionTimeout(pc)
+		}
+		var err error
+		if kafkaSrc, err = kafkasrc.New(srcCfg); err != nil {
+			return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
 		}
 	}
 
@@ -282,15 +285,35 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		return cl, nil
 	}
 
+	// kafkaSink writes to a topic through the cluster's producer or, under
+	// exactly-once, inside the source's transaction.
+	kafkaSink := func(ks *config.KafkaSink) (*kafkasink.Sink, error) {
+		if exactlyOnce {
+			ectx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := kafkasrc.EnsureTopics(ectx, conn, -1, ks.Topic); err != nil {
+				log.Warn().Err(err).Str("topic", ks.Topic).Msg("could not check or create an output topic; writes to it will wait and retry")
+			}
+			return kafkasink.NewWithProducer(kafkaSrc.TxnProducer(), ks.Topic)
+		}
+		cl, err := producer(ks.Brokers, ks.Topic)
+		if err != nil {
+			return nil, err
+		}
+		return kafkasink.NewWithClient(cl, ks.Topic)
+	}
 	sinkMap := make(map[string]Sink, len(pc.Sinks))
 	for name, s := range pc.Sinks {
 		switch {
 		case s.Kafka != nil:
-			cl, err := producer(s.Kafka.Brokers, s.Kafka.Topic)
+			k, err := kafkaSink(s.Kafka)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
-			k, err := kafkasink.NewWithClient(cl, s.Kafka.Topic)
+			closers = append(closers, func() { _ = k.Close(context.Background()) })
+			sinkMap[name] = k
+		case s.Kinesis != nil:
+			k, err := h.kinesisSink(ctx, s.Kinesis)
 			if err != nil {
 				return nil, closeFn, fmt.Errorf("sink %s: %w", name, err)
 			}
@@ -307,11 +330,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 	}
 	var dlqSink Sink
 	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
-		cl, err := producer(pc.DLQ.Kafka.Brokers, pc.DLQ.Kafka.Topic)
-		if err != nil {
-			return nil, closeFn, fmt.Errorf("dlq: %w", err)
-		}
-		k, err := kafkasink.NewWithClient(cl, pc.DLQ.Kafka.Topic)
+		k, err := kafkaSink(pc.DLQ.Kafka)
 		if err != nil {
 			return nil, closeFn, fmt.Errorf("dlq: %w", err)
 		}
@@ -330,11 +349,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
 	}
 
-	pool, err := plugins.NewPool(ctx, plugins.PoolConfig{
-		Name: pc.Name, Path: pc.Handler.PluginPath, Builtin: pc.Handler.Builtin,
-		Args: pc.Handler.Args, Env: pc.Handler.Env, Instances: pc.Handler.Instances, Dir: pc.Handler.Dir,
-		Timeout: pc.Handler.Timeout, Logger: log,
-	})
+	pool, err := h.startHandler(ctx, pc, log)
 	if err != nil {
 		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
 	}
@@ -344,25 +359,40 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		_ = pool.Close(cctx)
 	})
 
-	group := []kgo.Opt{
-		kgo.SessionTimeout(h.cfg.Kafka.SessionTimeout),
-		kgo.HeartbeatInterval(h.cfg.Kafka.HeartbeatInterval),
-	}
-	src, err := kafkasrc.New(kafkasrc.Config{
-		// conn last, so that tests' KafkaOpts win
-		Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
-		Start: pc.Source.Kafka.Start, Logger: log, FetchMaxBytes: fetchMaxBytes(pc),
-	})
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("creating the kafka source: %w", err)
-	}
+	var src Source
+	var txn Transactor
 	info := pool.Info()
-	log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances).
-		Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group).Msg("pipeline ready")
+	ready := log.Info().Str("handler", info.Name).Str("version", info.Version).Int("instances", pc.Handler.Instances)
+	switch {
+	case pc.Source.Kinesis != nil:
+		ks, closeLeases, err := h.kinesisSource(ctx, pc, redisAddr, log)
+		closers = append(closers, closeLeases)
+		if err != nil {
+			return nil, closeFn, err
+		}
+		src = ks
+		ready = ready.Str("stream", pc.Source.Kinesis.Stream)
+	default:
+		src = kafkaSrc
+		if exactlyOnce {
+			txn = kafkaSrc
+		}
+		ready = ready.Strs("topics", pc.Source.Kafka.Topics).Str("group", pc.Source.Kafka.Group)
+	}
+	ready.Msg("pipeline ready")
 	pl = newPipeline(pc, h.opts.Logger, pipelineDeps{
-		src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
-		hostID: h.opts.HostID, onEvent: h.opts.OnEvent,
+		txn: txn, src: src, handler: pool, info: info, sinks: sinkMap, dlq: dlqSink, marks: marks,
+		hostID: h.opts.HostID, onEvent: h.opts.OnEvent, lagInterval: h.cfg.Admin.LagInterval,
 	})
 	pl.restarts = pool.Restarts
+	pl.alive = pool.Alive
 	return pl, closeFn, nil
+}
+
+// transactionTimeout is how long the broker keeps an exactly-once
+// pipeline's transaction open before aborting it: long enough for the
+// barrier to wait out a batch (handler.timeout and some) twice over, plus
+// a commit interval; at most Kafka's default transaction.max.timeout.ms.
+func transactionTimeout(pc *config.Pipeline) time.Duration {
+	return min(2*(pc.Handler.Timeout+10*time.Second)+pc.CommitInterval, 15*time.Minute)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/weirhq/weir/plugins/builtin"
 	kafkasrc "github.com/weirhq/weir/sources/kafka"
 )
 
@@ -102,9 +103,10 @@ func TestKcatEndToEnd(t *testing.T) {
 		if len(f) != 4 {
 			t.Fatalf("kcat printed %q; want key, value, headers and partition", sc.Text())
 		}
-		if f[2] != "origin=kcat" && badHeaders < 5 {
+		// The input's headers, then the version of the handler that made it.
+		if want := "origin=kcat,weir.handler.version=" + builtin.Version; f[2] != want && badHeaders < 5 {
 			badHeaders++
-			t.Errorf("output %s/%s has headers %q, want the input's origin=kcat", f[0], f[1], f[2])
+			t.Errorf("output %s/%s has headers %q, want %q", f[0], f[1], f[2], want)
 		}
 		got[f[0]] = append(got[f[0]], f[1])
 		total++

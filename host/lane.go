@@ -44,6 +44,8 @@ type completion struct {
 	// fenced says a newer owner fenced the partition: the lane must go,
 	// committing nothing.
 	fenced error
+	// batch is the id of the batch, on its last message (done).
+	batch int64
 }
 
 // lane owns one partition while it is claimed. Its goroutine (run) alone
@@ -69,6 +71,8 @@ type lane struct {
 	hardCtx  context.Context
 	hardStop context.CancelFunc
 	done     chan struct{}
+	// holds receives the exactly-once barrier's holds (see hold).
+	holds chan hold
 
 	// owned by run
 	queue         []*item
@@ -80,6 +84,15 @@ type lane struct {
 	batchN        int64
 	maxDispatched int64 // seq of the newest record dispatched; -1 before any
 	results       chan completion
+	// live are the batches running, parked ones included, by id.
+	live map[int64]*batchRun
+
+	// lagReq asks run for a laneLag (see lag.go); the reply channel has
+	// room for one.
+	lagReq chan chan laneLag
+	// lastOffset is the Kafka offset of the newest record taken in; -1
+	// before any.
+	lastOffset int64
 }
 
 func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
@@ -92,9 +105,10 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		pl: pl, part: part, gen: gen,
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		hardCtx: hardCtx, hardStop: hardStop,
+		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
 		tracker: newTracker(), busyKeys: map[string]int{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
+		live: map[int64]*batchRun{}, lagReq: make(chan chan laneLag), lastOffset: -1,
 	}
 }
 
@@ -130,6 +144,25 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	default:
 	}
 	return bytes
+}
+
+// hold is the exactly-once barrier's hold on a lane: the lane finishes the
+// batches it dispatched (and the records below them it skipped, under
+// ordering key), starts nothing newer, closes idle once it has no batch in
+// flight, and goes on as usual when release is closed.
+type hold struct {
+	idle    chan struct{}
+	release <-chan struct{}
+}
+
+// holdLane hands h to the lane; false if the lane has ended.
+func (l *lane) holdLane(h hold) bool {
+	select {
+	case l.holds <- h:
+		return true
+	case <-l.done:
+		return false
+	}
 }
 
 // requestStop asks the lane to stop taking new batches.
@@ -169,12 +202,23 @@ func (l *lane) run() {
 	stopC := l.stop
 	var timer *time.Timer
 	var timerC <-chan time.Time
+	var held *hold // the barrier holding this lane, if any
+	var releaseC <-chan struct{}
+	cut := int64(-1)
 	for {
 		l.takeIncoming()
 		var wait time.Duration
 		switch {
-		case !stopping:
+		case !stopping && held == nil:
 			wait = l.dispatch(time.Now(), math.MaxInt64, false)
+		case !stopping:
+			// Held: finish what was dispatched, filling the gaps below
+			// it, and start nothing past it.
+			l.dispatch(time.Now(), cut, true)
+			if l.workers == 0 && held.idle != nil {
+				close(held.idle)
+				held.idle = nil
+			}
 		case l.hardCtx.Err() == nil:
 			// Soft stop: dispatch nothing new, but fill the gaps below
 			// the newest record already dispatched. Under ordering key,
@@ -201,8 +245,15 @@ func (l *lane) run() {
 		case c := <-l.results:
 			l.finish(c)
 		case <-timerC:
+		case reply := <-l.lagReq:
+			l.takeIncoming()
+			reply <- l.lag()
 		case <-stopC:
 			stopping, stopC = true, nil
+		case h := <-l.holds:
+			held, releaseC, cut = &h, h.release, l.maxDispatched
+		case <-releaseC:
+			held, releaseC = nil, nil
 		}
 		if timer != nil && timerC != nil && !timer.Stop() {
 			select {
@@ -241,12 +292,13 @@ func (l *lane) takeIncoming() {
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
 	l.queue = slices.Grow(l.queue, len(in))
 	for _, it := range in {
-		it.seq = l.tracker.add(it.rec.Position)
+		it.seq = l.tracker.add(it.rec.Position, it.arrived.UnixNano())
 		if byKey {
 			it.key = string(it.rec.Key)
 		}
 		l.queue = append(l.queue, it)
 	}
+	l.lastOffset = in[len(in)-1].rec.Position.Offset
 	clear(in)
 	l.mu.Lock()
 	if l.spare == nil {
@@ -281,7 +333,7 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 		l.inflight++
 		l.workers++
 		l.batchN++
-		l.pl.startBatch(l, l.batchN, batch)
+		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch)
 	}
 	return 0
 }
@@ -418,6 +470,7 @@ func (l *lane) finish(c completion) {
 	}
 	if c.done {
 		l.workers--
+		delete(l.live, c.batch)
 	}
 	if c.fatal != nil {
 		l.pl.fail(c.fatal)

@@ -1,9 +1,13 @@
 package host
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
+	"github.com/weirhq/weir/sources"
 )
 
 // collector exposes a Host's pipelines as Prometheus metrics. It keeps no
@@ -26,11 +30,11 @@ var (
 	mRecordsIn     = desc("weir_records_in_total", "Records delivered by the source.")
 	mCompleted     = desc("weir_records_completed_total", "Records complete: handled, or dead-lettered.")
 	mOutputs       = desc("weir_outputs_total", "Messages written to sinks.")
-	mFailures      = desc("weir_failures_total", "Per-record failures reported by the handler (every attempt counts).")
+	mFailures      = desc("weir_failures_total", "Per-record failures reported by the handler (every attempt counts), by failure class.", "class")
 	mDLQ           = desc("weir_dlq_records_total", "Records written to the dead-letter queue.")
 	mRetries       = desc("weir_retries_total", "Records sent to the handler again.")
 	mBatches       = desc("weir_batches_total", "Batches started.")
-	mHandlerErrors = desc("weir_handler_errors_total", "Handler calls that failed as a whole.")
+	mHandlerErrors = desc("weir_handler_errors_total", "Handler calls that failed as a whole, by failure class (timeout, crash, ...).", "class")
 	mDuplicates    = desc("weir_duplicates_dropped_total", "Records dropped as already handled (idempotency marks).")
 	mCommits       = desc("weir_commits_total", "Successful source commits.")
 	mRestarts      = desc("weir_plugin_restarts_total", "Handler plugin processes restarted after a crash or a timeout.")
@@ -42,16 +46,24 @@ var (
 	mInstances     = desc("weir_plugin_instances", "Handler plugin processes configured.")
 	mBreaker       = desc("weir_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", "breaker")
 	mCall          = desc("weir_handler_call_seconds", "Handler call latency, per batch call.")
+	mBatchSize     = desc("weir_batch_records", "Records per batch, at dispatch.")
+	mBatchSeconds  = desc("weir_batch_seconds", "Time from a batch's dispatch to its last record complete (retries, sink and DLQ writes included).")
 	mLanes         = desc("weir_assigned_partitions", "Partitions owned by this host now.")
 	mPartPaused    = desc("weir_partition_paused", "1 while the partition is paused at the source.", "topic", "partition")
 	mUp            = desc("weir_pipeline_running", "1 while the pipeline is running.")
+	mInstancesUp   = desc("weir_plugin_instances_up", "Handler plugin processes running now.")
+	mSourceUp      = desc("weir_source_connected", "1 while the latest poll of the source's offsets succeeded (admin.lag_interval).")
+	mLag           = desc("weir_lag_records", "Records between the first one not complete and the end of the partition's log (drainable + blocked).", "topic", "partition")
+	mLagDrainable  = desc("weir_lag_drainable_records", "Lag that more workers could drain: not fetched yet, queued, or on a first attempt. Scale on this.", "topic", "partition")
+	mLagBlocked    = desc("weir_lag_blocked_records", "Lag held behind an open breaker or retrying records (and their keys): more workers would not drain it.", "topic", "partition")
+	mOldest        = desc("weir_oldest_unfinished_seconds", "Age now of the oldest record delivered to the partition's lane and not complete, as of the latest lag measurement (admin.lag_interval; 0: none).", "topic", "partition")
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRecordsIn, mCompleted, mOutputs, mFailures, mDLQ, mRetries, mBatches,
 		mHandlerErrors, mDuplicates, mCommits, mRestarts, mRebalances, mInflight, mMaxInflight, mPaused, mParked,
-		mInstances, mBreaker, mCall, mLanes, mPartPaused, mUp} {
+		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest, mUpgrades, mVersion} {
 		ch <- d
 	}
 }
@@ -77,11 +89,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mRecordsIn, s.RecordsIn.Load())
 		counter(mCompleted, s.Completed.Load())
 		counter(mOutputs, s.Outputs.Load())
-		counter(mFailures, s.Failures.Load())
+		for i := range numClasses {
+			class := plugins.ErrorClass(i).String()
+			counter(mFailures, s.failuresBy[i].Load(), class)
+			counter(mHandlerErrors, s.handlerErrorsBy[i].Load(), class)
+		}
 		counter(mDLQ, s.DLQ.Load())
 		counter(mRetries, s.Retries.Load())
 		counter(mBatches, s.Batches.Load())
-		counter(mHandlerErrors, s.HandlerErrors.Load())
 		counter(mDuplicates, s.Duplicates.Load())
 		counter(mCommits, s.Commits.Load())
 		var restarts int64
@@ -97,6 +112,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(mPaused, s.Paused.Load())
 		gauge(mParked, s.Parked.Load())
 		gauge(mInstances, int64(pl.cfg.Handler.Instances))
+		if pl.alive != nil {
+			up, _ := pl.alive()
+			gauge(mInstancesUp, int64(up))
+		}
+		if _, ok := pl.src.(sources.OffsetReporter); ok {
+			var connected int64
+			if pl.sourceErr() == nil {
+				connected = 1
+			}
+			gauge(mSourceUp, connected)
+		}
+		now := time.Now()
+		for p, l := range pl.partitionLags() {
+			ch <- prometheus.MustNewConstMetric(mOldest, prometheus.GaugeValue, l.OldestAge(now).Seconds(), name, p.Stream, p.ID)
+			if !l.Known {
+				continue
+			}
+			gauge(mLag, l.Lag, p.Stream, p.ID)
+			gauge(mLagDrainable, l.Drainable, p.Stream, p.ID)
+			gauge(mLagBlocked, l.Blocked, p.Stream, p.ID)
+		}
 		var up int64
 		if states[name] == StateRunning {
 			up = 1
@@ -105,8 +141,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range pl.breakers() {
 			gauge(mBreaker, int64(b.cb.State()), b.name) // gobreaker: 0 closed, 1 half-open, 2 open
 		}
+		pl.collectUpgrades(ch)
 		count, sum, buckets := s.callHistogram()
 		ch <- prometheus.MustNewConstHistogram(mCall, count, sum, buckets, name)
+		count, sum, buckets = s.batchSize.snapshot()
+		ch <- prometheus.MustNewConstHistogram(mBatchSize, count, sum, buckets, name)
+		count, sum, buckets = s.batchSeconds.snapshot()
+		ch <- prometheus.MustNewConstHistogram(mBatchSeconds, count, sum, buckets, name)
 
 		// Copy under the lock, send after: a slow scrape must not hold up
 		// the lanes.

@@ -71,6 +71,9 @@ type pipeline struct {
 	// restarts reports the handler pool's process restarts; nil in tests
 	// with a fake handler.
 	restarts func() int64
+	// alive reports the handler pool's processes running and configured;
+	// nil in tests with a fake handler.
+	alive func() (up, total int)
 
 	// Breakers guard the handler pool, each sink and the DLQ; while any is
 	// open every partition is paused at the source.
@@ -97,9 +100,26 @@ type pipeline struct {
 	cancel  context.CancelCauseFunc
 	failMu  sync.Mutex
 	failErr error
+
+	// txn is the exactly-once source; nil under at-least-once. holding is
+	// the release channel of the barrier holding the lanes, if any: a lane
+	// created meanwhile starts held.
+	txn     Transactor
+	holding chan struct{}
+
+	// lagInterval is how often pollLag measures lag (admin.lag_interval).
+	lagInterval time.Duration
+	// lagMu guards lag, the latest measurement per owned partition, and
+	// srcErr, the outcome of the latest offsets poll (nil: connected).
+	lagMu  sync.Mutex
+	lag    map[record.Partition]PartitionLag
+	srcErr error
+	// srcWasUp: an offsets poll has succeeded before.
+	srcWasUp bool
 }
 
 type pipelineDeps struct {
+	txn     Transactor // exactly-once mode; must be src
 	marks   Marks
 	src     Source
 	handler Dispatcher
@@ -108,15 +128,21 @@ type pipelineDeps struct {
 	dlq     Sink
 	hostID  string
 	onEvent func(Event)
+	// lagInterval: see pipeline.lagInterval; 0 means the default.
+	lagInterval time.Duration
 }
 
 func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipeline {
 	pl := &pipeline{
 		cfg: cfg, log: log.With().Str("pipeline", cfg.Name).Logger(),
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
-		hostID: d.hostID, onEvent: d.onEvent, stats: &Stats{},
+		hostID: d.hostID, onEvent: d.onEvent, stats: newStats(),
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
 		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
+		lagInterval: d.lagInterval,
+	}
+	if _, ok := d.src.(sources.OffsetReporter); ok {
+		pl.srcErr = errNotMeasured
 	}
 	pl.handlerBreaker = newBreaker("handler", cfg.Breaker, pl.log, pl.breakerChanged)
 	if d.marks != nil {
@@ -136,6 +162,19 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		pl.guard = newDLQGuard(ratio, window)
 	}
 	pl.commits = newCommitter(d.src, d.marks, pl.log)
+	if d.txn != nil {
+		pl.txn = d.txn
+		pl.commits.txn = d.txn
+		pl.commits.quiesce = pl.quiesce
+		pl.commits.quiesceWithin = cfg.Handler.Timeout + 10*time.Second
+		pl.commits.onTxnError = func(err error) { pl.fail(fmt.Errorf("pipeline %s: %w", cfg.Name, err)) }
+		for name, sk := range pl.sinks {
+			pl.sinks[name] = taintingSink{sk, pl.commits}
+		}
+		if pl.dlq != nil {
+			pl.dlq = taintingSink{pl.dlq, pl.commits}
+		}
+	}
 	pl.commits.onFenced = func(p record.Partition, err error) {
 		pl.mu.Lock()
 		l := pl.lanes[p]
@@ -172,7 +211,34 @@ func (pl *pipeline) run(ctx context.Context) error {
 		defer close(committerDone)
 		pl.commits.loop(commitCtx, pl.cfg.CommitInterval)
 	}()
-	err := pl.src.Run(ctx, pl)
+	srcCtx := ctx
+	if pl.txn != nil {
+		// Exactly-once: on shutdown, finish and commit the lanes' work in
+		// a last transaction before the source leaves the group (which
+		// drops every lane, committing nothing).
+		var stopSrc context.CancelFunc
+		srcCtx, stopSrc = context.WithCancel(context.WithoutCancel(ctx))
+		defer stopSrc()
+		srcDone := make(chan struct{})
+		defer close(srcDone)
+		go func() {
+			select {
+			case <-ctx.Done():
+				pl.commits.finalTxn(pl.cfg.ShutdownTimeout)
+				stopSrc()
+			case <-srcDone:
+			}
+		}()
+	}
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		pl.pollLag(lagCtx, pl.lagInterval)
+	}()
+	err := pl.src.Run(srcCtx, pl)
+	stopLag()
+	<-lagDone
 	// The source revokes every lane before Run returns; drop any it missed.
 	pl.mu.Lock()
 	left := make([]record.Partition, 0, len(pl.lanes))
@@ -225,6 +291,9 @@ func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
 		}
 		l := newLane(pl, c.Partition, c.Generation)
 		pl.lanes[c.Partition] = l
+		if pl.holding != nil {
+			l.holds <- hold{idle: make(chan struct{}), release: pl.holding}
+		}
 		pl.mu.Unlock()
 		pl.commits.own(c.Partition, c.Generation)
 		go l.run()
@@ -235,8 +304,14 @@ func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
 }
 
 // Revoke implements sources.Lanes: drain the lanes in parallel within the
-// shutdown timeout, then commit what each completed.
+// shutdown timeout, then commit what each completed. Under exactly-once the
+// open transaction cannot commit after a revoke: the lanes are dropped and
+// the transaction is aborted at once (see revokeTxn).
 func (pl *pipeline) Revoke(ctx context.Context, parts []record.Partition) {
+	if pl.txn != nil {
+		pl.revokeTxn(parts)
+		return
+	}
 	lanes := pl.detach(parts)
 	if len(lanes) == 0 {
 		return
@@ -274,14 +349,108 @@ func (pl *pipeline) fenced(l *lane, err error) {
 	go pl.Lost(context.Background(), []record.Partition{l.part})
 }
 
+// revokeTxn drops the lanes of revoked partitions under exactly-once: the
+// source's transaction session aborts the open transaction after a revoke
+// (their outputs in it never become visible), so their work since the last
+// commit is for the next owner to redo. The committer is asked to end the
+// transaction now, so that the next owner and read_committed readers of
+// the outputs do not wait for it.
+func (pl *pipeline) revokeTxn(parts []record.Partition) {
+	pl.dropLanes(parts, EventRevoked, "partition revoked; its work since the last transaction is aborted")
+	pl.commits.abortSoon()
+}
+
+// Rewind implements kafka.Rewinder: the transaction aborted, so every
+// record delivered since the last commit will be delivered again. Each
+// lane is replaced by an empty one of the same claim; in-flight batches are
+// abandoned (their outputs were aborted with the transaction).
+func (pl *pipeline) Rewind(_ context.Context, parts []record.Partition) {
+	for _, p := range parts {
+		pl.mu.Lock()
+		old := pl.lanes[p]
+		pl.mu.Unlock()
+		if old == nil {
+			continue
+		}
+		old.kill()
+		old.abandonQueue()
+		pl.commits.drop(p)
+		l := newLane(pl, p, old.gen)
+		pl.mu.Lock()
+		pl.lanes[p] = l
+		if pl.holding != nil {
+			l.holds <- hold{idle: make(chan struct{}), release: pl.holding}
+		}
+		pl.mu.Unlock()
+		pl.commits.own(p, old.gen)
+		go l.run()
+		l.log.Debug().Msg("partition rewound to its last commit")
+	}
+	pl.reconcilePauses()
+}
+
+// quiesce holds every lane at the exactly-once barrier and waits up to
+// within for all of them to have no batch in flight. release lets them go
+// on; idle is false if some lane did not get there in time.
+func (pl *pipeline) quiesce(within time.Duration) (release func(), idle bool) {
+	rel := make(chan struct{})
+	pl.mu.Lock()
+	pl.holding = rel
+	lanes := make([]*lane, 0, len(pl.lanes))
+	for _, l := range pl.lanes {
+		lanes = append(lanes, l)
+	}
+	pl.mu.Unlock()
+	release = func() {
+		pl.mu.Lock()
+		pl.holding = nil
+		pl.mu.Unlock()
+		close(rel)
+	}
+	type held struct {
+		l *lane
+		h hold
+	}
+	var hs []held
+	for _, l := range lanes {
+		h := hold{idle: make(chan struct{}), release: rel}
+		if l.holdLane(h) {
+			hs = append(hs, held{l, h})
+		}
+	}
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for _, x := range hs {
+		select {
+		case <-x.h.idle:
+		case <-x.l.done:
+		case <-deadline.C:
+			pl.log.Warn().Str("partition", x.l.part.String()).Dur("waited", within).
+				Msg("a batch did not finish in time for the transaction; aborting it (its records are handled again)")
+			return release, false
+		}
+	}
+	return release, true
+}
+
 // Lost implements sources.Lanes: abandon the lanes, commit nothing.
 func (pl *pipeline) Lost(_ context.Context, parts []record.Partition) {
+	pl.dropLanes(parts, EventLost, "partition lost; in-flight work abandoned, nothing committed")
+}
+
+// dropLanes abandons the lanes of parts, committing nothing, and reports
+// kind for each.
+func (pl *pipeline) dropLanes(parts []record.Partition, kind EventKind, msg string) {
 	for _, l := range pl.detach(parts) {
 		pl.commits.drop(l.part)
 		l.kill()
 		l.abandonQueue()
-		l.log.Warn().Msg("partition lost; in-flight work abandoned, nothing committed")
-		pl.event(EventLost, l.part, record.Position{})
+		ev := l.log.Info()
+		if kind == EventLost {
+			ev = l.log.Warn()
+		}
+		ev.Msg(msg)
+		pl.event(kind, l.part, record.Position{})
 	}
 }
 

@@ -17,24 +17,30 @@ type tracker struct {
 	n    int               // slots in use
 	done []bool            // ring buffer, len is a power of two
 	pos  []record.Position // positions, same ring
+	at   []int64           // arrival times (Unix nanoseconds), same ring
 
 	last    record.Position // position of the newest completed-contiguous record
 	hasLast bool
+	// doneAhead counts the records complete above the watermark (out of
+	// order, waiting for an older one).
+	doneAhead int
 }
 
 func newTracker() *tracker {
 	const initial = 1024
-	return &tracker{done: make([]bool, initial), pos: make([]record.Position, initial)}
+	return &tracker{done: make([]bool, initial), pos: make([]record.Position, initial), at: make([]int64, initial)}
 }
 
-// add registers the next record in arrival order and returns its seq.
-func (t *tracker) add(p record.Position) int64 {
+// add registers the next record in arrival order, which arrived at the
+// given time (Unix nanoseconds), and returns its seq.
+func (t *tracker) add(p record.Position, arrived int64) int64 {
 	if t.n == len(t.done) {
 		t.grow()
 	}
 	i := (t.head + t.n) & (len(t.done) - 1)
 	t.done[i] = false
 	t.pos[i] = p
+	t.at[i] = arrived
 	t.n++
 	return t.base + int64(t.n-1)
 }
@@ -43,12 +49,14 @@ func (t *tracker) grow() {
 	size := len(t.done) * 2
 	done := make([]bool, size)
 	pos := make([]record.Position, size)
+	at := make([]int64, size)
 	for k := 0; k < t.n; k++ {
 		j := (t.head + k) & (len(t.done) - 1)
 		done[k] = t.done[j]
 		pos[k] = t.pos[j]
+		at[k] = t.at[j]
 	}
-	t.done, t.pos, t.head = done, pos, 0
+	t.done, t.pos, t.at, t.head = done, pos, at, 0
 }
 
 // complete marks seq complete. It reports whether the contiguous watermark
@@ -58,12 +66,20 @@ func (t *tracker) complete(seq int64) bool {
 	if k < 0 || k >= int64(t.n) {
 		return false
 	}
-	t.done[(t.head+int(k))&(len(t.done)-1)] = true
-	if k != 0 {
+	mask := len(t.done) - 1
+	i := (t.head + int(k)) & mask
+	if t.done[i] {
 		return false
 	}
-	mask := len(t.done) - 1
-	for t.n > 0 && t.done[t.head] {
+	t.done[i] = true
+	if k != 0 {
+		t.doneAhead++
+		return false
+	}
+	for first := true; t.n > 0 && t.done[t.head]; first = false {
+		if !first {
+			t.doneAhead--
+		}
 		t.last = t.pos[t.head]
 		t.hasLast = true
 		t.done[t.head] = false
@@ -74,6 +90,9 @@ func (t *tracker) complete(seq int64) bool {
 	return true
 }
 
+// incomplete returns the number of records added and not complete.
+func (t *tracker) incomplete() int { return t.n - t.doneAhead }
+
 // watermark returns the position of the newest record such that it and
 // every record before it are complete; ok is false while none is.
 func (t *tracker) watermark() (p record.Position, ok bool) { return t.last, t.hasLast }
@@ -81,3 +100,24 @@ func (t *tracker) watermark() (p record.Position, ok bool) { return t.last, t.ha
 // pending returns the number of records added but not yet below the
 // watermark.
 func (t *tracker) pending() int { return t.n }
+
+// isComplete reports whether seq was completed (or is below the watermark).
+func (t *tracker) isComplete(seq int64) bool {
+	k := seq - t.base
+	if k < 0 {
+		return true
+	}
+	if k >= int64(t.n) {
+		return false
+	}
+	return t.done[(t.head+int(k))&(len(t.done)-1)]
+}
+
+// oldest returns the position and arrival time (Unix nanoseconds) of the
+// oldest record not complete; ok is false when every record added is.
+func (t *tracker) oldest() (p record.Position, arrived int64, ok bool) {
+	if t.n == 0 {
+		return record.Position{}, 0, false
+	}
+	return t.pos[t.head], t.at[t.head], true
+}

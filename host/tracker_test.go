@@ -10,7 +10,7 @@ import (
 func TestTrackerInOrder(t *testing.T) {
 	tr := newTracker()
 	for i := int64(0); i < 5; i++ {
-		if seq := tr.add(record.Position{Offset: 100 + i}); seq != i {
+		if seq := tr.add(record.Position{Offset: 100 + i}, 0); seq != i {
 			t.Fatalf("seq = %d, want %d", seq, i)
 		}
 	}
@@ -35,7 +35,7 @@ func TestTrackerInOrder(t *testing.T) {
 func TestTrackerOutOfOrderNeverPassesAGap(t *testing.T) {
 	tr := newTracker()
 	for i := int64(0); i < 6; i++ {
-		tr.add(record.Position{Offset: i * 2}) // offsets with gaps, as after compaction
+		tr.add(record.Position{Offset: i * 2}, 0) // offsets with gaps, as after compaction
 	}
 	for _, s := range []int64{5, 3, 4, 1} {
 		if tr.complete(s) {
@@ -61,12 +61,12 @@ func TestTrackerRandomCompletionOrderGrows(t *testing.T) {
 	tr := newTracker()
 	const n = 5000 // past the initial ring size, so grow runs with a wrapped head
 	for i := 0; i < 300; i++ {
-		tr.add(record.Position{Offset: int64(i)})
+		tr.add(record.Position{Offset: int64(i)}, 0)
 		tr.complete(int64(i))
 	}
 	seqs := make([]int64, 0, n)
 	for i := 0; i < n; i++ {
-		seqs = append(seqs, tr.add(record.Position{Offset: int64(300 + i)}))
+		seqs = append(seqs, tr.add(record.Position{Offset: int64(300 + i)}, 0))
 	}
 	rand.New(rand.NewPCG(1, 2)).Shuffle(len(seqs), func(i, j int) { seqs[i], seqs[j] = seqs[j], seqs[i] })
 	completed := map[int64]bool{}
@@ -91,7 +91,7 @@ func TestTrackerRandomCompletionOrderGrows(t *testing.T) {
 
 func TestTrackerIgnoresUnknownAndRepeatedSeqs(t *testing.T) {
 	tr := newTracker()
-	tr.add(record.Position{Offset: 7})
+	tr.add(record.Position{Offset: 7}, 0)
 	if tr.complete(5) || tr.complete(-1) {
 		t.Fatal("unknown seq moved the watermark")
 	}
@@ -105,7 +105,40 @@ func BenchmarkTracker(b *testing.B) {
 	tr := newTracker()
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		s := tr.add(record.Position{Offset: int64(i)})
+		s := tr.add(record.Position{Offset: int64(i)}, 0)
 		tr.complete(s)
+	}
+}
+
+// incomplete counts records not complete, whether they are below or above
+// records completed out of order (the lag split counts on it).
+func TestTrackerIncompleteAndOldest(t *testing.T) {
+	tr := newTracker()
+	for i := range int64(5) {
+		tr.add(record.Position{Offset: 10 + i}, 100+i)
+	}
+	tr.complete(2)
+	tr.complete(4)
+	tr.complete(4) // twice: no-op
+	if got := tr.incomplete(); got != 3 {
+		t.Fatalf("incomplete = %d, want 3", got)
+	}
+	if p, at, ok := tr.oldest(); !ok || p.Offset != 10 || at != 100 {
+		t.Fatalf("oldest = %v %d %v, want offset 10 arrived 100", p, at, ok)
+	}
+	tr.complete(0)
+	tr.complete(1) // the watermark moves over 1 and 2
+	if got := tr.incomplete(); got != 1 {
+		t.Fatalf("incomplete = %d, want 1 (offset 13)", got)
+	}
+	if p, _, _ := tr.oldest(); p.Offset != 13 {
+		t.Fatalf("oldest = %v, want 13", p)
+	}
+	if !tr.isComplete(4) || tr.isComplete(3) || !tr.isComplete(0) {
+		t.Fatal("isComplete wrong")
+	}
+	tr.complete(3)
+	if _, _, ok := tr.oldest(); ok || tr.incomplete() != 0 {
+		t.Fatalf("after all complete: oldest ok %v incomplete %d", ok, tr.incomplete())
 	}
 }

@@ -16,6 +16,9 @@ var (
 	ErrTimeout = errors.New("plugin call timed out")
 	// ErrPoolClosed means the pool was closed before the call could run.
 	ErrPoolClosed = errors.New("plugin pool closed")
+	// ErrDigestMismatch means the plugin executable's SHA-256 is not the
+	// one PoolConfig.SHA256 pins: the process was not started.
+	ErrDigestMismatch = errors.New("plugin executable does not match its pinned sha256")
 )
 
 // Error is an error with an ErrorClass: a whole-batch failure returned by a

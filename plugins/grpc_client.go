@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,10 +29,11 @@ func newGRPCClient(done context.Context, conn grpc.ClientConnInterface) *grpcCli
 	return &grpcClient{client: pb.NewHandlerClient(conn), conn: conn, done: done}
 }
 
-// callOptions raise the message size limits of every call; go-plugin's own
-// dial options already do, this keeps the limit ours and explicit.
+// callOptions raise the send limit of every call (go-plugin's own dial
+// options already do; this keeps the limit ours and explicit). The receive
+// limit is the pool's (PoolConfig.MaxReplyBytes, a dial option), so it is
+// not set per call, which would override it.
 var callOptions = []grpc.CallOption{
-	grpc.MaxCallRecvMsgSize(MaxMessageSize),
 	grpc.MaxCallSendMsgSize(MaxMessageSize),
 }
 
@@ -114,6 +116,22 @@ func (c *grpcClient) callError(ctx context.Context, op string, err error) error 
 	case codes.Canceled:
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: call abandoned: %w", op, context.Cause(ctx))
+		}
+	case codes.Internal:
+		// A reply (or a batch) with a protobuf string that is not UTF-8:
+		// the same records give the same reply, so it is not retried as
+		// is (the host bisects the batch instead).
+		if strings.Contains(st.Message(), "invalid UTF-8") {
+			return &Error{Class: ClassBadReply, Retryable: false,
+				Err: fmt.Errorf("%s: reply holds a string that is not valid UTF-8 (header keys, sink names and messages must be): %s", op, st.Message())}
+		}
+	case codes.ResourceExhausted:
+		// A reply over the size limit, refused by the host's receiver or
+		// the handler's sender: the same records give the same reply, so
+		// it is not retried as is (the host bisects the batch instead).
+		if strings.Contains(st.Message(), "larger than max") {
+			return &Error{Class: ClassBadReply, Retryable: false,
+				Err: fmt.Errorf("%s: reply over the size limit (handler.max_reply_bytes): %s", op, st.Message())}
 		}
 	}
 	for _, d := range st.Details() {

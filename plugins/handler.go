@@ -92,6 +92,11 @@ type Failure struct {
 type Result struct {
 	Outputs  []Output
 	Failures []Failure
+	// Handler is the handler (name, version) that produced the result. It
+	// does not cross the plugin boundary: the host's dispatcher sets it
+	// from the instance's Describe, so that outputs and dead letters name
+	// the version that handled them across an upgrade.
+	Handler Info
 }
 
 // Info describes a handler.

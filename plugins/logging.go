@@ -13,8 +13,10 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// maxLogLine bounds a line of plugin output kept in memory; a longer line is
-// logged in pieces.
+// maxLogLine bounds a line of plugin output: a longer line is logged cut to
+// its first maxLogLine bytes (with truncated: true), and the rest of it, up
+// to the next newline, is dropped. A plugin cannot flood the log, or the
+// host's memory, with one endless line.
 const maxLogLine = 64 << 10
 
 // lineLogger is an io.Writer that logs each line written to it as one
@@ -25,6 +27,8 @@ type lineLogger struct {
 	log     zerolog.Logger
 	buf     []byte
 	inPanic bool
+	// dropping is set while the rest of an over-long line is dropped.
+	dropping bool
 }
 
 func newLineLogger(l zerolog.Logger, stream string) *lineLogger {
@@ -37,13 +41,28 @@ func (w *lineLogger) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			w.buf = append(w.buf, p...)
-			for len(w.buf) >= maxLogLine {
-				w.emit(w.buf[:maxLogLine])
-				w.buf = w.buf[:copy(w.buf, w.buf[maxLogLine:])]
+		if w.dropping {
+			if i < 0 {
+				break
 			}
-			break
+			w.dropping = false
+			p = p[i+1:]
+			continue
+		}
+		if i < 0 || len(w.buf)+i > maxLogLine {
+			take := min(len(p), maxLogLine-len(w.buf))
+			if i >= 0 {
+				take = min(take, i)
+			}
+			w.buf = append(w.buf, p[:take]...)
+			p = p[take:]
+			if len(p) == 0 {
+				break // no newline yet; the next write says whether it is too long
+			}
+			w.emitTruncated(w.buf)
+			w.buf = w.buf[:0]
+			w.dropping = true
+			continue
 		}
 		if len(w.buf) > 0 {
 			w.buf = append(w.buf, p[:i]...)
@@ -65,6 +84,12 @@ func (w *lineLogger) Flush() {
 		w.emit(w.buf)
 		w.buf = w.buf[:0]
 	}
+	w.dropping = false
+}
+
+// emitTruncated logs the first maxLogLine bytes of an over-long line.
+func (w *lineLogger) emitTruncated(line []byte) {
+	w.log.Info().Bool("truncated", true).Int("max_line_bytes", maxLogLine).Msg(strings.ToValidUTF8(string(line), "\uFFFD"))
 }
 
 // emit logs one line: at info, or at error from a Go panic or fatal error

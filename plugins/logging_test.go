@@ -56,13 +56,33 @@ func TestLineLogger(t *testing.T) {
 	}
 }
 
-func TestLineLoggerSplitsHugeLines(t *testing.T) {
+// A line over maxLogLine is logged once, cut, however long it is (it used
+// to be logged in 64 KiB pieces: a plugin printing 100 MiB without a
+// newline made 1,600 log lines); the lines around it are intact.
+func TestLineLoggerTruncatesHugeLines(t *testing.T) {
 	var buf bytes.Buffer
 	w := newLineLogger(zerolog.New(&buf), "stdout")
-	_, _ = w.Write(bytes.Repeat([]byte("x"), maxLogLine+10))
+	_, _ = w.Write([]byte("before\n"))
+	chunk := bytes.Repeat([]byte("x"), 1000)
+	for range 10 << 10 { // 10 MB in writes of 1,000 bytes
+		_, _ = w.Write(chunk)
+	}
+	_, _ = w.Write([]byte("still the long line\nafter\nexact"))
+	_, _ = w.Write(bytes.Repeat([]byte("y"), maxLogLine-len("exact")))
 	_, _ = w.Write([]byte("\n"))
-	if n := len(decodeLines(t, &buf)); n != 2 {
-		t.Errorf("%d log lines, want 2", n)
+	w.Flush()
+	got := decodeLines(t, &buf)
+	if len(got) != 4 {
+		t.Fatalf("%d log lines, want 4", len(got))
+	}
+	if got[0]["message"] != "before" || got[2]["message"] != "after" {
+		t.Errorf("lines around the long one: %v, %v", got[0]["message"], got[2]["message"])
+	}
+	if m, _ := got[1]["message"].(string); len(m) != maxLogLine || got[1]["truncated"] != true {
+		t.Errorf("long line logged with %d bytes, truncated=%v", len(m), got[1]["truncated"])
+	}
+	if m, _ := got[3]["message"].(string); len(m) != maxLogLine || got[3]["truncated"] != nil {
+		t.Errorf("a line of exactly maxLogLine bytes: %d bytes, truncated=%v", len(m), got[3]["truncated"])
 	}
 }
 

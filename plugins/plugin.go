@@ -3,6 +3,7 @@ package plugins
 import (
 	"context"
 	"os"
+	"strconv"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -100,7 +101,16 @@ func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 		// Batches decode by hand (wire.go); everything else as usual.
 		grpc.ForceServerCodecV2(wireCodec{}),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
-		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(maxReplyBytes()),
 	)
 	return grpc.NewServer(opts...)
+}
+
+// maxReplyBytes is the send limit of a handler process: what the host said
+// it accepts (WEIR_MAX_REPLY_BYTES), else MaxMessageSize.
+func maxReplyBytes() int {
+	if n, err := strconv.Atoi(os.Getenv(EnvMaxReplyBytes)); err == nil && n > 0 {
+		return n
+	}
+	return MaxMessageSize
 }

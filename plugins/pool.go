@@ -2,14 +2,18 @@ package plugins
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,9 +56,29 @@ type PoolConfig struct {
 	Dir string
 	// Args are the arguments of the handler process.
 	Args []string
-	// Env is added to the environment the handler process inherits from
-	// this one, overriding variables of the same name.
+	// Env is the handler process's environment. Nothing else of this
+	// process's environment is passed on (it may hold the host's secrets),
+	// except PATH and TMPDIR (which an interpreter or a runtime needs to
+	// find programs and a place for go-plugin's socket), unless Env sets
+	// them; go-plugin adds its own protocol variables, the pool
+	// WEIR_MAX_REPLY_BYTES and, for a builtin, WEIR_BUILTIN_HANDLER.
 	Env map[string]string
+	// SHA256, if set, pins the executable: the lowercase hex SHA-256 its
+	// file must have at every start and restart (go-plugin's SecureConfig
+	// checks it again just before exec). A mismatch fails the start with an
+	// error printing both digests. Not allowed with Builtin.
+	SHA256 string
+	// AutoMTLS secures the connection to the handler process with
+	// go-plugin's automatic mutual TLS (a certificate pair per process,
+	// made at start). The handler's go-plugin server must support it: Go
+	// handlers do; the Python and TypeScript SDKs do not.
+	AutoMTLS bool
+	// MaxReplyBytes is the largest reply accepted from a handler process
+	// (the host's gRPC receive limit; the process gets it as
+	// WEIR_MAX_REPLY_BYTES, which the SDKs use as their send limit). A
+	// larger reply fails the call with ClassBadReply, not retryable.
+	// Default MaxMessageSize.
+	MaxReplyBytes int
 	// Instances is the number of handler processes. Default 2.
 	Instances int
 	// Timeout bounds one Handle call. An instance whose call times out is
@@ -68,6 +92,15 @@ type PoolConfig struct {
 	// StartTimeout bounds starting one process: the go-plugin handshake and
 	// the Describe call. Default 30s.
 	StartTimeout time.Duration
+	// MemoryLimit, if positive, caps the bytes each handler process may
+	// allocate, enforced by the kernel (see limitMemory). A process past it
+	// dies and is restarted like any crash. Linux only; elsewhere NewPool
+	// fails. Default 0: no limit.
+	MemoryLimit int64
+	// MaxConcurrency is how many Handle calls one process serves at once.
+	// A crash or timeout of one call kills the process, failing its other
+	// calls too. Default 1.
+	MaxConcurrency int
 }
 
 func (c *PoolConfig) applyDefaults() {
@@ -87,6 +120,13 @@ func (c *PoolConfig) applyDefaults() {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = DefaultStartTimeout
 	}
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = 1
+	}
+	if c.MaxReplyBytes == 0 {
+		c.MaxReplyBytes = MaxMessageSize
+	}
+	c.SHA256 = strings.ToLower(c.SHA256)
 }
 
 func (c *PoolConfig) validate() error {
@@ -103,6 +143,15 @@ func (c *PoolConfig) validate() error {
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("Timeout: %s is negative", c.Timeout))
 	}
+	if c.MaxConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("MaxConcurrency: %d is negative", c.MaxConcurrency))
+	}
+	if c.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("MemoryLimit: %d is negative", c.MemoryLimit))
+	}
+	if c.MemoryLimit > 0 && !MemoryLimitSupported {
+		errs = append(errs, errors.New("MemoryLimit: handler memory limits are only supported on Linux"))
+	}
 	if c.StartTimeout < 0 {
 		errs = append(errs, fmt.Errorf("StartTimeout: %s is negative", c.StartTimeout))
 	}
@@ -111,13 +160,25 @@ func (c *PoolConfig) validate() error {
 			errs = append(errs, fmt.Errorf("Env: invalid variable name %q", k))
 		}
 	}
+	if c.SHA256 != "" {
+		if b, err := hex.DecodeString(c.SHA256); err != nil || len(b) != sha256.Size {
+			errs = append(errs, fmt.Errorf("SHA256: %q is not 64 hexadecimal digits", c.SHA256))
+		}
+		if c.Builtin != "" {
+			errs = append(errs, errors.New("SHA256: not allowed with Builtin (the running executable)"))
+		}
+	}
+	if c.MaxReplyBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxReplyBytes: %d is negative", c.MaxReplyBytes))
+	}
 	return errors.Join(errs...)
 }
 
 // Pool runs a fixed number of handler processes and spreads Handle calls
-// over them, one call at a time per process. It restarts a process that
-// crashes or times out, in the background, with backoff. All methods are
-// safe for concurrent use.
+// over them, up to MaxConcurrency calls at a time per process (Pool.idle
+// holds that many tokens per instance, each the right to one call on it).
+// It restarts a process that crashes or times out, in the background, with
+// backoff. All methods are safe for concurrent use.
 type Pool struct {
 	cfg  PoolConfig
 	log  zerolog.Logger
@@ -146,9 +207,10 @@ type Pool struct {
 	restarts atomic.Int64
 }
 
-// instance is one handler process slot. Whoever took it from Pool.idle (a
-// Handle call, or the restart goroutine it hands it to) owns it; client, h
-// and pid change only while the restart goroutine owns it, under Pool.mu.
+// instance is one handler process slot. Whoever took a token of it from
+// Pool.idle (a Handle call) may call it; client, h and pid change only
+// while the restart goroutine owns it (every token collected), under
+// Pool.mu.
 type instance struct {
 	n      int
 	log    zerolog.Logger
@@ -159,6 +221,13 @@ type instance struct {
 	logs []*lineLogger
 	// failures counts restarts since the last successful call.
 	failures int
+	// Under Pool.mu: broken is set once the process must be replaced; its
+	// tokens are then collected (not put back) and the restart starts
+	// when the last one is in, for the reason and hard of the first.
+	broken    bool
+	collected int
+	reason    string
+	hard      bool
 }
 
 func (inst *instance) dead() bool {
@@ -190,7 +259,7 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 		log:       cfg.Logger.With().Str("plugin", cfg.Name).Logger(),
 		exe:       exe,
 		env:       processEnv(cfg),
-		idle:      make(chan *instance, cfg.Instances),
+		idle:      make(chan *instance, cfg.Instances*cfg.MaxConcurrency),
 		all:       make([]*instance, cfg.Instances),
 		drained:   make(chan struct{}),
 		closing:   make(chan struct{}),
@@ -224,7 +293,9 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 		}
 	}
 	for _, inst := range p.all {
-		p.idle <- inst
+		for range cfg.MaxConcurrency {
+			p.idle <- inst
+		}
 	}
 	p.log.Info().Str("handler", p.info.Name).Str("version", p.info.Version).Int("instances", cfg.Instances).
 		Str("path", exe).Str("builtin", cfg.Builtin).Msg("plugin pool started")
@@ -267,21 +338,51 @@ func resolveExecutable(cfg PoolConfig) (string, error) {
 	return abs, nil
 }
 
-// processEnv is the environment of a handler process: this process's,
-// without WEIR_BUILTIN_HANDLER, then cfg.Env in key order, then
-// WEIR_BUILTIN_HANDLER for a builtin. Later entries win (os/exec keeps the
-// last value of a repeated key). go-plugin appends its handshake variables.
+// EnvMaxReplyBytes tells a handler process the largest reply the host
+// accepts (PoolConfig.MaxReplyBytes), in bytes.
+const EnvMaxReplyBytes = "WEIR_MAX_REPLY_BYTES"
+
+// passedEnv are the variables of this process a handler process gets
+// unless PoolConfig.Env sets them: what finding programs and a temporary
+// directory needs, nothing that may hold a secret.
+var passedEnv = []string{"PATH", "TMPDIR"}
+
+// processEnv is the environment of a handler process: passedEnv from this
+// process, then cfg.Env in key order, then WEIR_MAX_REPLY_BYTES and, for a
+// builtin, WEIR_BUILTIN_HANDLER. Later entries win (os/exec keeps the last
+// value of a repeated key). go-plugin appends its handshake variables.
 func processEnv(cfg PoolConfig) []string {
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, EnvBuiltinHandler+"=")
-	})
+	var env []string
+	for _, k := range passedEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
 	for _, k := range slices.Sorted(maps.Keys(cfg.Env)) {
 		env = append(env, k+"="+cfg.Env[k])
 	}
+	env = append(env, EnvMaxReplyBytes+"="+strconv.Itoa(cfg.MaxReplyBytes))
 	if cfg.Builtin != "" {
 		env = append(env, EnvBuiltinHandler+"="+cfg.Builtin)
 	}
 	return env
+}
+
+// checkDigest fails unless the file at exe has the SHA-256 want (hex).
+func checkDigest(exe, want string) error {
+	f, err := os.Open(exe)
+	if err != nil {
+		return fmt.Errorf("checking the sha256 of %s: %w", exe, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("checking the sha256 of %s: %w", exe, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != want {
+		return fmt.Errorf("%w: %s has sha256 %s, but %s is pinned; refusing to start it", ErrDigestMismatch, exe, got, want)
+	}
+	return nil
 }
 
 // launch starts a process for inst, connects to it and describes it. On
@@ -290,6 +391,14 @@ func processEnv(cfg PoolConfig) []string {
 func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if err := ctx.Err(); err != nil {
 		return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+	}
+	var secure *plugin.SecureConfig
+	if p.cfg.SHA256 != "" {
+		if err := checkDigest(p.exe, p.cfg.SHA256); err != nil {
+			return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+		}
+		sum, _ := hex.DecodeString(p.cfg.SHA256)
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	cmd := exec.Command(p.exe, p.cfg.Args...)
 	cmd.Dir = p.cfg.Dir
@@ -303,7 +412,9 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: maps.Clone(VersionedPlugins), // go-plugin may add to it
 		Cmd:              cmd,
-		SkipHostEnv:      true, // cmd.Env already holds it, so Env overrides it
+		SkipHostEnv:      true, // never the host's environment: cmd.Env is all it gets
+		SecureConfig:     secure,
+		AutoMTLS:         p.cfg.AutoMTLS,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     p.cfg.StartTimeout,
 		// The process's own stderr (what it writes before go-plugin takes
@@ -315,12 +426,15 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		SyncStdout: syncStdout,
 		Logger:     newHclogAdapter(inst.log, filepath.Base(p.exe)),
 		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallRecvMsgSize(p.cfg.MaxReplyBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageSize),
 		)},
 	})
 	logs := []*lineLogger{stderr, syncStderr, syncStdout}
 	fail := func(err error) (Info, error) {
+		if p.cfg.AutoMTLS && strings.Contains(err.Error(), "tls: ") {
+			err = fmt.Errorf("%w (automatic mTLS is on, handler.mtls: a plugin whose go-plugin server does not support it, like the Python and TypeScript SDKs, needs mtls: off)", err)
+		}
 		client.Kill()
 		for _, l := range logs {
 			l.Flush()
@@ -334,6 +448,15 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if err != nil {
 		return fail(fmt.Errorf("%w (the process's stderr is logged with plugin=%q)", err, p.cfg.Name))
 	}
+	pid := 0
+	if rc := client.ReattachConfig(); rc != nil {
+		pid = rc.Pid
+	}
+	if p.cfg.MemoryLimit > 0 {
+		if err := limitMemory(pid, p.cfg.MemoryLimit); err != nil {
+			return fail(err)
+		}
+	}
 	raw, err := rpc.Dispense(PluginName)
 	if err != nil {
 		return fail(err)
@@ -341,10 +464,6 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	h, ok := raw.(*grpcClient)
 	if !ok {
 		return fail(fmt.Errorf("dispensed %T, want a handler client", raw))
-	}
-	pid := 0
-	if rc := client.ReattachConfig(); rc != nil {
-		pid = rc.Pid
 	}
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.StartTimeout)
 	defer cancel()
@@ -370,6 +489,20 @@ func (p *Pool) Info() Info {
 // Restarts is the number of times an instance was restarted after a crash,
 // a timeout or an abandoned call, since NewPool.
 func (p *Pool) Restarts() int64 { return p.restarts.Load() }
+
+// Alive returns how many of the pool's processes are running now, and how
+// many it has. A process that exited (and is being restarted) does not
+// count, nor does any after Close.
+func (p *Pool) Alive() (up, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, inst := range p.all {
+		if !p.closed && inst.client != nil && !inst.client.Exited() {
+			up++
+		}
+	}
+	return up, len(p.all)
+}
 
 // Handle sends b to an idle instance, waiting for one as long as ctx allows,
 // and returns its result. It sets b.Deadline to the call's deadline: now plus
@@ -407,8 +540,7 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	res, err := inst.h.handleWire(callCtx, w)
 	if err == nil {
 		w.release()
-		inst.failures = 0
-		p.idle <- inst
+		p.putBack(inst, true)
 		return res, nil
 	}
 	// inst is handed back or to a restart below; note who it was first.
@@ -430,7 +562,7 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 		p.recycle(inst, "call abandoned", true)
 		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
 	default:
-		p.idle <- inst
+		p.putBack(inst, false)
 		return nil, fmt.Errorf("plugin %q instance %d: %w", p.cfg.Name, n, err)
 	}
 }
@@ -460,6 +592,13 @@ func (p *Pool) acquire(ctx context.Context) (*instance, error) {
 	for {
 		select {
 		case inst := <-p.idle:
+			p.mu.Lock()
+			broken := inst.broken
+			p.mu.Unlock()
+			if broken {
+				p.collect(inst) // a stale token of a process being replaced
+				continue
+			}
 			if inst.dead() {
 				p.recycle(inst, "exited while idle", false)
 				continue
@@ -478,16 +617,59 @@ func (p *Pool) acquire(ctx context.Context) (*instance, error) {
 	}
 }
 
-// recycle kills inst's process and, unless the pool is closing, restarts it
-// in the background; the restarted instance goes back to the idle set. The
-// caller owns inst and gives it up. hard kills the process at once (it may
-// be wedged) instead of asking it to exit first.
+// putBack returns a token of inst after a call that did not break the
+// process; ok says the call succeeded (which resets the restart backoff).
+func (p *Pool) putBack(inst *instance, ok bool) {
+	p.mu.Lock()
+	if !inst.broken {
+		if ok {
+			inst.failures = 0
+		}
+		p.mu.Unlock()
+		p.idle <- inst
+		return
+	}
+	p.mu.Unlock()
+	p.collect(inst)
+}
+
+// recycle marks inst's process for replacement and gives up the caller's
+// token of it: once every token is in (the other calls on the process
+// ended), the process is killed and, unless the pool is closing, restarted
+// in the background; its tokens then go back to the idle set. hard kills
+// the process at once (it may be wedged) instead of asking it to exit
+// first.
 func (p *Pool) recycle(inst *instance, reason string, hard bool) {
 	p.mu.Lock()
+	if !inst.broken {
+		inst.broken, inst.reason, inst.hard = true, reason, hard
+		if hard && p.cfg.MaxConcurrency > 1 && inst.pid > 0 {
+			// Fail the process's other calls now rather than at their
+			// timeout: the process is going.
+			if proc, err := os.FindProcess(inst.pid); err == nil {
+				_ = proc.Kill()
+			}
+		}
+	}
+	p.mu.Unlock()
+	p.collect(inst)
+}
+
+// collect takes in one token of a broken instance; the last one starts its
+// restart (or kills it, if the pool is closed).
+func (p *Pool) collect(inst *instance) {
+	p.mu.Lock()
+	inst.collected++
+	if inst.collected < p.cfg.MaxConcurrency {
+		p.mu.Unlock()
+		return
+	}
+	inst.collected = 0
 	closed := p.closed
 	if !closed {
 		p.bg.Add(1)
 	}
+	reason, hard := inst.reason, inst.hard
 	p.mu.Unlock()
 	if closed {
 		kill(inst, hard)
@@ -546,6 +728,7 @@ func (p *Pool) restart(inst *instance, reason string, hard bool) {
 			return
 		}
 		inst.client, inst.h, inst.pid, inst.logs = next.client, next.h, next.pid, next.logs
+		inst.broken = false
 		if info != p.info {
 			inst.log.Warn().Str("was", p.info.Name+"/"+p.info.Version).Str("now", info.Name+"/"+info.Version).Msg("restarted plugin describes itself differently")
 			p.info = info
@@ -553,7 +736,9 @@ func (p *Pool) restart(inst *instance, reason string, hard bool) {
 		p.mu.Unlock()
 		n := p.restarts.Add(1)
 		inst.log.Info().Int("pid", inst.pid).Int("attempt", attempt).Dur("backoff", delay).Int64("restarts", n).Msg("plugin instance restarted")
-		p.idle <- inst
+		for range p.cfg.MaxConcurrency {
+			p.idle <- inst
+		}
 		return
 	}
 }

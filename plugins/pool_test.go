@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/plugins/builtin"
 	"github.com/weirhq/weir/plugins/sdk"
@@ -64,6 +65,18 @@ func testHandlers() map[string]plugins.Handler {
 	// fail fails every batch as a whole with a transient error.
 	hs["fail"] = sdk.New(named("fail"), func(context.Context, *plugins.Batch, *sdk.Result) error {
 		return sdk.Retryable(errors.New("database unavailable"))
+	})
+	// environ answers with its environment, one variable a line.
+	hs["environ"] = sdk.New(named("environ"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Output(0, "out", nil, []byte(strings.Join(os.Environ(), "\n")))
+		return nil
+	})
+	// badutf8 emits an output whose header key is not UTF-8, which
+	// protobuf refuses to marshal.
+	hs["badutf8"] = sdk.New(named("badutf8"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Outputs = append(res.Outputs, plugins.Output{Index: 0, Sink: "out",
+			Message: record.Message{Headers: []record.Header{{Key: "\xff", Value: []byte("x")}}}})
+		return nil
 	})
 	hs["future"] = futureHandler{}
 	return hs
@@ -528,5 +541,97 @@ func TestPoolAbandonedCallRecyclesInstance(t *testing.T) {
 	}
 	if p.Restarts() != 1 {
 		t.Errorf("Restarts = %d, want 1", p.Restarts())
+	}
+}
+
+// A handler that allocates without bound under PoolConfig.MemoryLimit is
+// killed by the kernel's limit (its allocation fails, the runtime dies):
+// the call fails as a crash, the instance is restarted, and the next batch
+// is handled. Without the limit echo-leak would allocate builtin.LeakCap
+// and fail the call with an error saying so.
+func TestMemoryLimitKillsALeakingHandler(t *testing.T) {
+	if !plugins.MemoryLimitSupported {
+		t.Skip("memory limits are enforced on Linux only")
+	}
+	if testenv.RaceEnabled {
+		t.Skip("the race detector multiplies the plugin's memory; the limit is tested in the build without -race")
+	}
+	p, _ := newPool(t, plugins.PoolConfig{
+		Builtin: "echo-leak", Instances: 1, Timeout: time.Minute, MemoryLimit: 128 << 20,
+		Env: map[string]string{builtin.EnvLeakOn: "LEAK"},
+	})
+	pid := p.PIDs()[0]
+	limit, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(limit), "Max data size             134217728            134217728") {
+		t.Fatalf("RLIMIT_DATA of the plugin is not 128MiB:\n%s", limit)
+	}
+	_, err = p.Handle(context.Background(), &plugins.Batch{Records: []record.Record{{Value: []byte("a LEAK")}}})
+	if !errors.Is(err, plugins.ErrPluginExited) || plugins.ClassOf(err) != plugins.ClassCrash {
+		t.Fatalf("leaking call: err = %v, want a crash (ErrPluginExited)", err)
+	}
+	res, err := p.Handle(context.Background(), &plugins.Batch{Records: []record.Record{{Value: []byte("fine")}}})
+	if err != nil || len(res.Outputs) != 1 {
+		t.Fatalf("call after the restart: %+v, %v", res, err)
+	}
+	if p.Restarts() != 1 || p.PIDs()[0] == pid {
+		t.Fatalf("restarts = %d, pid %d -> %d; want one restart", p.Restarts(), pid, p.PIDs()[0])
+	}
+}
+
+// MaxConcurrency lets one process serve several calls at once: three calls
+// that each sleep overlap on a single instance, and a crash during
+// concurrent calls restarts the process once, after which it serves
+// concurrent calls again.
+func TestMaxConcurrencyPerInstance(t *testing.T) {
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "sleep", Instances: 1, MaxConcurrency: 3, Timeout: time.Minute})
+	if n := p.IdleCount(); n != 3 {
+		t.Fatalf("idle tokens = %d, want 3 (one instance x max_concurrency 3)", n)
+	}
+	concurrently := func(values ...string) []error {
+		errs := make([]error, len(values))
+		var wg sync.WaitGroup
+		for i, v := range values {
+			wg.Go(func() {
+				_, errs[i] = p.Handle(context.Background(), &plugins.Batch{Records: []record.Record{{Value: []byte(v)}}})
+			})
+		}
+		wg.Wait()
+		return errs
+	}
+	start := time.Now()
+	for _, err := range concurrently("1s", "1s", "1s") {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Serially they take 3s; overlapped about 1s (generous for a loaded machine).
+	if took := time.Since(start); took > 2500*time.Millisecond {
+		t.Fatalf("three 1s calls on one instance with max_concurrency 3 took %s: not concurrent", took)
+	}
+	pid := p.PIDs()[0]
+	// "x" is not a duration: the sleep handler does not sleep. Kill the
+	// process while two calls are in flight: both fail, one restart.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}()
+	for i, err := range concurrently("5s", "5s") {
+		if !errors.Is(err, plugins.ErrPluginExited) {
+			t.Fatalf("call %d on a killed process: %v, want ErrPluginExited", i, err)
+		}
+	}
+	for _, err := range concurrently("100ms", "100ms", "100ms") {
+		if err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
+	}
+	if r := p.Restarts(); r != 1 || p.PIDs()[0] == pid {
+		t.Fatalf("restarts = %d, pid %d -> %d; want exactly one restart", r, pid, p.PIDs()[0])
+	}
+	if n := p.IdleCount(); n != 3 {
+		t.Fatalf("idle tokens after the restart = %d, want 3", n)
 	}
 }

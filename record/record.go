@@ -41,18 +41,25 @@ func (p Partition) KafkaID() int32 {
 
 func (p Partition) String() string { return p.Stream + "/" + p.ID }
 
-// Position is where a record sits in its partition: a Kafka offset or a
-// Kinesis sequence number. Exactly one of the two is meaningful for a
-// given source.
+// Position is where a record sits in its partition: a Kafka offset, or a
+// Kinesis sequence number and sub-sequence number.
 type Position struct {
-	// Offset is the Kafka offset of the record.
+	// Offset is the Kafka offset of the record. For Kinesis (Seq set) it
+	// is the sub-sequence number: the index of a user record within the
+	// KPL aggregate at Seq, 0 for a plain record. (Seq, Offset) orders the
+	// records of a shard.
 	Offset int64
 	// Seq is the Kinesis sequence number of the record; empty for Kafka.
 	Seq string
 }
 
+// String is the offset (Kafka), the sequence number (Kinesis), or
+// "SEQ/SUB" for a user record of a KPL aggregate past its first.
 func (p Position) String() string {
 	if p.Seq != "" {
+		if p.Offset != 0 {
+			return p.Seq + "/" + strconv.FormatInt(p.Offset, 10)
+		}
 		return p.Seq
 	}
 	return strconv.FormatInt(p.Offset, 10)

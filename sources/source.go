@@ -81,3 +81,31 @@ type Source interface {
 	// Resume undoes Pause. Safe for concurrent use.
 	Resume(parts ...record.Partition)
 }
+
+// Offsets is where a partition's log ends and where its consumer group
+// stands, as the broker reported them at one moment. Kafka offsets; a
+// value of -1 means unknown.
+type Offsets struct {
+	// End is the offset the next record written to the partition will
+	// get (Kafka's high watermark): the partition holds records up to
+	// End-1.
+	End int64
+	// Committed is the offset the group will read next, as last committed
+	// (-1: the group has committed nothing for the partition).
+	Committed int64
+}
+
+// OffsetReporter is an optional interface of a Source: one whose stream has
+// numbered positions (Kafka) reports, on demand, the end of each partition's
+// log and its group's committed offset, so the host can measure lag per
+// partition. The host polls it on an interval (admin.lag_interval) rather
+// than reading the high watermark off fetches, because a paused partition
+// (an open breaker, backpressure) is not fetched, and that is exactly when
+// its lag matters. A source without numbered positions (Kinesis) does not
+// implement it.
+type OffsetReporter interface {
+	// Offsets returns the offsets of those of parts the source can see.
+	// An error means the broker could not be asked (the source is not
+	// connected); it is reported by /readyz.
+	Offsets(ctx context.Context, parts []record.Partition) (map[record.Partition]Offsets, error)
+}

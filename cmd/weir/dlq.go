@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +16,14 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/dlq"
+	"github.com/weirhq/weir/host"
+	kinesissink "github.com/weirhq/weir/sinks/kinesis"
+	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 )
 
 func newDLQCmd(g *globalFlags) *cobra.Command {
@@ -40,13 +46,40 @@ type dlqFlags struct {
 	brokers []string
 	topic   string
 	json    bool
+	config  string
 }
 
 func (f *dlqFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.brokers, "brokers", nil, "Kafka seed brokers, comma-separated (default: $KAFKA_BROKERS)")
 	cmd.Flags().StringVar(&f.topic, "topic", "", "the DLQ topic (required)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the result as one JSON object")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "take the Kafka connection (brokers, tls, sasl) from this weir config file; --brokers overrides its brokers")
 	_ = cmd.MarkFlagRequired("topic")
+}
+
+// connection returns the seed brokers and the client options (TLS, SASL)
+// of --config, if given, with --brokers overriding its brokers.
+func (f *dlqFlags) connection(cmd *cobra.Command, log zerolog.Logger) ([]string, []kgo.Opt, error) {
+	if f.config == "" {
+		bs, err := f.seeds()
+		return bs, nil, err
+	}
+	cfg, err := loadConfig(f.config, cmd.ErrOrStderr())
+	if err != nil {
+		return nil, nil, err
+	}
+	opts, err := host.KafkaSecurityOpts(cfg.Kafka, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", f.config, err)
+	}
+	bs := f.brokers
+	if len(bs) == 0 {
+		bs = cfg.Kafka.Brokers
+	}
+	if len(bs) == 0 || cfg.Kafka.Embedded() && len(f.brokers) == 0 {
+		return nil, nil, fmt.Errorf("--brokers: required (%s has no kafka.brokers to reach from here)", f.config)
+	}
+	return bs, opts, nil
 }
 
 // seeds returns --brokers, or $KAFKA_BROKERS.
@@ -94,10 +127,6 @@ It prints tables, or one JSON object with --json.`,
   weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq --json | jq .by_error_class`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			brokers, err := f.seeds()
-			if err != nil {
-				return err
-			}
 			if samples < 0 {
 				return fmt.Errorf("--samples: %d must be at least 0", samples)
 			} else if samples == 0 {
@@ -108,7 +137,11 @@ It prints tables, or one JSON object with --json.`,
 			if err != nil {
 				return err
 			}
-			in, err := dlq.NewInspector(dlq.InspectConfig{Brokers: brokers, Topic: f.topic, Samples: samples, Logger: log})
+			brokers, opts, err := f.connection(cmd, log)
+			if err != nil {
+				return err
+			}
+			in, err := dlq.NewInspector(dlq.InspectConfig{Brokers: brokers, Topic: f.topic, Samples: samples, Logger: log, Client: opts})
 			if err != nil {
 				return err
 			}
@@ -134,6 +167,7 @@ func newDLQReplayCmd(g *globalFlags) *cobra.Command {
 		f                       dlqFlags
 		cfg                     dlq.ReplayConfig
 		since, until, key, rate string
+		kinRegion, kinEndpoint  string
 	)
 	cmd := &cobra.Command{
 		Use:   "replay --brokers B --topic T",
@@ -144,6 +178,11 @@ from (weir.source.stream), or to --to: its original key, value, headers and
 timestamp, every weir.* header removed, plus weir.replay-count (one more than
 before) and weir.replay.source-position (stream/partition/offset of the record
 that failed), from which a pipeline derives the original's idempotency key.
+A record of a Kinesis pipeline (its weir.source.partition is a shard id)
+goes back to its stream with PutRecords, its key as partition key
+(--kinesis-region, --kinesis-endpoint; credentials from the AWS SDK's
+chain). Kinesis records have no headers, so its weir.replay-count does not
+travel with it and --max-replays cannot stop it looping.
 Records go through an idempotent producer, at most --rate per second.
 
 Resumable. Replay reads with a consumer group and commits the offsets of each
@@ -180,8 +219,10 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
-			if cfg.Brokers, err = f.seeds(); err != nil {
-				return err
+			if f.config == "" {
+				if cfg.Brokers, err = f.seeds(); err != nil {
+					return err
+				}
 			}
 			cfg.Topic = f.topic
 			if cfg.Filter.Since, err = parseTimeFlag("--since", since); err != nil {
@@ -208,11 +249,21 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 			if cfg.Logger, err = g.logger(os.Stderr); err != nil {
 				return err
 			}
+			if f.config != "" {
+				if cfg.Brokers, cfg.Client, err = f.connection(cmd, cfg.Logger); err != nil {
+					return err
+				}
+			}
 			var bar *progressBar
 			if !f.json && isatty.IsTerminal(os.Stderr.Fd()) {
 				bar = &progressBar{w: os.Stderr, dryRun: cfg.DryRun}
 				cfg.Progress = bar.update
 			}
+			// Records of Kinesis pipelines go back to their stream; the
+			// AWS client is made only if one is met.
+			cfg.Kinesis = &kinesissink.Streams{API: func(ctx context.Context) (kinesissink.API, error) {
+				return kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: kinRegion, Endpoint: kinEndpoint})
+			}}
 			rp, err := dlq.NewReplayer(cfg)
 			if err != nil {
 				return err
@@ -240,6 +291,8 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.To, "to", "", "replay every record to this topic instead of its original one (it must exist)")
 	fl.StringSliceVar(&cfg.ToBrokers, "to-brokers", nil, "seed brokers of the cluster to replay to, when the DLQ is on another one (default: --brokers)")
+	fl.StringVar(&kinRegion, "kinesis-region", "", "AWS region of the Kinesis streams records of Kinesis pipelines go back to (default: the AWS SDK's)")
+	fl.StringVar(&kinEndpoint, "kinesis-endpoint", "", "Kinesis endpoint for those records (kinesalite, LocalStack; default: the region's)")
 	fl.StringVar(&cfg.Filter.Pipeline, "pipeline", "", "replay only records of this pipeline (weir.pipeline)")
 	fl.StringVar(&cfg.Filter.ErrorClass, "error-class", "", "replay only records of this error class (weir.error.class)")
 	fl.StringVar(&since, "since", "", "replay only records that last failed at or after this time: RFC 3339 or a date (UTC)")

@@ -63,7 +63,7 @@ func newRoot() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "auto", "log format: auto (console on a terminal, else json), json or console")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newRunCmd(g), newValidateCmd(), newQuickstartCmd(g), newDLQCmd(g), newVersionCmd(), newLoadtestCmd(g), newStatusCmd())
+	root.AddCommand(newRunCmd(g), newValidateCmd(), newQuickstartCmd(g), newDLQCmd(g), newVersionCmd(), newLoadtestCmd(g), newStatusCmd(), newInvokeCmd(g))
 	return root
 }
 
@@ -100,12 +100,16 @@ func builtinNames() []string {
 	return names
 }
 
-// loadConfig loads and validates a config file, printing every problem.
+// loadConfig loads and validates a config file, printing every problem,
+// and every warning (security weaknesses that do not make it invalid).
 func loadConfig(path string, stderr io.Writer) (*config.File, error) {
 	cfg, err := config.Load(path, config.WithBuiltins(builtinNames()...))
 	if err != nil {
 		fmt.Fprintln(stderr, strings.TrimRight(err.Error(), "\n"))
 		return nil, exitError{2}
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning: "+w.Error())
 	}
 	return cfg, nil
 }

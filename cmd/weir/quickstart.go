@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -132,6 +133,9 @@ func quickstart(ctx context.Context, o quickstartOpts, log zerolog.Logger) error
 		return err
 	}
 
+	// The status page on admin.addr, or on a free port if another process
+	// has it: the quickstart shows where.
+	cfg.Admin.Addr = adminAddrOrFree(cfg.Admin.Addr)
 	h := host.New(cfg, host.Options{Logger: log, KafkaBrokers: emb.Addrs()})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -143,6 +147,7 @@ func quickstart(ctx context.Context, o quickstartOpts, log zerolog.Logger) error
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	lastProgress, lastDone := time.Now(), int64(0)
+	pageShown := false
 wait:
 	for {
 		select {
@@ -169,6 +174,10 @@ wait:
 			stop()
 			<-runErr
 			return fmt.Errorf("no progress for 2 minutes at %d of %d records", snap.Completed, o.records)
+		}
+		if addr := h.AdminAddr(); tty && addr != "" && !pageShown {
+			pageShown = true
+			fmt.Fprintf(o.progress, "\r\033[Kstatus page: http://%s/\n", addr)
 		}
 		if tty {
 			el := time.Since(start).Seconds()
@@ -226,11 +235,49 @@ wait:
 		return exitError{1}
 	}
 	if o.keep {
-		fmt.Fprintf(o.progress, "\nThe in-process broker stays up at %s until you press Ctrl-C; try:\n  %s --dry-run\n",
-			sum.Brokers, strings.Replace(sum.ReplayCommand, "weir ", "go run ./cmd/weir ", 1))
-		sig, stopSig := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stopSig()
-		<-sig.Done()
+		return keepRunning(ctx, o, cfg, emb.Addrs(), sum, log)
+	}
+	return nil
+}
+
+// adminAddrOrFree returns addr if it can be listened on now, else a free
+// loopback port ("127.0.0.1:0"); "off" stays off.
+func adminAddrOrFree(addr string) string {
+	if addr == "" || addr == "off" {
+		return addr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	ln.Close()
+	return addr
+}
+
+// keepRunning keeps the broker up and the pipeline running on it (with its
+// status page) until SIGINT or SIGTERM, so that a user can produce more
+// readings, watch them on the page, and inspect and replay the DLQ.
+func keepRunning(ctx context.Context, o quickstartOpts, cfg *config.File, brokers []string, sum quickstartSummary, log zerolog.Logger) error {
+	sig, stopSig := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopSig()
+	cfg.Admin.Addr = adminAddrOrFree(cfg.Admin.Addr)
+	h := host.New(cfg, host.Options{Logger: log, KafkaBrokers: brokers})
+	runErr := make(chan error, 1)
+	go func() { runErr <- h.Run(sig) }()
+	page := "off (admin.addr could not listen; see the log)"
+	for range 50 {
+		if addr := h.AdminAddr(); addr != "" {
+			page = "http://" + addr + "/"
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Fprintf(o.progress, "\nThe in-process broker stays up at %s, and the pipeline keeps running on it, until you press Ctrl-C.\n"+
+		"  status page: %s\n  produce more: kcat -P -b %s -t %s -k d-1 <<< '{\"device_id\":\"d-1\",\"temperature\":21.5,\"unit\":\"C\"}'\n"+
+		"  the DLQ:      %s --dry-run\n",
+		sum.Brokers, page, sum.Brokers, sum.SourceTopic, strings.Replace(sum.ReplayCommand, "weir ", "go run ./cmd/weir ", 1))
+	if err := <-runErr; err != nil && sig.Err() == nil {
+		return fmt.Errorf("the pipeline kept running after the summary stopped: %w", err)
 	}
 	return nil
 }

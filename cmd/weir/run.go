@@ -8,13 +8,15 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/weirhq/weir/host"
+	"github.com/weirhq/weir/host/config"
 )
 
 func newRunCmd(g *globalFlags) *cobra.Command {
-	var path string
+	var path, hostID string
 	cmd := &cobra.Command{
 		Use:   "run -c FILE",
 		Short: "Run the pipelines of a config file until SIGINT or SIGTERM",
@@ -22,7 +24,14 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 SIGINT or SIGTERM. It then shuts down gracefully: it stops fetching, lets
 in-flight batches finish within each pipeline's shutdown_timeout, commits what
 completed, and stops the handler plugins. A second signal exits at once
-(nothing uncommitted is lost: it is redelivered on the next start).`,
+(nothing uncommitted is lost: it is redelivered on the next start).
+
+SIGHUP (or POST /admin/reload on the admin server) reloads: the config file
+is read again (an invalid one is rejected with its errors, and the running
+config continues); pipelines removed from it drain and stop, added ones start,
+changed ones restart, and every other pipeline's handler is rolled to a new
+start of its plugin without stopping the pipeline (see "Deploying a new
+handler version" in the README).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger(os.Stderr)
@@ -45,7 +54,11 @@ completed, and stops the handler plugins. A second signal exits at once
 				debug.SetMemoryLimit(limit)
 				log.Debug().Int64("bytes", limit).Msg("soft memory limit: the pipelines' max_inflight_bytes plus headroom (GOMEMLIMIT overrides)")
 			}
-			h := host.New(cfg, host.Options{Logger: log})
+			h := host.New(cfg, host.Options{Logger: log, HostID: hostID, LoadConfig: func() (*config.File, error) {
+				return config.Load(path, config.WithBuiltins(builtinNames()...))
+			}})
+			stopReloads := reloadOnSIGHUP(ctx, h, log)
+			defer stopReloads()
 			if err := h.Run(ctx); err != nil {
 				return fmt.Errorf("run: %w", err)
 			}
@@ -54,6 +67,39 @@ completed, and stops the handler plugins. A second signal exits at once
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "weir.yaml", "config file")
+	cmd.Flags().StringVar(&hostID, "host-id", os.Getenv("WEIR_HOST_ID"),
+		"this process's name in DLQ envelopes, logs and transactional ids (env WEIR_HOST_ID; default hostname-pid); "+
+			"keep it stable across restarts (a StatefulSet pod name) so that under delivery: exactly_once a restarted process fences its predecessor's open transaction at once")
 	cmd.SetContext(context.Background())
 	return cmd
+}
+
+// reloadOnSIGHUP reloads h on every SIGHUP until ctx is done or the
+// returned stop is called.
+func reloadOnSIGHUP(ctx context.Context, h *host.Host, log zerolog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info().Msg("SIGHUP: reloading")
+				if err := h.Reload(ctx); err != nil {
+					log.Error().Err(err).Msg("reload refused or incomplete; the running pipelines keep going")
+				} else {
+					log.Info().Msg("reload done")
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }

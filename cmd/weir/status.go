@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -102,12 +103,18 @@ func printStatus(w io.Writer, st *host.Status) error {
 			bs = append(bs, b.Name+"="+b.State)
 		}
 		fmt.Fprintf(w, "  breakers: %s\n", strings.Join(bs, "  "))
+		source := "connected"
+		if !p.Source.Connected {
+			source = "not connected: " + p.Source.Error
+		}
+		fmt.Fprintf(w, "  plugin processes up: %d of %d  source: %s\n", p.Plugin.Up, p.Plugin.Instances, source)
+		fmt.Fprintf(w, "  lag: %d (drainable %d, blocked %d)\n", p.Lag.Lag, p.Lag.Drainable, p.Lag.Blocked)
 		if len(p.Lanes) == 0 {
 			fmt.Fprintln(w, "  no partitions assigned")
 			continue
 		}
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  TOPIC\tPARTITION\tCOMMITTED\tPAUSED")
+		fmt.Fprintln(tw, "  TOPIC\tPARTITION\tCOMMITTED\tLAG\tDRAINABLE\tBLOCKED\tOLDEST\tPAUSED")
 		for _, l := range p.Lanes {
 			committed := l.Committed
 			if committed == "" {
@@ -117,7 +124,14 @@ func printStatus(w io.Writer, st *host.Status) error {
 			if l.Paused {
 				paused = "paused"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", l.Topic, l.Partition, committed, paused)
+			lag, drainable, blocked := "-", "-", "-"
+			if l.Lag.Known {
+				lag, drainable, blocked = strconv.FormatInt(l.Lag.Lag, 10), strconv.FormatInt(l.Lag.Drainable, 10), strconv.FormatInt(l.Lag.Blocked, 10)
+				if l.Lag.BlockedBy != "" {
+					blocked += " (" + l.Lag.BlockedBy + ")"
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\n", l.Topic, l.Partition, committed, lag, drainable, blocked, l.OldestSeconds, paused)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -16,8 +16,12 @@ func TestStatusTable(t *testing.T) {
 		Name: "iot", State: host.StateRunning,
 		Counters: host.Snapshot{RecordsIn: 1000, Completed: 990, Outputs: 980, Failures: 10, DLQ: 10, Batches: 4},
 		Breakers: []host.BreakerStatus{{Name: "handler", State: "open"}, {Name: "dlq", State: "closed"}},
-		Lanes:    []host.LaneStatus{{Topic: "readings", Partition: "0", Committed: "499"}, {Topic: "readings", Partition: "1", Paused: true}},
-		Plugin:   host.PluginStatus{Name: "iot-enrich", Instances: 2}, DLQ: 10, InflightBytes: 2048,
+		Lanes: []host.LaneStatus{{Topic: "readings", Partition: "0", Committed: "499",
+			Lag: host.PartitionLag{Known: true, End: 900, Next: 500, Lag: 400, Blocked: 400, BlockedBy: "breaker"}},
+			{Topic: "readings", Partition: "1", Paused: true}},
+		Lag:    host.LagTotals{Lag: 400, Blocked: 400},
+		Source: host.SourceStatus{Connected: true},
+		Plugin: host.PluginStatus{Name: "iot-enrich", Instances: 2}, DLQ: 10, InflightBytes: 2048,
 	}}}
 	body, err := json.Marshal(st)
 	if err != nil {
@@ -41,7 +45,8 @@ func TestStatusTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"host h1  ready no: pipeline iot: breaker handler is open", "pipeline iot (running)",
-		"handler=open", "dlq=closed", "iot-enrich x2", "2.0KiB", "readings  0          499", "paused"} {
+		"handler=open", "dlq=closed", "iot-enrich x2", "2.0KiB", "readings  0          499        400  0          400 (breaker)", "paused",
+		"lag: 400 (drainable 0, blocked 400)", "source: connected"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -67,33 +67,36 @@ func TestParseGoodReadings(t *testing.T) {
 	}
 }
 
+// malformedCases are readings Parse rejects, each with part of its error
+// message; the TypeScript handler is held to the same words.
+var malformedCases = []struct {
+	name  string
+	value string
+	want  string // in the error message
+}{
+	{"empty value", ``, "empty value"},
+	{"invalid JSON", `{"device_id":"d-1","temperature":`, "invalid JSON"},
+	{"not an object", `[1,2]`, "must be a JSON object"},
+	{"null", `null`, "device_id is missing"},
+	{"missing device_id", `{"temperature":20,"unit":"C"}`, "device_id is missing"},
+	{"empty device_id", `{"device_id":" ","temperature":20,"unit":"C"}`, "device_id is empty"},
+	{"numeric device_id", `{"device_id":17,"temperature":20,"unit":"C"}`, "device_id must be a string, got number"},
+	{"missing temperature", `{"device_id":"d-1","unit":"C"}`, "temperature is missing"},
+	{"null temperature", `{"device_id":"d-1","temperature":null,"unit":"C"}`, "temperature is missing"},
+	{"NaN temperature", `{"device_id":"d-1","temperature":"NaN","unit":"C"}`, `temperature must be a number, got the string "NaN"`},
+	{"boolean temperature", `{"device_id":"d-1","temperature":true,"unit":"C"}`, "temperature must be a number, got true"},
+	{"huge temperature", `{"device_id":"d-1","temperature":1e999,"unit":"C"}`, "temperature 1e999 is not a finite number"},
+	{"unknown unit", `{"device_id":"d-1","temperature":20,"unit":"X"}`, `unit "X" is unknown (want C, F or K)`},
+	{"missing unit", `{"device_id":"d-1","temperature":20}`, "unit is missing"},
+	{"below absolute zero", `{"device_id":"d-1","temperature":-5,"unit":"K"}`, "below absolute zero"},
+	{"bad ts", `{"device_id":"d-1","ts":"yesterday","temperature":20,"unit":"C"}`, `ts "yesterday" is not an RFC 3339 time`},
+	{"humidity out of range", `{"device_id":"d-1","temperature":20,"unit":"C","humidity":140}`, "humidity 140 is out of range"},
+	{"negative battery", `{"device_id":"d-1","temperature":20,"unit":"C","battery_mv":-1}`, "battery_mv -1 is negative"},
+	{"several problems at once", `{"unit":"Q"}`, "device_id is missing; temperature is missing; unit \"Q\" is unknown"},
+}
+
 func TestParseRejectsMalformedReadings(t *testing.T) {
-	cases := []struct {
-		name  string
-		value string
-		want  string // in the error message
-	}{
-		{"empty value", ``, "empty value"},
-		{"invalid JSON", `{"device_id":"d-1","temperature":`, "invalid JSON"},
-		{"not an object", `[1,2]`, "must be a JSON object"},
-		{"null", `null`, "device_id is missing"},
-		{"missing device_id", `{"temperature":20,"unit":"C"}`, "device_id is missing"},
-		{"empty device_id", `{"device_id":" ","temperature":20,"unit":"C"}`, "device_id is empty"},
-		{"numeric device_id", `{"device_id":17,"temperature":20,"unit":"C"}`, "device_id must be a string, got number"},
-		{"missing temperature", `{"device_id":"d-1","unit":"C"}`, "temperature is missing"},
-		{"null temperature", `{"device_id":"d-1","temperature":null,"unit":"C"}`, "temperature is missing"},
-		{"NaN temperature", `{"device_id":"d-1","temperature":"NaN","unit":"C"}`, `temperature must be a number, got the string "NaN"`},
-		{"boolean temperature", `{"device_id":"d-1","temperature":true,"unit":"C"}`, "temperature must be a number, got true"},
-		{"huge temperature", `{"device_id":"d-1","temperature":1e999,"unit":"C"}`, "temperature 1e999 is not a finite number"},
-		{"unknown unit", `{"device_id":"d-1","temperature":20,"unit":"X"}`, `unit "X" is unknown (want C, F or K)`},
-		{"missing unit", `{"device_id":"d-1","temperature":20}`, "unit is missing"},
-		{"below absolute zero", `{"device_id":"d-1","temperature":-5,"unit":"K"}`, "below absolute zero"},
-		{"bad ts", `{"device_id":"d-1","ts":"yesterday","temperature":20,"unit":"C"}`, `ts "yesterday" is not an RFC 3339 time`},
-		{"humidity out of range", `{"device_id":"d-1","temperature":20,"unit":"C","humidity":140}`, "humidity 140 is out of range"},
-		{"negative battery", `{"device_id":"d-1","temperature":20,"unit":"C","battery_mv":-1}`, "battery_mv -1 is negative"},
-		{"several problems at once", `{"unit":"Q"}`, "device_id is missing; temperature is missing; unit \"Q\" is unknown"},
-	}
-	for _, tc := range cases {
+	for _, tc := range malformedCases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := iot.Parse([]byte(tc.value), time.Time{})
 			if err == nil {

@@ -40,6 +40,9 @@
 // ("0242" is offset 42), so that byte order is numeric order for int64
 // Kafka offsets and for Kinesis sequence numbers (decimal strings longer
 // than any integer type) alike, and Redis and Lua compare them as strings.
+// A Kinesis position is the sequence number followed by its sub-sequence
+// number (a KPL user record's index in its aggregate) in six digits, so
+// the user records of one aggregate have keys of their own.
 //
 // Position mode (the default) stores a watermark and the done positions
 // above it, not a key per record. Claim reports a position done when it is

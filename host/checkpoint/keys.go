@@ -62,10 +62,14 @@ func encodePosition(p record.Position) (string, error) {
 		if digits == "" {
 			digits = "0"
 		}
-		if len(digits) > 99 {
-			return "", fmt.Errorf("checkpoint: sequence number %q has more than 99 digits", p.Seq)
+		if p.Offset < 0 || p.Offset >= subSeqLimit {
+			return "", fmt.Errorf("checkpoint: sub-sequence number %d of %s is not in 0..%d", p.Offset, p.Seq, subSeqLimit-1)
 		}
-		b = append(make([]byte, 2, 2+len(digits)), digits...)
+		if len(digits)+subSeqDigits > 99 {
+			return "", fmt.Errorf("checkpoint: sequence number %q has more than %d digits", p.Seq, 99-subSeqDigits)
+		}
+		b = append(make([]byte, 2, 2+len(digits)+subSeqDigits), digits...)
+		b = appendPadded(b, p.Offset, subSeqDigits)
 	} else {
 		if p.Offset < 0 {
 			return "", fmt.Errorf("checkpoint: offset %d is negative", p.Offset)
@@ -75,6 +79,24 @@ func encodePosition(p record.Position) (string, error) {
 	n := len(b) - 2
 	b[0], b[1] = '0'+byte(n/10), '0'+byte(n%10)
 	return string(b), nil
+}
+
+// A Kinesis position is encoded as one number: the sequence number
+// followed by the sub-sequence number (the index of a KPL user record in
+// its aggregate, 0 for plain records) in subSeqDigits digits, so that the
+// user records of one aggregate get keys of their own and byte order stays
+// (sequence, sub-sequence) order.
+const (
+	subSeqDigits = 6
+	subSeqLimit  = 1_000_000 // an aggregate is at most 1 MB
+)
+
+func appendPadded(b []byte, n int64, width int) []byte {
+	s := strconv.FormatInt(n, 10)
+	for range width - len(s) {
+		b = append(b, '0')
+	}
+	return append(b, s...)
 }
 
 // appendPositions appends the encoded positions of keys to b: the packed,
@@ -87,10 +109,11 @@ func appendPositions(b []byte, keys []Key) []byte {
 }
 
 // checkpointValue is the stored form of a checkpoint: "o:" and an offset,
-// or "s:" and a sequence number, so Load returns the Position it was given.
+// or "s:" and a sequence number (and "/SUB" for a KPL user record past the
+// first of its aggregate), so Load returns the Position it was given.
 func checkpointValue(p record.Position) string {
 	if p.Seq != "" {
-		return "s:" + p.Seq
+		return "s:" + p.String()
 	}
 	return "o:" + strconv.FormatInt(p.Offset, 10)
 }
@@ -98,7 +121,15 @@ func checkpointValue(p record.Position) string {
 func parseCheckpointValue(v string) (record.Position, error) {
 	switch {
 	case strings.HasPrefix(v, "s:"):
-		return record.Position{Seq: v[2:]}, nil
+		seq, sub, found := strings.Cut(v[2:], "/")
+		if !found {
+			return record.Position{Seq: seq}, nil
+		}
+		n, err := strconv.ParseInt(sub, 10, 64)
+		if err != nil {
+			return record.Position{}, fmt.Errorf("checkpoint: stored checkpoint %q has a bad sub-sequence number", v)
+		}
+		return record.Position{Seq: seq, Offset: n}, nil
 	case strings.HasPrefix(v, "o:"):
 		n, err := strconv.ParseInt(v[2:], 10, 64)
 		if err != nil {

@@ -22,6 +22,11 @@ func TestEncodePositionOrdersLikeNumbers(t *testing.T) {
 		{Seq: "49590338271490256608559692538361571095921575989136588898"},
 		{Seq: "49590338271490256608559692540925702759324208523137515618"},
 		{Seq: "495903382714902566085596925409257027593242085231375156180"},
+		// KPL user records of one aggregate, then the next record.
+		{Seq: "495903382714902566085596925409257027593242085231375156181", Offset: 0},
+		{Seq: "495903382714902566085596925409257027593242085231375156181", Offset: 1},
+		{Seq: "495903382714902566085596925409257027593242085231375156181", Offset: 12},
+		{Seq: "495903382714902566085596925409257027593242085231375156182"},
 	}
 	var encs []string
 	for _, p := range ps {
@@ -37,10 +42,10 @@ func TestEncodePositionOrdersLikeNumbers(t *testing.T) {
 	if e, _ := encodePosition(record.Position{Offset: 42}); e != "0242" {
 		t.Fatalf("offset 42 = %q, want 0242", e)
 	}
-	if e, _ := encodePosition(record.Position{Seq: "0042"}); e != "0242" {
-		t.Fatalf("sequence 0042 = %q, want leading zeros dropped", e)
+	if e, _ := encodePosition(record.Position{Seq: "0042"}); e != "0842000000" {
+		t.Fatalf("sequence 0042 = %q, want leading zeros dropped and sub-sequence 000000", e)
 	}
-	for _, bad := range []record.Position{{Offset: -1}, {Seq: "12a"}, {Seq: strings.Repeat("1", 100)}} {
+	for _, bad := range []record.Position{{Offset: -1}, {Seq: "12a"}, {Seq: strings.Repeat("1", 94)}, {Seq: "1", Offset: -1}, {Seq: "1", Offset: 1_000_000}} {
 		if _, err := encodePosition(bad); err == nil {
 			t.Errorf("encodePosition(%+v) succeeded, want an error", bad)
 		}
@@ -48,7 +53,8 @@ func TestEncodePositionOrdersLikeNumbers(t *testing.T) {
 }
 
 func TestCheckpointValueRoundTrips(t *testing.T) {
-	for _, p := range []record.Position{{Offset: 0}, {Offset: 77}, {Seq: "49590338271490256608559692538361571095921575989136588898"}} {
+	for _, p := range []record.Position{{Offset: 0}, {Offset: 77}, {Seq: "49590338271490256608559692538361571095921575989136588898"},
+		{Seq: "49590338271490256608559692538361571095921575989136588898", Offset: 3}} {
 		got, err := parseCheckpointValue(checkpointValue(p))
 		if err != nil || got != p {
 			t.Fatalf("round trip of %+v = %+v, %v", p, got, err)

@@ -522,3 +522,16 @@ func replayCount(r *record.Record) string {
 	}
 	return ""
 }
+
+// NewClient returns a go-redis client for cfg's server with the options a
+// Store uses (fail fast, deadlines from the caller's context), for other
+// parts of a pipeline that keep state beside its checkpoints (the Kinesis
+// source's shard leases). It does not connect; the caller closes it.
+func NewClient(cfg Config) redis.UniversalClient {
+	s := &Store{cfg: cfg.withDefaults()}
+	return redis.NewUniversalClient(s.options())
+}
+
+// KeyBase returns the prefix of every key of cfg's pipeline:
+// KeyPrefix + "{" + Pipeline + "}/", one cluster slot per pipeline.
+func KeyBase(cfg Config) string { return cfg.KeyPrefix + "{" + cfg.Pipeline + "}/" }

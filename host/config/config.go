@@ -106,6 +106,7 @@ func Parse(name string, data []byte, opts ...Option) (*File, error) {
 	if err := d.problems.err(); err != nil {
 		return nil, err
 	}
+	f.Warnings = d.warnings
 	return &f, nil
 }
 

@@ -177,11 +177,45 @@ pipelines:
 		},
 		{
 			name: "source of unknown kind",
-			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{pulsar: {topic: s}}", 1),
 			want: []problem{
-				{5, "pipelines[0].source.kinesis", "unknown field; expected one of: kafka"},
-				{5, "pipelines[0].source", "set exactly one of: kafka"},
+				{5, "pipelines[0].source.pulsar", "unknown field; expected one of: kafka, kinesis"},
+				{5, "pipelines[0].source", "set exactly one of: kafka, kinesis"},
 			},
+		},
+		{
+			name: "kinesis source without redis",
+			src:  strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+			want: []problem{{5, "pipelines[0].source.kinesis", "needs the redis section"}},
+		},
+		{
+			name: "kinesis source fields",
+			src: "redis: {addr: embedded}\n" + strings.Replace(minimal, "    source: {kafka: {topics: [in]}}\n",
+				"    source:\n      kinesis:\n        stream: arn:aws:kinesis:nowhere\n        endpoint: localhost:4567\n        start: earliest\n"+
+					"        poll_interval: 10ms\n        max_records_per_call: 20000\n        lease: {ttl: 3s, heartbeat: 2s}\n", 1),
+			want: []problem{
+				{8, "pipelines[0].source.kinesis.stream", "is not a stream ARN"},
+				{9, "pipelines[0].source.kinesis.endpoint", "is not an http(s) URL"},
+				{10, "pipelines[0].source.kinesis.start", "is not trim_horizon, latest or an RFC 3339 time"},
+				{11, "pipelines[0].source.kinesis.poll_interval", "at least 200ms"},
+				{12, "pipelines[0].source.kinesis.max_records_per_call", "must be 1 to 10000"},
+				{13, "pipelines[0].source.kinesis.lease.heartbeat", "at most a third of lease.ttl"},
+			},
+		},
+		{
+			name: "kinesis sink",
+			src: "redis: {addr: embedded}\n" + strings.Replace(strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1),
+				"{out: {kafka: {topic: out}}}", "{out: {kinesis: {stream: s}}, bad: {kinesis: {stream: 'a b', endpoint: 'ftp://x'}}}", 1),
+			want: []problem{
+				{8, "pipelines[0].sinks.bad.kinesis.stream", "is not a valid stream name"},
+				{8, "pipelines[0].sinks.bad.kinesis.endpoint", "is not an http(s) URL"},
+				{8, "pipelines[0].sinks.out.kinesis.stream", "also the source stream"},
+			},
+		},
+		{
+			name: "kafka and kinesis sources at once",
+			src:  "redis: {addr: embedded}\n" + strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kafka: {topics: [in]}, kinesis: {stream: s}}", 1),
+			want: []problem{{6, "pipelines[0].source", "set exactly one of: kafka, kinesis"}},
 		},
 		{
 			name: "source missing",
@@ -309,6 +343,32 @@ pipelines:
 			name: "ordering unknown",
 			src:  minimal + "    ordering: fifo\n",
 			want: []problem{{8, "pipelines[0].ordering", `"fifo" is not an ordering; allowed: partition, key, none`}},
+		},
+		{
+			name: "delivery unknown",
+			src:  minimal + "    delivery: twice\n",
+			want: []problem{{8, "pipelines[0].delivery", `"twice" is not a delivery mode; allowed: at_least_once, exactly_once`}},
+		},
+		{
+			name: "exactly_once with a stdout sink, another cluster and marks in redis",
+			src: `version: 1
+kafka: {brokers: [embedded]}
+redis: {addr: "127.0.0.1:6379"}
+pipelines:
+  - name: p
+    source: {kafka: {topics: [in]}}
+    handler: {plugin: "builtin:noop"}
+    delivery: exactly_once
+    idempotency: {key: position}
+    sinks: {out: {kafka: {topic: out, brokers: ["other:9092"]}}, console: {stdout: {}}}
+    dlq: {kafka: {topic: dead, brokers: ["other:9092"]}}
+`,
+			want: []problem{
+				{9, "pipelines[0].idempotency.key", "must be off with delivery: exactly_once"},
+				{10, "pipelines[0].sinks.console", "exactly_once needs every sink to be kafka"},
+				{10, "pipelines[0].sinks.out.kafka.brokers", "remove brokers"},
+				{11, "pipelines[0].dlq.kafka.brokers", "remove brokers"},
+			},
 		},
 		{
 			name: "retry values",
@@ -832,9 +892,11 @@ func TestDefaults(t *testing.T) {
 		Batch:  Batch{MaxRecords: 1000, MaxBytes: 1 << 20, MaxWait: 50 * time.Millisecond},
 		Handler: Handler{
 			Plugin: "builtin:noop", Builtin: "noop",
-			Instances: max(2, runtime.NumCPU()), Timeout: 30 * time.Second,
+			Instances: max(2, runtime.NumCPU()), Timeout: 30 * time.Second, MaxConcurrency: 1, Watch: 2 * time.Second,
+			MTLS: MTLSAuto, MaxOutputBytes: 1 << 20, MaxOutputsPerRecord: 1000, MaxReplyBytes: 64 << 20,
 		},
 		Ordering:         OrderingPartition,
+		Delivery:         DeliveryAtLeastOnce,
 		Retry:            Retry{MaxAttempts: 5, InitialBackoff: 100 * time.Millisecond, MaxBackoff: 10 * time.Second, Bisect: true},
 		Breaker:          Breaker{FailureRatio: 0.5, MinRequests: 20, OpenFor: 30 * time.Second, Interval: time.Minute},
 		Idempotency:      Idempotency{Key: "off", TTL: 24 * time.Hour, ClaimTTL: 2 * time.Minute}, // no redis section
@@ -1015,4 +1077,33 @@ func TestAdmin(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestAdminLagInterval(t *testing.T) {
+	f, err := parse(t, minimal)
+	if err != nil || f.Admin.LagInterval != 5*time.Second {
+		t.Fatalf("default lag_interval = %v (%v), want 5s", f.Admin.LagInterval, err)
+	}
+	f, err = parse(t, minimal+"admin: {lag_interval: 250ms}\n")
+	if err != nil || f.Admin.LagInterval != 250*time.Millisecond {
+		t.Fatalf("lag_interval = %v (%v), want 250ms", f.Admin.LagInterval, err)
+	}
+	for _, tc := range []struct{ yaml, problem string }{
+		{"admin: {lag_interval: 10ms}\n", "too short: at least 100ms"},
+		{"admin: {lag_interval: soon}\n", "not a duration"},
+	} {
+		ps := problemsOf(t, mustFail(t, minimal+tc.yaml))
+		if len(ps) != 1 || ps[0].Path != "admin.lag_interval" || !strings.Contains(ps[0].Error(), tc.problem) {
+			t.Errorf("%q: want one problem at admin.lag_interval containing %q, got %v", tc.yaml, tc.problem, ps)
+		}
+	}
+}
+
+func mustFail(t *testing.T, yaml string) error {
+	t.Helper()
+	_, err := parse(t, yaml)
+	if err == nil {
+		t.Fatalf("accepted:\n%s", yaml)
+	}
+	return err
 }

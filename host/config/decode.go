@@ -16,6 +16,8 @@ type decoder struct {
 	opts     options
 	dir      string // relative plugin paths are resolved against it
 	problems problems
+	// warnings become File.Warnings.
+	warnings []*FieldError
 	// at holds, for each field path seen, where it is and whether it
 	// has a non-null value; validation looks positions up here.
 	at map[string]field
@@ -124,6 +126,16 @@ func (d *decoder) entries(n *yaml.Node, path string, fn func(key, val *yaml.Node
 // set in n wins over a merged one, an earlier merged mapping over a later
 // one. A key set twice in n is a problem.
 func (d *decoder) pairs(n *yaml.Node, path string) []pair {
+	return d.mergedPairs(n, path, map[*yaml.Node]bool{n: true})
+}
+
+// mergedPairs is pairs with merged, the mappings already merged into the
+// mapping being listed: merging one again adds nothing (its keys are
+// already there, and the earlier ones win), so each is walked once. Without
+// that, a chain of mappings each merging the previous one twice costs 2^n
+// (a "merge bomb" of a few hundred bytes), and a mapping merging itself
+// through an alias would never end.
+func (d *decoder) mergedPairs(n *yaml.Node, path string, seen map[*yaml.Node]bool) []pair {
 	var own, merged []pair
 	line := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -132,7 +144,7 @@ func (d *decoder) pairs(n *yaml.Node, path string) []pair {
 		case k.Kind != yaml.ScalarNode:
 			d.errorf(k, path, "keys must be strings, not %s", describe(k))
 		case k.Value == "<<" && k.ShortTag() == "!!merge":
-			merged = append(merged, d.mergeSources(v, path)...)
+			merged = append(merged, d.mergeSources(v, path, seen)...)
 		case line[k.Value] != 0:
 			d.errorf(k, joinPath(path, k.Value), "set twice; first at line %d", line[k.Value])
 		default:
@@ -149,15 +161,23 @@ func (d *decoder) pairs(n *yaml.Node, path string) []pair {
 	return own
 }
 
-func (d *decoder) mergeSources(v *yaml.Node, path string) []pair {
+func (d *decoder) mergeSources(v *yaml.Node, path string, seen map[*yaml.Node]bool) []pair {
 	m := resolve(v)
 	if m.Kind == yaml.MappingNode {
-		return d.pairs(m, path)
+		if seen[m] {
+			return nil
+		}
+		seen[m] = true
+		return d.mergedPairs(m, path, seen)
 	}
 	if m.Kind == yaml.SequenceNode {
+		if seen[m] {
+			return nil
+		}
+		seen[m] = true
 		var out []pair
 		for _, item := range m.Content {
-			out = append(out, d.mergeSources(item, path)...)
+			out = append(out, d.mergeSources(item, path, seen)...)
 		}
 		return out
 	}
@@ -363,6 +383,19 @@ func (d *decoder) size(n *yaml.Node, path string, dst *int64) {
 	*dst = v
 }
 
+// secret decodes a password. It must come from the environment: a
+// non-empty value written in the file itself (no ${VAR} in it) is a
+// problem, so that secrets stay out of config files, which get committed,
+// copied and printed. The value is never put in a problem's message.
+func (d *decoder) secret(n *yaml.Node, path string, dst *string) {
+	m := resolve(n)
+	if m != nil && m.Kind == yaml.ScalarNode && !isNull(m) && m.Value != "" && !strings.Contains(m.Value, "${") {
+		d.errorf(n, path, "a password must not be written in the config file; write ${VAR} to take it from the environment, or use password_file")
+		return
+	}
+	d.str(n, path, dst)
+}
+
 func (d *decoder) strs(n *yaml.Node, path string, dst *[]string) {
 	out := []string{}
 	d.list(n, path, func(item *yaml.Node, p string) {
@@ -411,7 +444,8 @@ func (d *decoder) file(root *yaml.Node, f *File) {
 		"redis":   func(v *yaml.Node, p string) { d.redis(v, p, &f.Redis) },
 		"admin": func(v *yaml.Node, p string) {
 			d.object(v, p, fields{
-				"addr": func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"addr":         func(v *yaml.Node, p string) { d.str(v, p, &f.Admin.Addr) },
+				"lag_interval": func(v *yaml.Node, p string) { d.duration(v, p, &f.Admin.LagInterval) },
 			})
 		},
 		"pipelines": func(v *yaml.Node, p string) {
@@ -430,6 +464,33 @@ func (d *decoder) kafka(n *yaml.Node, path string, k *Kafka) {
 		"client_id":          func(v *yaml.Node, p string) { d.str(v, p, &k.ClientID) },
 		"session_timeout":    func(v *yaml.Node, p string) { d.duration(v, p, &k.SessionTimeout) },
 		"heartbeat_interval": func(v *yaml.Node, p string) { d.duration(v, p, &k.HeartbeatInterval) },
+		"tls": func(v *yaml.Node, p string) {
+			if isNull(resolve(v)) {
+				return
+			}
+			t := &KafkaTLS{}
+			k.TLS = t
+			d.object(v, p, fields{
+				"ca_file":              func(v *yaml.Node, p string) { d.str(v, p, &t.CAFile) },
+				"cert_file":            func(v *yaml.Node, p string) { d.str(v, p, &t.CertFile) },
+				"key_file":             func(v *yaml.Node, p string) { d.str(v, p, &t.KeyFile) },
+				"server_name":          func(v *yaml.Node, p string) { d.str(v, p, &t.ServerName) },
+				"insecure_skip_verify": func(v *yaml.Node, p string) { d.bool(v, p, &t.InsecureSkipVerify) },
+			})
+		},
+		"sasl": func(v *yaml.Node, p string) {
+			if isNull(resolve(v)) {
+				return
+			}
+			s := &KafkaSASL{}
+			k.SASL = s
+			d.object(v, p, fields{
+				"mechanism":     func(v *yaml.Node, p string) { d.str(v, p, &s.Mechanism) },
+				"username":      func(v *yaml.Node, p string) { d.str(v, p, &s.Username) },
+				"password":      func(v *yaml.Node, p string) { d.secret(v, p, &s.Password) },
+				"password_file": func(v *yaml.Node, p string) { d.str(v, p, &s.PasswordFile) },
+			})
+		},
 	})
 }
 
@@ -437,7 +498,9 @@ func (d *decoder) redis(n *yaml.Node, path string, r *Redis) {
 	d.object(n, path, fields{
 		"addr":            func(v *yaml.Node, p string) { d.str(v, p, &r.Addr) },
 		"username":        func(v *yaml.Node, p string) { d.str(v, p, &r.Username) },
-		"password":        func(v *yaml.Node, p string) { d.str(v, p, &r.Password) },
+		"password":        func(v *yaml.Node, p string) { d.secret(v, p, &r.Password) },
+		"password_file":   func(v *yaml.Node, p string) { d.str(v, p, &r.PasswordFile) },
+		"ca_file":         func(v *yaml.Node, p string) { d.str(v, p, &r.CAFile) },
 		"db":              func(v *yaml.Node, p string) { d.int(v, p, &r.DB) },
 		"key_prefix":      func(v *yaml.Node, p string) { d.str(v, p, &r.KeyPrefix) },
 		"tls":             func(v *yaml.Node, p string) { d.bool(v, p, &r.TLS) },
@@ -455,6 +518,9 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 		"handler": func(v *yaml.Node, p string) { d.handler(v, p, &pl.Handler) },
 		"ordering": func(v *yaml.Node, p string) {
 			d.str(v, p, (*string)(&pl.Ordering))
+		},
+		"delivery": func(v *yaml.Node, p string) {
+			d.str(v, p, (*string)(&pl.Delivery))
 		},
 		"retry":   func(v *yaml.Node, p string) { d.retry(v, p, &pl.Retry) },
 		"breaker": func(v *yaml.Node, p string) { d.breaker(v, p, &pl.Breaker) },
@@ -493,7 +559,47 @@ func (d *decoder) source(n *yaml.Node, path string, s *Source) {
 				"start":  func(v *yaml.Node, p string) { d.start(v, p, &k.Start) },
 			})
 		},
+		"kinesis": func(v *yaml.Node, p string) {
+			k := defaultKinesisSource()
+			s.Kinesis = k
+			d.object(v, p, fields{
+				"stream":               func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+				"region":               func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+				"endpoint":             func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				"start":                func(v *yaml.Node, p string) { d.kinesisStart(v, p, &k.Start) },
+				"poll_interval":        func(v *yaml.Node, p string) { d.duration(v, p, &k.PollInterval) },
+				"max_records_per_call": func(v *yaml.Node, p string) { d.int(v, p, &k.MaxRecordsPerCall) },
+				"shard_sync_interval":  func(v *yaml.Node, p string) { d.duration(v, p, &k.ShardSyncInterval) },
+				"lease": func(v *yaml.Node, p string) {
+					d.object(v, p, fields{
+						"ttl":       func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.TTL) },
+						"heartbeat": func(v *yaml.Node, p string) { d.duration(v, p, &k.Lease.Heartbeat) },
+					})
+				},
+			})
+		},
 	})
+}
+
+// kinesisStart decodes trim_horizon | latest | an RFC 3339 time.
+func (d *decoder) kinesisStart(n *yaml.Node, path string, dst *Start) {
+	m, ok := d.scalar(n, path, "trim_horizon, latest or a time")
+	if !ok {
+		return
+	}
+	switch v := m.Value; v {
+	case "trim_horizon":
+		*dst = Start{Kind: StartEarliest}
+	case "latest":
+		*dst = Start{Kind: StartLatest}
+	default:
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			d.errorf(n, path, "%q is not trim_horizon, latest or an RFC 3339 time like 2025-01-31T00:00:00Z", v)
+			return
+		}
+		*dst = Start{Kind: StartTime, Time: t}
+	}
 }
 
 func (d *decoder) batch(n *yaml.Node, path string, b *Batch) {
@@ -513,6 +619,17 @@ func (d *decoder) handler(n *yaml.Node, path string, h *Handler) {
 		"outputs":   func(v *yaml.Node, p string) { d.strs(v, p, &h.Outputs) },
 		"instances": func(v *yaml.Node, p string) { d.int(v, p, &h.Instances) },
 		"timeout":   func(v *yaml.Node, p string) { d.duration(v, p, &h.Timeout) },
+
+		// resource limits
+		"memory_limit":    func(v *yaml.Node, p string) { d.size(v, p, &h.MemoryLimit) },
+		"max_concurrency": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxConcurrency) },
+		"watch":           func(v *yaml.Node, p string) { d.duration(v, p, &h.Watch) },
+		"sha256":          func(v *yaml.Node, p string) { d.str(v, p, &h.SHA256) },
+		"mtls":            func(v *yaml.Node, p string) { d.str(v, p, &h.MTLS) },
+
+		"max_output_bytes":       func(v *yaml.Node, p string) { d.size(v, p, &h.MaxOutputBytes) },
+		"max_outputs_per_record": func(v *yaml.Node, p string) { d.int(v, p, &h.MaxOutputsPerRecord) },
+		"max_reply_bytes":        func(v *yaml.Node, p string) { d.size(v, p, &h.MaxReplyBytes) },
 	})
 }
 
@@ -543,6 +660,15 @@ func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 			"stdout": func(v *yaml.Node, p string) {
 				s.Stdout = &StdoutSink{}
 				d.object(v, p, fields{})
+			},
+			"kinesis": func(v *yaml.Node, p string) {
+				k := &KinesisSink{}
+				s.Kinesis = k
+				d.object(v, p, fields{
+					"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+					"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+					"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+				})
 			},
 		})
 		out[key.Value] = s

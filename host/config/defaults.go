@@ -21,10 +21,17 @@ func Defaults() Pipeline {
 			MaxWait:    50 * time.Millisecond,
 		},
 		Handler: Handler{
-			Instances: DefaultInstances(),
-			Timeout:   30 * time.Second,
+			Instances:           DefaultInstances(),
+			Timeout:             30 * time.Second,
+			MaxConcurrency:      1,
+			Watch:               2 * time.Second,
+			MTLS:                MTLSAuto,
+			MaxOutputBytes:      1 << 20,
+			MaxOutputsPerRecord: 1000,
+			MaxReplyBytes:       64 << 20,
 		},
 		Ordering: OrderingPartition,
+		Delivery: DeliveryAtLeastOnce,
 		Retry: Retry{
 			MaxAttempts:    5,
 			InitialBackoff: 100 * time.Millisecond,
@@ -52,13 +59,22 @@ func defaultFile() File {
 	return File{
 		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
 		Redis: Redis{KeyPrefix: "weir:"},
-		Admin: Admin{Addr: DefaultAdminAddr},
+		Admin: Admin{Addr: DefaultAdminAddr, LagInterval: 5 * time.Second},
 	}
 }
 
 // defaultKafkaSource is a Kafka source before its YAML is decoded onto it.
 func defaultKafkaSource() *KafkaSource {
 	return &KafkaSource{Start: Start{Kind: StartEarliest}}
+}
+
+// defaultKinesisSource is a Kinesis source before its YAML is decoded onto
+// it.
+func defaultKinesisSource() *KinesisSource {
+	return &KinesisSource{
+		Start: Start{Kind: StartEarliest}, PollInterval: time.Second, MaxRecordsPerCall: 10000,
+		ShardSyncInterval: 30 * time.Second, Lease: KinesisLease{TTL: 10 * time.Second, Heartbeat: 2 * time.Second},
+	}
 }
 
 // defaultDLQ is a DLQ section before its YAML is decoded onto it.
@@ -80,3 +96,7 @@ func (p *Pipeline) applyDefaults() {
 // CPU (decoding a batch, the call itself), so one process per CPU keeps
 // them all busy.
 func DefaultInstances() int { return max(2, runtime.NumCPU()) }
+
+// MinMemoryLimit is the smallest handler.memory_limit: below it a plugin
+// process cannot start its runtime and gRPC server.
+const MinMemoryLimit = 32 << 20

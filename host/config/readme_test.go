@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func TestReadmeReferenceCoversTheSchema(t *testing.T) {
 }
 
 // derived fields are computed by the loader, not written in a file.
-var derived = map[string]bool{"Path": true, "PluginPath": true, "Builtin": true}
+var derived = map[string]bool{"Path": true, "PluginPath": true, "Builtin": true, "Warnings": true}
 
 // scalars are struct types written as one YAML scalar.
 var scalars = map[reflect.Type]bool{reflect.TypeOf(Start{}): true, reflect.TypeOf(time.Time{}): true}
@@ -56,8 +57,20 @@ func checkFields(typ reflect.Type, node *yaml.Node, path string, missing *[]stri
 	case scalars[typ]:
 		return
 	case typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.Struct:
+		// A field is documented when any item of the list shows it (the
+		// reference has a Kafka pipeline and a Kinesis one).
 		if node.Kind == yaml.SequenceNode && len(node.Content) > 0 {
-			checkFields(typ.Elem(), node.Content[0], path+"[]", missing)
+			var common []string
+			for i, item := range node.Content {
+				var m []string
+				checkFields(typ.Elem(), item, path+"[]", &m)
+				if i == 0 {
+					common = m
+				} else {
+					common = slices.DeleteFunc(common, func(p string) bool { return !slices.Contains(m, p) })
+				}
+			}
+			*missing = append(*missing, common...)
 		}
 		return
 	case typ.Kind() == reflect.Map && typ.Elem().Kind() == reflect.Struct:
@@ -112,7 +125,9 @@ func snake(s string) string {
 	var b strings.Builder
 	rs := []rune(s)
 	for i, r := range rs {
-		if i > 0 && unicode.IsUpper(r) && unicode.IsLower(rs[i-1]) {
+		// CamelCase → camel_case; an acronym ends before the capital of
+		// the next word: CAFile → ca_file.
+		if i > 0 && unicode.IsUpper(r) && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1])) {
 			b.WriteByte('_')
 		}
 		b.WriteRune(unicode.ToLower(r))

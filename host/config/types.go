@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/weirhq/weir/sources"
@@ -29,6 +30,11 @@ type File struct {
 	// Pipelines (YAML: pipelines) are the pipelines, in file order; at
 	// least one, with unique names.
 	Pipelines []Pipeline
+	// Warnings are problems that do not make the file invalid but weaken
+	// its security (a plugin file others may write, TLS without
+	// verification, a password sent in clear); set by Load and Parse, not
+	// read from the file. weir validate and weir run print them.
+	Warnings []*FieldError
 }
 
 // Kafka is the shared Kafka connection (YAML: kafka).
@@ -47,7 +53,63 @@ type Kafka struct {
 	// tells the group it is alive, and notices a rebalance. Default 3s;
 	// less than SessionTimeout.
 	HeartbeatInterval time.Duration
+	// TLS (YAML: tls) connects to the brokers with TLS; nil: plaintext.
+	// It applies to every Kafka client weir makes for the file: the
+	// source, Kafka sinks and DLQ producers, on kafka.brokers and on any
+	// cluster a sink or DLQ names with brokers.
+	TLS *KafkaTLS
+	// SASL (YAML: sasl) authenticates to the brokers; nil: no SASL. It
+	// applies to the same clients as TLS.
+	SASL *KafkaSASL
 }
+
+// KafkaTLS is TLS to the brokers (YAML: kafka.tls). An empty mapping
+// (tls: {}) verifies the brokers against the system's roots.
+type KafkaTLS struct {
+	// CAFile (YAML: ca_file) is a PEM file of the CAs that sign the
+	// brokers' certificates, instead of the system's roots. Optional.
+	CAFile string
+	// CertFile and KeyFile (YAML: cert_file, key_file) are a PEM client
+	// certificate and its key, for brokers that require mutual TLS. Both or
+	// neither.
+	CertFile string
+	KeyFile  string
+	// ServerName (YAML: server_name) is the name the brokers' certificates
+	// must carry; default: the host of each broker address.
+	ServerName string
+	// InsecureSkipVerify (YAML: insecure_skip_verify) accepts any broker
+	// certificate: encryption without authentication of the broker, open to
+	// a man in the middle. weir validate and weir run warn about it.
+	// Default false.
+	InsecureSkipVerify bool
+}
+
+// KafkaSASL is SASL authentication to the brokers (YAML: kafka.sasl).
+type KafkaSASL struct {
+	// Mechanism (YAML: mechanism) is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or
+	// AWS_MSK_IAM; required. AWS_MSK_IAM signs with the credentials in
+	// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, read
+	// at each authentication, and takes no username or password.
+	Mechanism string
+	// Username (YAML: username) is required for PLAIN and SCRAM.
+	Username string
+	// Password (YAML: password) must come from the environment
+	// (password: ${KAFKA_PASSWORD}); a literal password in the file is an
+	// error. Set it or PasswordFile for PLAIN and SCRAM.
+	Password string
+	// PasswordFile (YAML: password_file) is a file holding the password
+	// (a trailing newline is dropped), resolved against the config file's
+	// directory; read by Load into Password.
+	PasswordFile string
+}
+
+// SASL mechanisms (KafkaSASL.Mechanism).
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+	SASLAWSMSKIAM   = "AWS_MSK_IAM"
+)
 
 // Embedded reports whether the connection is the in-process broker.
 func (k Kafka) Embedded() bool { return len(k.Brokers) == 1 && k.Brokers[0] == "embedded" }
@@ -59,6 +121,10 @@ type Admin struct {
 	// "127.0.0.1:9464" (loopback only); "" or "off" disables the server.
 	// Port 0 picks a free port.
 	Addr string
+	// LagInterval (YAML: lag_interval) is how often each pipeline asks the
+	// broker for its partitions' end offsets to measure lag (the
+	// weir_lag_* metrics, /status). Default 5s; at least 100ms.
+	LagInterval time.Duration
 }
 
 // DefaultAdminAddr is where the admin server listens by default.
@@ -73,18 +139,28 @@ type Redis struct {
 	// Addr (YAML: addr) is host:port, or "embedded" for an in-process
 	// miniredis.
 	Addr string
-	// Username and Password (YAML: username, password) authenticate (ACL);
-	// take the password from the environment with ${VAR}. Optional.
+	// Username and Password (YAML: username, password) authenticate (ACL).
+	// Optional. The password must come from the environment
+	// (password: ${REDIS_PASSWORD}); a literal password in the file is an
+	// error.
 	Username string
 	Password string
+	// PasswordFile (YAML: password_file) is a file holding the password
+	// instead (a trailing newline is dropped), resolved against the config
+	// file's directory; read by Load into Password.
+	PasswordFile string
 	// DB (YAML: db) is the database number. Default 0.
 	DB int
 	// KeyPrefix (YAML: key_prefix) is put before every key weir writes.
 	// Default "weir:".
 	KeyPrefix string
 	// TLS (YAML: tls) connects with TLS, verifying the server against the
-	// system's roots. Default false.
+	// system's roots, or against CAFile. Default false.
 	TLS bool
+	// CAFile (YAML: ca_file) is a PEM file of the CAs that sign the
+	// server's certificate, instead of the system's roots; setting it
+	// turns TLS on. Optional.
+	CAFile string
 	// SentinelMaster and SentinelAddrs (YAML: sentinel_master,
 	// sentinel_addrs) connect to the master Redis Sentinel names instead
 	// of Addr; ClusterAddrs (YAML: cluster_addrs) connect to a Redis
@@ -116,6 +192,23 @@ const (
 	OrderingNone Ordering = "none"
 )
 
+// Delivery says how a pipeline's outputs relate to its input positions
+// (YAML: delivery: at_least_once | exactly_once).
+type Delivery string
+
+const (
+	// DeliveryAtLeastOnce commits input positions after their outputs are
+	// written (default). With idempotency marks in Redis, a record that
+	// completed is not handled again after a crash (effectively once).
+	DeliveryAtLeastOnce Delivery = "at_least_once"
+	// DeliveryExactlyOnce writes outputs, dead letters and the input
+	// offsets in one Kafka transaction per commit interval: consumers of
+	// the outputs reading read_committed see each output once. Source,
+	// sinks and DLQ must all be Kafka on the shared cluster, and
+	// idempotency marks are off (the transaction replaces them).
+	DeliveryExactlyOnce Delivery = "exactly_once"
+)
+
 // Pipeline is one source → handler → sinks flow (an item of YAML
 // pipelines). Defaults returns its default values.
 type Pipeline struct {
@@ -131,6 +224,9 @@ type Pipeline struct {
 	Handler Handler
 	// Ordering (YAML: ordering). Default OrderingPartition.
 	Ordering Ordering
+	// Delivery (YAML: delivery) is the pipeline's delivery guarantee.
+	// Default DeliveryAtLeastOnce.
+	Delivery Delivery
 	// Retry (YAML: retry) says how failures are retried.
 	Retry Retry
 	// Breaker (YAML: breaker) guards the handler pool and each sink: on
@@ -184,6 +280,73 @@ func (p *Pipeline) UsesKafka() bool {
 type Source struct {
 	// Kafka (YAML: kafka) reads Kafka topics.
 	Kafka *KafkaSource
+	// Kinesis (YAML: kinesis) reads a Kinesis stream, leasing its shards
+	// in Redis; needs the redis section.
+	Kinesis *KinesisSource
+}
+
+// KinesisSource reads a Kinesis stream (YAML: source.kinesis). Workers
+// (weir run processes with the same pipeline name and Redis) share its
+// shards through leases in Redis. Credentials come from the AWS SDK's
+// default chain (environment, shared config and credentials files, SSO,
+// web identity, ECS, EC2).
+type KinesisSource struct {
+	// Stream (YAML: stream) is the stream's name or ARN
+	// (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME); required.
+	Stream string
+	// Region (YAML: region) is the AWS region; default: the SDK's
+	// (AWS_REGION, the shared config), else the ARN's, else us-east-1.
+	Region string
+	// Endpoint (YAML: endpoint) replaces the Kinesis endpoint, for
+	// emulators (kinesalite, LocalStack): an http(s) URL. Optional.
+	Endpoint string
+	// Start (YAML: start: trim_horizon | latest | an RFC 3339 time) is
+	// where shards without a checkpoint begin; it applies to the shards
+	// the pipeline first sees, while shards created later by resharding
+	// are read from their first record. Default trim_horizon.
+	Start Start
+	// PollInterval (YAML: poll_interval) is how long a shard reader waits
+	// after a read that returned nothing new. Default 1s; at least 200ms
+	// (Kinesis allows five reads a second per shard).
+	PollInterval time.Duration
+	// MaxRecordsPerCall (YAML: max_records_per_call) is the most records
+	// one GetRecords returns. Default 10000; 1 to 10000.
+	MaxRecordsPerCall int
+	// ShardSyncInterval (YAML: shard_sync_interval) is how often the
+	// shards are listed to find new ones (a shard reaching its end lists
+	// them at once). Default 30s.
+	ShardSyncInterval time.Duration
+	// Lease (YAML: lease) times the shard leases.
+	Lease KinesisLease
+}
+
+// KinesisLease times the shard leases of a Kinesis source (YAML:
+// source.kinesis.lease).
+type KinesisLease struct {
+	// TTL (YAML: ttl) is how long a lease (and a worker's registration)
+	// lasts without renewal: a crashed worker's shards are taken over
+	// after it. Default 10s; at least 1s.
+	TTL time.Duration
+	// Heartbeat (YAML: heartbeat) is how often a worker renews its leases,
+	// registers, and balances shards with the others. Default 2s; at most
+	// a third of TTL.
+	Heartbeat time.Duration
+}
+
+// StreamName returns the stream's name: Stream, or the name in its ARN.
+func (k *KinesisSource) StreamName() string {
+	if _, name, ok := strings.Cut(k.Stream, ":stream/"); ok && strings.HasPrefix(k.Stream, "arn:") {
+		return name
+	}
+	return k.Stream
+}
+
+// StreamARN returns Stream if it is an ARN, else "".
+func (k *KinesisSource) StreamARN() string {
+	if strings.HasPrefix(k.Stream, "arn:") {
+		return k.Stream
+	}
+	return ""
 }
 
 // StartKind says where a new consumer group starts reading: earliest,
@@ -244,7 +407,10 @@ type Handler struct {
 	// against the config file's directory; default: weir's own. Set it so
 	// that a script named in Args resolves beside the config file.
 	Dir string
-	// Env (YAML: env) is the plugin process's extra environment. Optional.
+	// Env (YAML: env) is the plugin process's environment: besides it, the
+	// process gets only PATH and TMPDIR of weir's (and go-plugin's protocol
+	// variables), never weir's secrets. Values may take weir's variables
+	// with ${VAR}. Optional.
 	Env map[string]string
 	// Outputs (YAML: outputs) optionally lists the sinks the handler emits
 	// to; each must be a declared sink.
@@ -254,7 +420,63 @@ type Handler struct {
 	Instances int
 	// Timeout (YAML: timeout) bounds one Handle call. Default 30s.
 	Timeout time.Duration
+	// MemoryLimit (YAML: memory_limit, a size such as 256MiB) caps the
+	// memory each plugin process may allocate, enforced by the kernel
+	// (RLIMIT_DATA on Linux: heap and private writable mappings, not
+	// address space merely reserved, so Go and V8 runtimes start fine). A
+	// process that passes it fails to allocate and dies; it is restarted
+	// and its batch retried, then bisected, like any crash. Default 0: no
+	// limit. At least 32MiB when set.
+	MemoryLimit int64
+	// MaxConcurrency (YAML: max_concurrency) is how many batches one
+	// plugin process handles at once (for handlers that wait on I/O). A
+	// crash or timeout of one batch restarts the process, failing (and
+	// retrying) its other batches too. Default 1; at least 1.
+	MaxConcurrency int
+	// Watch (YAML: watch) is how often `weir run` checks the plugin file
+	// (a handler given as a path, not builtin: or an interpreter on PATH)
+	// for a new version, which it then rolls out without stopping the
+	// pipeline (see the README, "Deploying a new handler version").
+	// Default 2s; 0s turns watching off (SIGHUP and POST /admin/reload
+	// still upgrade).
+	Watch time.Duration
+	// SHA256 (YAML: sha256) pins the plugin executable: its SHA-256, in
+	// hex. A file whose digest differs is not started (at every start and
+	// restart), and the error prints both digests. Not for builtins. For
+	// an interpreter (plugin: python3) it pins the interpreter, not the
+	// script. Optional.
+	SHA256 string
+	// MTLS (YAML: mtls) secures the host-plugin connection with
+	// go-plugin's automatic mutual TLS: auto (default) uses it for Go
+	// plugins (builtins, and executables with Go build information, whose
+	// go-plugin server supports it), on requires it, off never uses it
+	// (plugins in other languages: the Python and TypeScript SDKs do not
+	// support it).
+	MTLS string
+	// MaxOutputBytes (YAML: max_output_bytes, a size) bounds one output of
+	// the handler: key, value and headers. A record with a larger output
+	// is dead-lettered (class bad_reply) instead of written. Default 1MiB
+	// (Kafka's default max message size); at most MaxReplyBytes.
+	MaxOutputBytes int64
+	// MaxOutputsPerRecord (YAML: max_outputs_per_record) bounds the
+	// outputs of one input record; a record with more is dead-lettered
+	// (class bad_reply). Default 1000.
+	MaxOutputsPerRecord int
+	// MaxReplyBytes (YAML: max_reply_bytes, a size) is the largest reply
+	// the host accepts from the plugin (its gRPC receive limit, also given
+	// to the plugin as WEIR_MAX_REPLY_BYTES, which the SDKs use as their
+	// send limit). A larger reply fails its batch (class bad_reply), which
+	// is bisected until the records whose replies are too large are
+	// isolated and dead-lettered. Default 64MiB; 4KiB to 2GiB-1.
+	MaxReplyBytes int64
 }
+
+// Handler.MTLS values.
+const (
+	MTLSAuto = "auto"
+	MTLSOn   = "on"
+	MTLSOff  = "off"
+)
 
 // Retry says how failed records are retried (YAML: retry).
 type Retry struct {
@@ -277,6 +499,22 @@ type Sink struct {
 	Kafka *KafkaSink
 	// Stdout (YAML: stdout: {}) writes to standard output.
 	Stdout *StdoutSink
+	// Kinesis (YAML: kinesis: {stream: S}) writes to a Kinesis stream
+	// with PutRecords, the output key as partition key.
+	Kinesis *KinesisSink
+}
+
+// KinesisSink writes to a Kinesis stream (YAML: sinks.NAME.kinesis).
+// Messages of one key keep their order; headers are not written (Kinesis
+// records have none). Credentials come from the AWS SDK's default chain.
+type KinesisSink struct {
+	// Stream (YAML: stream) is the stream's name or ARN; required, and not
+	// the pipeline's Kinesis source stream.
+	Stream string
+	// Region (YAML: region): as for the Kinesis source.
+	Region string
+	// Endpoint (YAML: endpoint): as for the Kinesis source. Optional.
+	Endpoint string
 }
 
 // KafkaSink writes to a topic of the shared Kafka connection.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -30,6 +31,16 @@ func (d *decoder) validate(f *File) {
 	d.checkKafka(f)
 	d.checkGroupTimes(f.Kafka)
 	d.checkRedis(f.Redis)
+	d.checkKafkaSecurity(&f.Kafka)
+	d.passwordFile("redis", &f.Redis.Password, &f.Redis.PasswordFile, false)
+	if f.Redis.CAFile != "" {
+		f.Redis.CAFile = resolvePath(d.dir, f.Redis.CAFile)
+		f.Redis.TLS = true
+		d.checkCAFile("redis.ca_file", f.Redis.CAFile)
+		if f.Redis.Embedded() {
+			d.errorAt("redis.ca_file", "the embedded redis speaks plaintext only")
+		}
+	}
 	d.checkAdmin(f.Admin)
 	if len(f.Pipelines) == 0 {
 		d.errorAt("pipelines", "%s; declare at least one pipeline", d.missing("pipelines"))
@@ -40,7 +51,11 @@ func (d *decoder) validate(f *File) {
 		p := &f.Pipelines[i]
 		d.checkName(path, p.Name, first, i)
 		d.checkPipeline(path, p)
-		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis)
+		if p.Source.Kinesis != nil && !f.Redis.Configured() {
+			d.errorAt(path+".source.kinesis", "needs the redis section: shard leases and checkpoints live in Redis")
+		}
+		d.checkIdempotency(path+".idempotency", &p.Idempotency, p.Handler.Timeout, f.Redis, p.Delivery)
+		d.checkDelivery(path, p)
 	}
 }
 
@@ -92,6 +107,9 @@ func (d *decoder) checkGroupTimes(k Kafka) {
 }
 
 func (d *decoder) checkAdmin(a Admin) {
+	if a.LagInterval < 100*time.Millisecond {
+		d.errorAt("admin.lag_interval", "%v is too short: at least 100ms", a.LagInterval)
+	}
 	if a.Off() {
 		return
 	}
@@ -159,8 +177,15 @@ func (d *decoder) checkPipeline(path string, p *Pipeline) {
 }
 
 func (d *decoder) checkSource(path string, s Source) {
-	if s.Kafka == nil {
-		d.errorAt(path, "%s; set exactly one of: kafka", d.missing(path))
+	if s.Kafka == nil && s.Kinesis == nil {
+		d.errorAt(path, "%s; set exactly one of: kafka, kinesis", d.missing(path))
+		return
+	}
+	if !d.exactlyOne(path, "kafka, kinesis", s.Kafka != nil, s.Kinesis != nil) {
+		return
+	}
+	if s.Kinesis != nil {
+		d.checkKinesisSource(path+".kinesis", s.Kinesis)
 		return
 	}
 	k := s.Kafka
@@ -173,6 +198,54 @@ func (d *decoder) checkSource(path string, s Source) {
 		if slices.Index(k.Topics, t) < i {
 			d.errorAt(indexPath(tp, i), "%q is listed twice", t)
 		}
+	}
+}
+
+// kinesisStreamName is what Kinesis allows in a stream name.
+var kinesisStreamName = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+
+// kinesisStreamARN is arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME.
+var kinesisStreamARN = regexp.MustCompile(`^arn:aws[a-z-]*:kinesis:[a-z0-9-]+:[0-9]{12}:stream/[a-zA-Z0-9_.-]{1,128}$`)
+
+func (d *decoder) checkKinesisSource(path string, k *KinesisSource) {
+	d.checkStream(path+".stream", k.Stream)
+	d.checkEndpoint(path+".endpoint", k.Endpoint)
+	if k.PollInterval < 200*time.Millisecond {
+		d.errorAt(path+".poll_interval", "must be at least 200ms (Kinesis allows five reads a second per shard), got %v", k.PollInterval)
+	}
+	if k.MaxRecordsPerCall < 1 || k.MaxRecordsPerCall > 10000 {
+		d.errorAt(path+".max_records_per_call", "must be 1 to 10000, got %d", k.MaxRecordsPerCall)
+	}
+	d.positiveDuration(path+".shard_sync_interval", k.ShardSyncInterval)
+	if k.Lease.TTL < time.Second {
+		d.errorAt(path+".lease.ttl", "must be at least 1s, got %v", k.Lease.TTL)
+	}
+	if k.Lease.Heartbeat <= 0 || k.Lease.Heartbeat*3 > k.Lease.TTL {
+		d.errorAt(path+".lease.heartbeat", "must be greater than 0 and at most a third of lease.ttl (%v), got %v", k.Lease.TTL, k.Lease.Heartbeat)
+	}
+}
+
+// checkStream checks a Kinesis stream name or ARN.
+func (d *decoder) checkStream(path, stream string) {
+	switch {
+	case stream == "":
+		d.errorAt(path, "%s", d.missing(path))
+	case strings.HasPrefix(stream, "arn:"):
+		if !kinesisStreamARN.MatchString(stream) {
+			d.errorAt(path, "%q is not a stream ARN like arn:aws:kinesis:us-east-1:123456789012:stream/NAME", stream)
+		}
+	case !kinesisStreamName.MatchString(stream):
+		d.errorAt(path, "%q is not a valid stream name; use 1 to 128 of a-z, A-Z, 0-9, '.', '_' and '-'", stream)
+	}
+}
+
+// checkEndpoint checks an optional Kinesis endpoint URL.
+func (d *decoder) checkEndpoint(path, endpoint string) {
+	if endpoint == "" {
+		return
+	}
+	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		d.errorAt(path, "%q is not an http(s) URL like http://localhost:4567", endpoint)
 	}
 }
 
@@ -214,6 +287,16 @@ func (d *decoder) checkHandler(path string, h *Handler, sinks map[string]Sink) {
 		d.errorAt(path+".instances", "must be at least 1, got %d", h.Instances)
 	}
 	d.positiveDuration(path+".timeout", h.Timeout)
+	if h.Watch < 0 {
+		d.errorAt(path+".watch", "must not be negative, got %v; 0s turns watching off", h.Watch)
+	}
+	if h.MaxConcurrency < 1 {
+		d.errorAt(path+".max_concurrency", "must be at least 1, got %d", h.MaxConcurrency)
+	}
+	if h.MemoryLimit != 0 && h.MemoryLimit < MinMemoryLimit {
+		d.errorAt(path+".memory_limit", "%s is too small for a plugin process to start; at least %s, or 0 for no limit", formatSize(h.MemoryLimit), formatSize(MinMemoryLimit))
+	}
+	d.checkHandlerSecurity(path, h)
 	for k := range h.Env {
 		if !envName.MatchString(k) {
 			d.errorAt(joinPath(path+".env", k), "%q is not a valid environment variable name", k)
@@ -309,12 +392,12 @@ func (d *decoder) checkRetry(path string, r Retry) {
 
 // checkIdempotency resolves the default key mode (position with a redis
 // section, else off) and checks the rest.
-func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout time.Duration, r Redis) {
+func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout time.Duration, r Redis, delivery Delivery) {
 	kp := path + ".key"
 	switch {
 	case i.Key == "":
 		i.Key = "off"
-		if r.Configured() {
+		if r.Configured() && delivery != DeliveryExactlyOnce {
 			i.Key = "position"
 		}
 	case i.Key == "off":
@@ -332,6 +415,43 @@ func (d *decoder) checkIdempotency(path string, i *Idempotency, handlerTimeout t
 	}
 	if i.ClaimTTL > 0 && i.ClaimTTL <= handlerTimeout {
 		d.errorAt(path+".claim_ttl", "%v must be more than handler.timeout (%v): a claim must outlive the call", i.ClaimTTL, handlerTimeout)
+	}
+}
+
+// checkDelivery checks the delivery mode, and that an exactly-once
+// pipeline can run in one Kafka transaction: its source, sinks and DLQ are
+// all Kafka on the shared cluster, and no idempotency marks are kept in
+// Redis (they would be written before the transaction commits, and a
+// transaction that aborts would leave records marked done that no output
+// shows).
+func (d *decoder) checkDelivery(path string, p *Pipeline) {
+	dp := path + ".delivery"
+	switch p.Delivery {
+	case DeliveryAtLeastOnce:
+		return
+	case DeliveryExactlyOnce:
+	default:
+		d.errorAt(dp, "%q is not a delivery mode; allowed: at_least_once, exactly_once", string(p.Delivery))
+		return
+	}
+	if p.Source.Kafka == nil {
+		d.errorAt(dp, "exactly_once needs a kafka source (offsets commit in the Kafka transaction)")
+	}
+	for _, name := range sortedKeys(p.Sinks) {
+		s := p.Sinks[name]
+		sp := joinPath(path+".sinks", name)
+		switch {
+		case s.Kafka == nil:
+			d.errorAt(sp, "exactly_once needs every sink to be kafka (outputs are written in the Kafka transaction)")
+		case len(s.Kafka.Brokers) > 0:
+			d.errorAt(sp+".kafka.brokers", "exactly_once writes in one transaction on the shared cluster; remove brokers")
+		}
+	}
+	if p.DLQ != nil && p.DLQ.Kafka != nil && len(p.DLQ.Kafka.Brokers) > 0 {
+		d.errorAt(path+".dlq.kafka.brokers", "exactly_once writes dead letters in the transaction on the shared cluster; remove brokers")
+	}
+	if !p.Idempotency.Off() {
+		d.errorAt(path+".idempotency.key", "must be off with delivery: exactly_once (the Kafka transaction replaces marks in Redis, which would be written before it commits)")
 	}
 }
 
@@ -362,11 +482,19 @@ func (d *decoder) checkSinks(path string, p *Pipeline) {
 			continue
 		}
 		s := p.Sinks[name]
-		if !d.exactlyOne(sp, "kafka, stdout", s.Kafka != nil, s.Stdout != nil) {
+		if !d.exactlyOne(sp, "kafka, stdout, kinesis", s.Kafka != nil, s.Stdout != nil, s.Kinesis != nil) {
 			continue
 		}
 		if s.Kafka != nil {
 			d.checkOutputTopic(sp+".kafka.topic", s.Kafka.Topic, p.Source, "writing it back would loop")
+		}
+		if k := s.Kinesis; k != nil {
+			d.checkStream(sp+".kinesis.stream", k.Stream)
+			d.checkEndpoint(sp+".kinesis.endpoint", k.Endpoint)
+			src := p.Source.Kinesis
+			if src != nil && (&KinesisSource{Stream: k.Stream}).StreamName() == src.StreamName() && k.Endpoint == src.Endpoint {
+				d.errorAt(sp+".kinesis.stream", "%q is also the source stream of this pipeline; writing it back would loop", k.Stream)
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ package builtin
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"time"
@@ -41,12 +42,30 @@ const (
 	// crash tests: which records had their side effect, how often, by which
 	// process).
 	EnvSideEffects = "WEIR_SIDEFX_FILE"
-	// EnvBatchDelay is a duration (Go syntax, e.g. "20ms"): noop and echo
-	// sleep this long in every call before answering, a testing aid that
-	// makes a handler slower than its input (backpressure and memory
-	// tests). Unset or unparsable: no delay.
-	EnvBatchDelay = "WEIR_BATCH_DELAY"
+	// EnvRetryOn is a byte string: echo fails a record whose value
+	// contains it retryably (class transient) while the other records of
+	// its batch succeed, a testing aid for parked keys.
+	EnvRetryOn = "WEIR_RETRY_ON"
+	// EnvSleep is a Go duration echo and noop sleep at the start of every
+	// batch, a testing aid for a slow handler (noop's: backpressure and
+	// memory measurements).
+	EnvSleep = "WEIR_SLEEP"
+	// EnvStderr, if not empty, makes echo write a line to its stderr for
+	// every batch, a testing aid for plugin logs.
+	EnvStderr = "WEIR_STDERR"
+	// EnvLeakOn is the byte string that makes echo-leak allocate memory
+	// without bound, a testing aid for handler.memory_limit.
+	EnvLeakOn = "WEIR_LEAK_ON"
+	// EnvEchoVersion, if set, is the version echo, echo-crash and
+	// echo-leak report instead of Version: a testing aid that makes one
+	// binary serve as several versions of a handler (upgrade tests).
+	EnvEchoVersion = "WEIR_ECHO_VERSION"
 )
+
+// LeakCap is how much echo-leak allocates before it gives up (and fails
+// the batch with an error saying no memory limit stopped it), so a test of
+// a limit that does not work fails instead of exhausting the machine.
+const LeakCap = 1 << 30
 
 // DefaultEchoSink is the sink echo writes to unless WEIR_ECHO_SINK is set.
 const DefaultEchoSink = "out"
@@ -61,23 +80,35 @@ const DefaultEchoSink = "out"
 //   - echo-crash: a testing aid: echo, but the process exits with status 3
 //     on the first record whose value contains WEIR_CRASH_ON (never if it
 //     is empty), to exercise crash handling end to end.
+//   - echo-leak: a testing aid: echo, but on a record whose value contains
+//     WEIR_LEAK_ON (never if it is empty) it allocates and touches memory
+//     without bound, as a leaking handler does, until the process dies (a
+//     memory limit) or LeakCap is reached (then the batch fails).
 //   - iot: the IoT example handler (package examples/iot).
 //
-// echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE and
-// WEIR_SIDEFX_FILE, and noop and echo WEIR_BATCH_DELAY (testing aids, see
-// the constants).
+// echo and echo-crash also honour WEIR_FAIL_ON, WEIR_RETRY_WHILE,
+// WEIR_RETRY_ON, WEIR_SLEEP, WEIR_STDERR and WEIR_SIDEFX_FILE (testing aids, see the
+// constants).
 func Handlers() map[string]plugins.Handler {
 	sink := os.Getenv(EnvEchoSink)
 	if sink == "" {
 		sink = DefaultEchoSink
 	}
 	crashOn := []byte(os.Getenv(EnvCrashOn))
-	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects)}
-	delay, _ := time.ParseDuration(os.Getenv(EnvBatchDelay))
+	version := os.Getenv(EnvEchoVersion)
+	if version == "" {
+		version = Version
+	}
+	aids := testAids{failOn: []byte(os.Getenv(EnvFailOn)), retryWhile: os.Getenv(EnvRetryWhile), sideEffects: os.Getenv(EnvSideEffects),
+		retryOn: []byte(os.Getenv(EnvRetryOn)), stderr: os.Getenv(EnvStderr) != ""}
+	if d, err := time.ParseDuration(os.Getenv(EnvSleep)); err == nil {
+		aids.sleep = d
+	}
 	return map[string]plugins.Handler{
-		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, delayed(delay, Noop)),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: Version}, delayed(delay, aids.wrap(Echo(sink, nil)))),
-		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: Version}, aids.wrap(Echo(sink, crashOn))),
+		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, delayed(aids.sleep, Noop)),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: version}, aids.wrap(Echo(sink, nil))),
+		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: version}, aids.wrap(Echo(sink, crashOn))),
+		"echo-leak":  sdk.New(sdk.Options{Name: "echo-leak", Version: version}, aids.wrap(leak([]byte(os.Getenv(EnvLeakOn)), Echo(sink, nil)))),
 		"iot":        iot.Handler(),
 	}
 }
@@ -123,20 +154,59 @@ func Echo(sink string, crashOn []byte) sdk.Func {
 	}
 }
 
+// leak returns next, preceded by an unbounded allocation when a record's
+// value contains on.
+func leak(on []byte, next sdk.Func) sdk.Func {
+	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		for i := range b.Records {
+			if len(on) == 0 || !bytes.Contains(b.Records[i].Value, on) {
+				continue
+			}
+			os.Stderr.WriteString("echo-leak: record value contains WEIR_LEAK_ON; allocating without bound\n")
+			const chunk = 4 << 20
+			for n := 0; n < LeakCap/chunk; n++ {
+				c := make([]byte, chunk)
+				for j := 0; j < chunk; j += 4096 {
+					c[j] = 1 // touch every page: resident, not just mapped
+				}
+				leaked = append(leaked, c)
+			}
+			return fmt.Errorf("echo-leak: allocated %d MiB and no memory limit stopped it", LeakCap>>20)
+		}
+		return next(ctx, b, res)
+	}
+}
+
+// leaked holds echo-leak's allocations for the life of the process.
+var leaked [][]byte
+
 // testAids are echo's testing switches (WEIR_FAIL_ON, WEIR_RETRY_WHILE,
 // WEIR_SIDEFX_FILE).
 type testAids struct {
 	failOn      []byte
 	retryWhile  string
 	sideEffects string
+	retryOn     []byte
+	sleep       time.Duration
+	stderr      bool
 }
 
 // wrap makes fn fail records as the switches say, and hand the others on.
 func (a testAids) wrap(fn sdk.Func) sdk.Func {
-	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" {
+	if len(a.failOn) == 0 && a.retryWhile == "" && a.sideEffects == "" && len(a.retryOn) == 0 && a.sleep == 0 && !a.stderr {
 		return fn
 	}
 	return func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		if a.stderr {
+			fmt.Fprintf(os.Stderr, "echo: handling %d records of %s/%s\n", len(b.Records), b.Stream, b.Partition)
+		}
+		if a.sleep > 0 {
+			select {
+			case <-time.After(a.sleep):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		if a.retryWhile != "" {
 			if _, err := os.Stat(a.retryWhile); err == nil {
 				for i := range b.Records {
@@ -148,14 +218,18 @@ func (a testAids) wrap(fn sdk.Func) sdk.Func {
 		if err := fn(ctx, b, res); err != nil {
 			return err
 		}
-		if len(a.failOn) == 0 {
+		if len(a.failOn) == 0 && len(a.retryOn) == 0 {
 			return a.recordSideEffects(b, nil)
 		}
 		bad := map[int]bool{}
 		for i := range b.Records {
-			if bytes.Contains(b.Records[i].Value, a.failOn) {
+			switch v := b.Records[i].Value; {
+			case len(a.failOn) > 0 && bytes.Contains(v, a.failOn):
 				bad[i] = true
 				res.Fail(i, plugins.ClassInvalidInput, false, "value contains "+strconv.Quote(string(a.failOn)))
+			case len(a.retryOn) > 0 && bytes.Contains(v, a.retryOn):
+				bad[i] = true
+				res.Fail(i, plugins.ClassTransient, true, "value contains "+strconv.Quote(string(a.retryOn))+" (retry)")
 			}
 		}
 		kept := res.Outputs[:0]

@@ -23,7 +23,7 @@ func TestHandlers(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"echo", "echo-crash", "iot", "noop"}; !slices.Equal(names, want) {
+	if want := []string{"echo", "echo-crash", "echo-leak", "iot", "noop"}; !slices.Equal(names, want) {
 		t.Errorf("handlers %v, want %v", names, want)
 	}
 
@@ -49,31 +49,29 @@ func TestHandlers(t *testing.T) {
 	}
 }
 
-// TestBatchDelay: with WEIR_BATCH_DELAY set, noop and echo wait before
-// answering, and give up with the call's context.
-func TestBatchDelay(t *testing.T) {
-	t.Setenv(builtin.EnvBatchDelay, "1h")
-	hs := builtin.Handlers()
+// TestNoopSleep: with WEIR_SLEEP set, noop waits before answering, and
+// gives up with the call's context.
+func TestNoopSleep(t *testing.T) {
+	t.Setenv(builtin.EnvSleep, "1h")
+	noop := builtin.Handlers()["noop"]
 	b := &plugins.Batch{Records: []record.Record{{Key: []byte("a"), Value: []byte("1")}}}
-	for _, name := range []string{"noop", "echo"} {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() {
-			_, err := hs[name].Handle(ctx, b)
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			t.Fatalf("%s answered before its delay: %v", name, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-		cancel()
-		if err := <-done; err == nil {
-			t.Errorf("%s: canceled during its delay, answered without error", name)
-		}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := noop.Handle(ctx, b)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("noop answered before its sleep: %v", err)
+	case <-time.After(50 * time.Millisecond):
 	}
-	t.Setenv(builtin.EnvBatchDelay, "1ms")
-	if res, err := builtin.Handlers()["echo"].Handle(context.Background(), b); err != nil || len(res.Outputs) != 1 {
-		t.Errorf("echo with a 1ms delay: %+v, %v", res, err)
+	cancel()
+	if err := <-done; err == nil {
+		t.Error("noop canceled during its sleep answered without error")
+	}
+	t.Setenv(builtin.EnvSleep, "1ms")
+	if _, err := builtin.Handlers()["noop"].Handle(context.Background(), b); err != nil {
+		t.Errorf("noop with a 1ms sleep: %v", err)
 	}
 }

@@ -41,7 +41,8 @@ type Config struct {
 // chosen by its key (murmur2, as Kafka's Java producer does), so messages of
 // one key go to one partition, in order. It is safe for concurrent use.
 type Sink struct {
-	cl    *kgo.Client
+	prod  Producer
+	cl    *kgo.Client // set when the sink owns its client
 	topic string
 	owns  bool
 
@@ -66,7 +67,26 @@ func New(cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka sink %q: create client: %w", cfg.Topic, err)
 	}
-	return &Sink{cl: cl, topic: cfg.Topic, owns: true}, nil
+	return &Sink{prod: cl, cl: cl, topic: cfg.Topic, owns: true}, nil
+}
+
+// Producer is what a Sink needs of a Kafka client: *kgo.Client, or the
+// transactional producer of an exactly-once source.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+}
+
+// NewWithProducer returns a Sink producing to topic through p, which the
+// caller owns. It is how an exactly-once pipeline writes its outputs inside
+// the source's transaction.
+func NewWithProducer(p Producer, topic string) (*Sink, error) {
+	switch {
+	case p == nil:
+		return nil, errors.New("kafka sink: nil producer")
+	case topic == "":
+		return nil, errors.New("kafka sink: topic: must not be empty")
+	}
+	return &Sink{prod: p, topic: topic}, nil
 }
 
 // NewWithClient returns a Sink producing to topic through cl, so that one
@@ -81,7 +101,7 @@ func NewWithClient(cl *kgo.Client, topic string) (*Sink, error) {
 	case topic == "":
 		return nil, errors.New("kafka sink: topic: must not be empty")
 	}
-	return &Sink{cl: cl, topic: topic}, nil
+	return &Sink{prod: cl, topic: topic}, nil
 }
 
 // Topic returns the topic the sink writes to.
@@ -127,7 +147,7 @@ func (s *Sink) Write(ctx context.Context, msgs []record.Message) error {
 		}
 		// Promises run serially on the client's goroutine and must not
 		// block: this one only stores and counts.
-		s.cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+		s.prod.Produce(ctx, r, func(_ *kgo.Record, err error) {
 			if err != nil {
 				errs[i] = fmt.Errorf("kafka sink: produce to %q: %w", s.topic, err)
 			}

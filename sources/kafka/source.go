@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -62,6 +63,15 @@ type Config struct {
 	// FetchMaxBytes bounds one fetch response (kgo.FetchMaxBytes); 0 keeps
 	// franz-go's default of 50MiB.
 	FetchMaxBytes int32
+	// TransactionalID, if set, puts the source in exactly-once mode (see
+	// txn.go): it reads only committed records, its Kafka sinks produce
+	// through TxnProducer, and progress is committed by EndTransaction,
+	// not Commit. It must be unique among live processes.
+	TransactionalID string
+	// TransactionTimeout is how long the broker lets a transaction stay
+	// open before it aborts it (kgo.TransactionTimeout); exactly-once mode
+	// only. 0 keeps franz-go's default.
+	TransactionTimeout time.Duration
 }
 
 // ErrNotAssigned is returned by Commit for a partition this source does not
@@ -80,9 +90,12 @@ type Source struct {
 	opts []kgo.Opt
 	log  zerolog.Logger
 
-	ran   atomic.Bool
-	cl    atomic.Pointer[kgo.Client]
-	lanes sources.Lanes // set by Run before the client exists
+	ran atomic.Bool
+	cl  atomic.Pointer[kgo.Client]
+	// running is true between the client's creation and Run's shutdown.
+	running atomic.Bool
+	lanes   sources.Lanes // set by Run before the client exists
+	txn     *txnState     // exactly-once mode only
 
 	// lanesMu serializes calls into lanes. kgo already keeps the rebalance
 	// callbacks and the poll loop apart (BlockRebalanceOnPoll); this makes
@@ -165,7 +178,6 @@ func New(cfg Config) (*Source, error) {
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.Balancers(kgo.CooperativeStickyBalancer()),
-		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeStartOffset(start),
 		kgo.OnPartitionsAssigned(s.onAssigned),
@@ -174,6 +186,18 @@ func New(cfg Config) (*Source, error) {
 	)
 	if cfg.FetchMaxBytes > 0 {
 		opts = append(opts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
+	}
+	if cfg.TransactionalID == "" {
+		opts = append(opts, kgo.DisableAutoCommit())
+	} else {
+		// Marks say what EndTransaction commits; a transactional client
+		// never autocommits.
+		s.txn = newTxnState()
+		opts = append(opts, kgo.AutoCommitMarks(), kgo.TransactionalID(cfg.TransactionalID),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+		if cfg.TransactionTimeout > 0 {
+			opts = append(opts, kgo.TransactionTimeout(cfg.TransactionTimeout))
+		}
 	}
 	if err := kgo.ValidateOpts(opts...); err != nil {
 		return nil, fmt.Errorf("kafka source: client options: %w", err)
@@ -236,11 +260,15 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		return ErrRunCalled
 	}
 	s.lanes = l
+	if s.txn != nil {
+		return s.runTxn(ctx)
+	}
 	cl, err := kgo.NewClient(s.opts...)
 	if err != nil {
 		return fmt.Errorf("kafka source: create client: %w", err)
 	}
 	s.cl.Store(cl)
+	s.running.Store(true)
 	s.log.Info().Strs("topics", s.cfg.Topics).Msg("joining consumer group")
 
 	var fatal error
@@ -257,8 +285,18 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 	// lanes drain and commit through Commit, which works until Close
 	// returns.
 	s.log.Info().Msg("leaving consumer group")
+	s.running.Store(false)
 	cl.Close()
+	s.finish(ctx)
+	if fatal != nil {
+		return fmt.Errorf("kafka source: group %q: %w", s.cfg.Group, fatal)
+	}
+	return nil
+}
 
+// finish drops, as lost, the partitions still owned after the client
+// closed.
+func (s *Source) finish(ctx context.Context) {
 	// kgo revokes or loses every partition before Close returns; whatever
 	// is left here was missed, and can no longer be committed.
 	s.gate.Lock()
@@ -272,12 +310,8 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 	s.gate.Unlock()
 	if len(left) > 0 {
 		s.log.Warn().Stringers("partitions", partitionStringers(left)).Msg("partitions still owned after the client closed; dropping them as lost")
-		s.callLanes(func() { l.Lost(context.WithoutCancel(ctx), left) })
+		s.callLanes(func() { s.lanes.Lost(context.WithoutCancel(ctx), left) })
 	}
-	if fatal != nil {
-		return fmt.Errorf("kafka source: group %q: %w", s.cfg.Group, fatal)
-	}
-	return nil
 }
 
 // handleErrors logs the poll's retryable errors and returns the first fatal
@@ -510,6 +544,9 @@ func (s *Source) remove(parts []record.Partition) {
 // by the client, so committing many partitions in one call is cheaper than
 // one call each.
 func (s *Source) Commit(ctx context.Context, positions map[record.Partition]record.Position) error {
+	if s.txn != nil {
+		return ErrTransactional
+	}
 	if len(positions) == 0 {
 		return nil
 	}

@@ -4,7 +4,17 @@
 # Maven Central. Needs Java 17+ and Maven (for the first run only: the jars are
 # cached in the git-ignored lib/ folder and in ~/.m2).
 #
-#   kafka.sh start [--brokers 1|3]   start a cluster; prints its bootstrap address
+#   kafka.sh start [--brokers 1|3] [--security sasl_ssl]
+#                                    start a cluster; prints its bootstrap address
+#                                    (PLAINTEXT). --security sasl_ssl adds a
+#                                    SASL_SSL listener on every node: a test CA
+#                                    and broker certificate made with openssl, and
+#                                    SCRAM-SHA-256/512 and PLAIN user "weir" with
+#                                    a random password; the folder's sasl.env then
+#                                    exports WEIR_TEST_KAFKA_SASL (its bootstrap
+#                                    address), WEIR_TEST_KAFKA_SASL_CA (the CA's PEM),
+#                                    WEIR_TEST_KAFKA_SASL_USER and
+#                                    WEIR_TEST_KAFKA_SASL_PASSWORD_FILE
 #   kafka.sh stop [--keep]           stop it (SIGTERM to every node, SIGKILL after 10s)
 #                                    and delete its state (--keep: leave logs and data)
 #   kafka.sh status                  each node: running or stopped (exit 1 if any is stopped)
@@ -43,7 +53,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 cmd=${1:-}
 case $cmd in ""|-h|--help|help) usage ;; esac
 shift
-brokers=1 keep=0 down=0 node=""
+brokers=1 keep=0 down=0 node="" security=""
 dir=${WEIR_KAFKA_DIR:-${TMPDIR:-/tmp}/weir-kafka-$(id -u)}
 while [ $# -gt 0 ]; do
   case $1 in
@@ -54,12 +64,15 @@ while [ $# -gt 0 ]; do
     --down) down=${2:?--down needs seconds}; shift 2 ;;
     --down=*) down=${1#*=}; shift ;;
     --keep) keep=1; shift ;;
+    --security) security=${2:?--security needs a protocol}; shift 2 ;;
+    --security=*) security=${1#*=}; shift ;;
     -h|--help) usage ;;
     [0-9]*) node=$1; shift ;;
     *) say "unknown argument: $1"; usage ;;
   esac
 done
 case $brokers in 1|3) ;; *) die "--brokers must be 1 or 3, not $brokers" ;; esac
+case $security in ""|sasl_ssl) ;; *) die "--security must be sasl_ssl, not $security" ;; esac
 
 # --- jars --------------------------------------------------------------------
 
@@ -112,6 +125,35 @@ free_port() {
 nodes() { ls -d "$dir"/node-* 2>/dev/null | sed 's/.*node-//' | sort -n; }
 port_of() { sed -n 1p "$dir/node-$1/ports"; }      # client (broker) port
 cport_of() { sed -n 2p "$dir/node-$1/ports"; }     # controller port
+sport_of() { sed -n 3p "$dir/node-$1/ports"; }     # SASL_SSL port (with --security sasl_ssl)
+sasl_bootstrap() {
+  local n out=""
+  for n in $(nodes); do out="${out:+$out,}127.0.0.1:$(sport_of "$n")"; done
+  echo "$out"
+}
+
+# make_tls writes a test CA and a broker certificate for 127.0.0.1 and
+# localhost, signed by it, into $dir/sasl (PEM; the broker's key and chain in
+# one file, as Kafka's PEM keystore wants), and a random password for user
+# weir.
+make_tls() {
+  local d="$dir/sasl"
+  mkdir -p "$d"
+  command -v openssl >/dev/null || die "openssl is not on PATH (needed for --security sasl_ssl)"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=weir test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" 2>"$d/openssl.log" || { cat "$d/openssl.log" >&2; die "openssl: the CA"; }
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$d/broker.key" -out "$d/broker.csr" 2>>"$d/openssl.log" ||
+    { cat "$d/openssl.log" >&2; die "openssl: the broker key"; }
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/broker.ext"
+  openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/broker.ext" -out "$d/broker.pem" 2>>"$d/openssl.log" || { cat "$d/openssl.log" >&2; die "openssl: the broker certificate"; }
+  # PKCS#8, unencrypted: what Kafka's PEM keystore reads
+  openssl pkcs8 -topk8 -nocrypt -in "$d/broker.key" -out "$d/broker.pk8" 2>>"$d/openssl.log"
+  cat "$d/broker.pk8" "$d/broker.pem" "$d/ca.pem" >"$d/keystore.pem"
+  chmod 600 "$d"/*.key "$d"/*.pk8 "$d/keystore.pem"
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/password"
+  chmod 600 "$d/password"
+}
 
 bootstrap() {
   local n out=""
@@ -163,6 +205,21 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=2
 EOF
+  if [ -n "$security" ]; then
+    local s="$dir/sasl" pw
+    pw=$(cat "$s/password")
+    sed -i "s|^listeners=.*|&,SASL_SSL://127.0.0.1:$(sport_of "$n")|; s|^advertised.listeners=.*|&,SASL_SSL://127.0.0.1:$(sport_of "$n")|; s|^listener.security.protocol.map=.*|&,SASL_SSL:SASL_SSL|" \
+      "$dir/node-$n/server.properties"
+    cat >>"$dir/node-$n/server.properties" <<EOF
+# --security sasl_ssl
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_weir="$pw";
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$s/keystore.pem
+EOF
+  fi
 }
 
 # --- nodes -------------------------------------------------------------------
@@ -275,24 +332,41 @@ case $cmd in
       mkdir -p "$dir"
       for n in $(seq "$brokers"); do
         mkdir -p "$dir/node-$n/data"
-        { free_port; free_port; } >"$dir/node-$n/ports.tmp"
-        # two distinct ports per node
-        if [ "$(sort -u "$dir/node-$n/ports.tmp" | wc -l)" != 2 ]; then
+        want=2
+        [ -n "$security" ] && want=3
+        : >"$dir/node-$n/ports.tmp"
+        # distinct ports per node (free_port skips those already taken)
+        while [ "$(wc -l <"$dir/node-$n/ports.tmp")" -lt $want ]; do
           free_port >>"$dir/node-$n/ports.tmp"
-        fi
+        done
         mv "$dir/node-$n/ports.tmp" "$dir/node-$n/ports"
       done
+      if [ -n "$security" ]; then make_tls; fi
       for n in $(seq "$brokers"); do write_properties "$n" "$brokers"; done
       cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
       [ -n "$cluster_id" ] || die "StorageTool random-uuid printed nothing"
       echo "$cluster_id" >"$dir/cluster.id"
+      scram=()
+      if [ -n "$security" ]; then
+        pw=$(cat "$dir/sasl/password")
+        scram=(--add-scram "SCRAM-SHA-512=[name=weir,password=$pw]" --add-scram "SCRAM-SHA-256=[name=weir,password=$pw]")
+      fi
       for n in $(seq "$brokers"); do
-        kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/node-$n/server.properties" \
+        kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/node-$n/server.properties" ${scram[@]+"${scram[@]}"} \
           >"$dir/node-$n/format.log" 2>&1 || { cat "$dir/node-$n/format.log" >&2; die "formatting node $n failed"; }
       done
       for n in $(seq "$brokers"); do launch "$n"; done
       if wait_ready $(seq "$brokers"); then
         bootstrap >"$dir/bootstrap"
+        if [ -n "$security" ]; then
+          cat >"$dir/sasl.env" <<EOF
+export WEIR_TEST_KAFKA_SASL=$(sasl_bootstrap)
+export WEIR_TEST_KAFKA_SASL_CA=$dir/sasl/ca.pem
+export WEIR_TEST_KAFKA_SASL_USER=weir
+export WEIR_TEST_KAFKA_SASL_PASSWORD_FILE=$dir/sasl/password
+EOF
+          say "SASL_SSL listener(s) at $(sasl_bootstrap) (user weir; CA, password and sasl.env in $dir)"
+        fi
         say "Apache Kafka ($brokers node(s), KRaft) ready at $(cat "$dir/bootstrap"); state in $dir"
         cat "$dir/bootstrap"
         exit 0

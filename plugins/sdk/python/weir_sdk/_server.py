@@ -137,6 +137,16 @@ class _ControllerServicer(grpc_controller_pb2_grpc.GRPCControllerServicer):
         return grpc_controller_pb2.Empty()
 
 
+def _max_reply_bytes() -> int:
+    """The largest reply the host accepts (WEIR_MAX_REPLY_BYTES, set by the
+    host from handler.max_reply_bytes), else MAX_MESSAGE_SIZE."""
+    try:
+        n = int(os.environ.get("WEIR_MAX_REPLY_BYTES", ""))
+    except ValueError:
+        return MAX_MESSAGE_SIZE
+    return n if n > 0 else MAX_MESSAGE_SIZE
+
+
 def serve(handler: BatchFunc, *, name: str, version: str = "0.0.0", max_workers: int = 4) -> None:
     """Serves handler as a weir handler plugin until the host shuts it down,
     then exits the process.
@@ -161,7 +171,7 @@ def serve(handler: BatchFunc, *, name: str, version: str = "0.0.0", max_workers:
     sock_dir = tempfile.mkdtemp(prefix="weir-plugin-", dir=os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None)
     sock = os.path.join(sock_dir, "plugin.sock")
     opts = [("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-            ("grpc.max_send_message_length", MAX_MESSAGE_SIZE)]
+            ("grpc.max_send_message_length", _max_reply_bytes())]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers), options=opts)
     stop = threading.Event()
     handler_pb2_grpc.add_HandlerServicer_to_server(_HandlerServicer(handler, name, version), server)

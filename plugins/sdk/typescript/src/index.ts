@@ -26,6 +26,13 @@ export const MAGIC_COOKIE_VALUE = "b7c1f4e2-weir-handler-9d3a";
 /** Largest gRPC message sent or accepted (plugins.MaxMessageSize). */
 export const MAX_MESSAGE_SIZE = 64 << 20;
 
+/** The largest reply the host accepts (WEIR_MAX_REPLY_BYTES, set by the
+ * host from handler.max_reply_bytes), else MAX_MESSAGE_SIZE. */
+function maxReplyBytes(): number {
+  const n = Number.parseInt(process.env.WEIR_MAX_REPLY_BYTES ?? "", 10);
+  return Number.isSafeInteger(n) && n > 0 ? n : MAX_MESSAGE_SIZE;
+}
+
 /** Classifies a failure; the numbers are the protocol's ErrorClass. */
 export enum ErrorClass {
   UNSPECIFIED = 0,
@@ -335,7 +342,7 @@ export function serve(handler: BatchFunc, opts: ServeOptions): void {
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_SIZE,
-    "grpc.max_send_message_length": MAX_MESSAGE_SIZE,
+    "grpc.max_send_message_length": maxReplyBytes(),
   });
   const dir = fs.mkdtempSync(path.join(process.env.PLUGIN_UNIX_SOCKET_DIR || os.tmpdir(), "weir-plugin-"));
   const sock = path.join(dir, "plugin.sock");

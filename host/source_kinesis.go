@@ -1,0 +1,86 @@
+package host
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/weirhq/weir/host/checkpoint"
+	"github.com/weirhq/weir/host/config"
+	kinesissink "github.com/weirhq/weir/sinks/kinesis"
+	kinesissrc "github.com/weirhq/weir/sources/kinesis"
+	"github.com/weirhq/weir/sources/kinesis/lease"
+)
+
+// kinesisSource builds the Kinesis source of pc: an SDK client, a Redis
+// client for the shard leases (the file's redis section, beside the
+// pipeline's checkpoints), and a worker id unique to this process. closeFn
+// releases the Redis client.
+func (h *Host) kinesisSource(ctx context.Context, pc *config.Pipeline, redisAddr string, log zerolog.Logger) (src *kinesissrc.Source, closeFn func(), err error) {
+	k := pc.Source.Kinesis
+	region := k.Region
+	if region == "" && k.StreamARN() != "" {
+		region = arnRegion(k.StreamARN())
+	}
+	api, err := kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: region, Endpoint: k.Endpoint, Credentials: h.opts.KinesisCredentials})
+	if err != nil {
+		return nil, func() {}, err
+	}
+	scfg := h.storeConfig(pc, redisAddr)
+	if scfg.KeyPrefix == "" {
+		scfg.KeyPrefix = "weir:"
+	}
+	rdb := checkpoint.NewClient(scfg)
+	closeFn = func() { _ = rdb.Close() }
+	var tok [3]byte
+	_, _ = rand.Read(tok[:])
+	worker := h.opts.HostID + "-" + hex.EncodeToString(tok[:])
+	leases, err := lease.New(lease.Config{Client: rdb, Base: checkpoint.KeyBase(scfg), Stream: k.StreamName(), Worker: worker, TTL: k.Lease.TTL})
+	if err != nil {
+		return nil, closeFn, err
+	}
+	src, err = kinesissrc.New(kinesissrc.Config{
+		API: api, Leases: leases, Stream: k.StreamName(), StreamARN: k.StreamARN(), Start: k.Start,
+		PollInterval: k.PollInterval, MaxRecordsPerCall: int32(k.MaxRecordsPerCall),
+		Heartbeat: k.Lease.Heartbeat, ShardSyncInterval: k.ShardSyncInterval, Logger: log,
+	})
+	if err != nil {
+		return nil, closeFn, fmt.Errorf("creating the kinesis source: %w", err)
+	}
+	return src, closeFn, nil
+}
+
+// arnRegion is the region field of an ARN ("" if it has none).
+func arnRegion(arn string) string {
+	var parts [6]string
+	n := 0
+	start := 0
+	for i := 0; i < len(arn) && n < 5; i++ {
+		if arn[i] == ':' {
+			parts[n] = arn[start:i]
+			n++
+			start = i + 1
+		}
+	}
+	if n < 5 {
+		return ""
+	}
+	return parts[3]
+}
+
+// kinesisSink builds a Kinesis stream sink with a client of its own.
+func (h *Host) kinesisSink(ctx context.Context, k *config.KinesisSink) (*kinesissink.Sink, error) {
+	src := &config.KinesisSource{Stream: k.Stream}
+	region := k.Region
+	if region == "" && src.StreamARN() != "" {
+		region = arnRegion(src.StreamARN())
+	}
+	api, err := kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: region, Endpoint: k.Endpoint, Credentials: h.opts.KinesisCredentials})
+	if err != nil {
+		return nil, err
+	}
+	return kinesissink.New(kinesissink.Config{API: api, Stream: src.StreamName(), StreamARN: src.StreamARN()})
+}
