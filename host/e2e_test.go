@@ -17,6 +17,7 @@ import (
 
 	"github.com/weirhq/weir/host"
 	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/internal/testenv"
 	"github.com/weirhq/weir/loadtest"
 	"github.com/weirhq/weir/record"
 	kafkasrc "github.com/weirhq/weir/sources/kafka"
@@ -156,6 +157,28 @@ func (r *running) stop(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("host did not stop within 60s")
+	}
+}
+
+// runLogged runs a host whose debug-level log goes to logs until n records
+// are complete, then stops it and fails the test on a run error.
+func runLogged(t *testing.T, cfg *config.File, logs *testenv.SyncBuffer, n int64) {
+	t.Helper()
+	h := host.New(cfg, host.Options{Logger: zerolog.New(logs).Level(zerolog.DebugLevel), HostID: "h1",
+		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	waitFor(t, func() bool {
+		var c int64
+		for _, s := range h.Stats() {
+			c += s.Completed
+		}
+		return c == n
+	}, "every record to complete")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("host run: %v\n%s", err, logs.String())
 	}
 }
 

@@ -82,22 +82,7 @@ pipelines:
 		t.Fatal(err)
 	}
 	var logs testenv.SyncBuffer
-	h := host.New(cfg, host.Options{Logger: zerolog.New(&logs).Level(zerolog.DebugLevel), HostID: "h1",
-		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	waitFor(t, func() bool {
-		var c int64
-		for _, s := range h.Stats() {
-			c += s.Completed
-		}
-		return c == n
-	}, "every record to complete")
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("host run: %v", err)
-	}
+	runLogged(t, cfg, &logs, n)
 
 	out := logs.String()
 	if strings.Contains(out, secret) {

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/host"
 	"github.com/weirhq/weir/host/config"
@@ -125,22 +124,7 @@ pipelines:
 	}
 
 	var logs testenv.SyncBuffer
-	h := host.New(file("ca_file: ca.pem,"), host.Options{Logger: zerolog.New(&logs).Level(zerolog.DebugLevel), HostID: "h1",
-		KafkaOpts: []kgo.Opt{kgo.HeartbeatInterval(100 * time.Millisecond)}})
-	rctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(rctx) }()
-	waitFor(t, func() bool {
-		var c int64
-		for _, s := range h.Stats() {
-			c += s.Completed
-		}
-		return c == n
-	}, "every record to complete")
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("host run: %v\n%s", err, logs.String())
-	}
+	runLogged(t, file("ca_file: ca.pem,"), &logs, n)
 	if got := len(e.consume(n, 30*time.Second)); got != n {
 		t.Fatalf("%d outputs, want %d", got, n)
 	}
