@@ -39,8 +39,9 @@ type committer struct {
 	quiesce       func(within time.Duration) (release func(), idle bool)
 	quiesceWithin time.Duration
 	onTxnError    func(error)
-	txnMu         sync.Mutex // serializes transactions
-	txnClosed     bool       // under txnMu: the last transaction has ended
+	txnMu         sync.Mutex  // serializes transactions
+	txnClosed     atomic.Bool // set under txnMu: no transaction after the last one
+	finalDone     atomic.Bool // the last transaction committed (or had nothing to)
 	tainted       atomic.Bool
 	abortNext     atomic.Bool
 

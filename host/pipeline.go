@@ -356,7 +356,11 @@ func (pl *pipeline) fenced(l *lane, err error) {
 // transaction now, so that the next owner and read_committed readers of
 // the outputs do not wait for it.
 func (pl *pipeline) revokeTxn(parts []record.Partition) {
-	pl.dropLanes(parts, EventRevoked, "partition revoked; its work since the last transaction is aborted")
+	msg := "partition revoked; its work since the last transaction is aborted"
+	if pl.commits.txnEnded() {
+		msg = "partition released after the last transaction"
+	}
+	pl.dropLanes(parts, EventRevoked, msg)
 	pl.commits.abortSoon()
 }
 

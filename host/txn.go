@@ -53,12 +53,12 @@ func (c *committer) abortSoon() {
 func (c *committer) flushTxn(ctx context.Context, within time.Duration, final bool) {
 	c.txnMu.Lock()
 	defer c.txnMu.Unlock()
-	if c.txnClosed {
+	if c.txnClosed.Load() {
 		return
 	}
 	release, idle := c.quiesce(within)
 	if final {
-		c.txnClosed = true
+		c.txnClosed.Store(true)
 	} else {
 		defer release()
 	}
@@ -66,6 +66,7 @@ func (c *committer) flushTxn(ctx context.Context, within time.Duration, final bo
 	abort := c.abortNext.Swap(false)
 	tainted := c.tainted.Swap(false)
 	if len(batch) == 0 && !abort && !tainted && idle {
+		c.finalDone.Store(final)
 		return
 	}
 	commit := idle && !abort && !tainted
@@ -85,6 +86,7 @@ func (c *committer) flushTxn(ctx context.Context, within time.Duration, final bo
 		c.committed[p] = pos
 	}
 	c.mu.Unlock()
+	c.finalDone.Store(final)
 	if e := c.log.Debug(); e.Enabled() {
 		d := zerolog.Dict()
 		for p, pos := range batch {
@@ -95,6 +97,14 @@ func (c *committer) flushTxn(ctx context.Context, within time.Duration, final bo
 	if c.onDone != nil && len(batch) > 0 {
 		c.onDone(batch)
 	}
+}
+
+// txnEnded reports whether the last transaction (finalTxn) committed, or
+// had nothing to commit. It does not wait for a transaction in progress
+// (it is called from the source's revoke callback, which an ending
+// transaction may be waiting on).
+func (c *committer) txnEnded() bool {
+	return c.finalDone.Load()
 }
 
 // finalTxn commits the lanes' completed work on shutdown, waiting up to
