@@ -16,10 +16,12 @@ import (
 
 // item is a record waiting in, or taken from, a lane's queue.
 type item struct {
-	rec     record.Record
+	// rec is in the slice the source delivered, which the host owns: the
+	// record is not copied again on its way to the handler's encoder.
+	rec     *record.Record
 	seq     int64
 	size    int64 // rec.Size(): what counts against batch.max_bytes
-	arrived time.Time
+	arrived int64 // Unix nanoseconds
 	// key is string(rec.Key), made once by the lane under ordering key.
 	key string
 }
@@ -128,11 +130,12 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	items := make([]item, len(recs))
 	ptrs := make([]*item, len(recs))
 	var bytes int64
+	at := now.UnixNano()
 	for i := range recs {
 		it := &items[i]
-		it.rec = recs[i]
+		it.rec = &recs[i]
 		it.size = int64(recs[i].Size())
-		it.arrived = now
+		it.arrived = at
 		bytes += it.cost()
 		ptrs[i] = it
 	}
@@ -292,7 +295,7 @@ func (l *lane) takeIncoming() {
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
 	l.queue = slices.Grow(l.queue, len(in))
 	for _, it := range in {
-		it.seq = l.tracker.add(it.rec.Position, it.arrived.UnixNano())
+		it.seq = l.tracker.add(it.rec.Position, it.arrived)
 		if byKey {
 			it.key = string(it.rec.Key)
 		}
@@ -359,8 +362,8 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 	}
 	full := force || n == b.MaxRecords || n < len(l.queue)
 	if !full {
-		if due := l.queue[0].arrived.Add(b.MaxWait); due.After(now) {
-			return nil, due.Sub(now)
+		if wait := time.Duration(l.queue[0].arrived + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
+			return nil, wait
 		}
 	}
 	batch := make([]*item, n)
@@ -386,7 +389,7 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 	bytes := int64(0)
 	sizeFull := false
 	scan := min(len(l.queue), l.keyScanLimit())
-	var oldest time.Time
+	var oldest int64
 	for i := 0; i < scan && len(picked) < b.MaxRecords; i++ {
 		it := l.queue[i]
 		if it.seq > limit {
@@ -422,8 +425,8 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 	}
 	full := force || len(picked) == b.MaxRecords || sizeFull
 	if !full {
-		if due := oldest.Add(b.MaxWait); due.After(now) {
-			return nil, due.Sub(now)
+		if wait := time.Duration(oldest + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
+			return nil, wait
 		}
 	}
 	batch := make([]*item, 0, len(picked))
