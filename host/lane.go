@@ -130,13 +130,16 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 }
 
 // RecordOverhead is what the host holds in memory per record besides its
-// key, value and headers (record.Size): the record and its lane item (about
-// 210 bytes), the queue's pointers, its slot in the commit tracker, and the
-// Kafka client's decoded copy while a fetch waits to be delivered, rounded
-// up. A record counts against max_inflight_bytes with its size plus this,
+// key, value and headers (record.Size): the record in its delivery (152
+// bytes) and its lane item (40), the queue's pointers, its slot in the
+// commit tracker (33, more while the ring is larger than the backlog), the
+// part of a delivery or a 64 KiB chunk of record bytes kept alive by the
+// records of it not yet complete, and the Kafka client's decoded copy while
+// a fetch waits to be delivered; measured with `weir loadtest memory` and
+// rounded up. A record counts against max_inflight_bytes with its size plus this,
 // so that the budget bounds memory for small records too: a 100-byte record
 // costs the host several times its 100 bytes.
-const RecordOverhead = 320
+const RecordOverhead = 384
 
 // deliver appends records to the lane. It is called by the source's
 // goroutine and never blocks on processing. It returns what the records
@@ -389,6 +392,10 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 	}
 	batch := make([]*item, n)
 	copy(batch, l.queue)
+	// The queue's array keeps its front until append moves it: let go of
+	// the records taken, or they (and the delivery each points into) stay
+	// reachable long after they complete.
+	clear(l.queue[:n])
 	l.queue = l.queue[n:]
 	if len(l.queue) == 0 {
 		l.queue = nil
@@ -484,6 +491,7 @@ func (l *lane) finish(c completion) {
 			}
 		}
 	}
+	l.tracker.trim(time.Now())
 	l.pl.completed(len(c.items), bytes)
 	if c.freeSlot {
 		l.inflight--

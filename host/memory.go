@@ -8,10 +8,11 @@ import (
 
 // MemoryHeadroom is the memory weir allows the Go runtime beyond the
 // pipelines' max_inflight_bytes: the runtime itself, the clients, fetches
-// in flight, the handler calls' encodings. The process's resident set is
-// that plus the executable's pages (about 25 MiB), so it stays under
-// max_inflight_bytes + 64 MiB. See MemoryLimit.
-const MemoryHeadroom = 36 << 20
+// in flight, the handler calls' encodings, and garbage between collections.
+// The process's resident set is that plus the executable's pages (about 28
+// MiB of it resident), so it stays near max_inflight_bytes + 64 MiB;
+// `weir loadtest memory` measures it. See MemoryLimit.
+const MemoryHeadroom = 30 << 20
 
 // MemoryLimit is the soft memory limit `weir run` gives the Go runtime
 // (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT is set: the sum of the
@@ -32,11 +33,12 @@ func MemoryLimit(cfg *config.File) int64 {
 }
 
 // fetchMaxBytes bounds one Kafka fetch response of a pipeline to a
-// thirty-second of its in-flight budget (at least 1 MiB, at most franz-go's
-// default of 50 MiB). A partition is paused only once a delivery has passed
-// the budget, so what one fetch brings is how far memory can overshoot it;
-// and the client holds a fetch's records, decompressed, until they are
-// delivered.
+// hundred-and-twenty-eighth of its in-flight budget (at least 512 KiB, at
+// most franz-go's default of 50 MiB). The partitions are paused only once a
+// delivery has passed the budget, so what one fetch brings is how far
+// memory can overshoot it, and small records cost the budget about four
+// times their bytes on the wire (RecordOverhead); the client also holds a
+// fetch's records, decompressed, until they are delivered.
 func fetchMaxBytes(pc *config.Pipeline) int32 {
-	return int32(min(max(pc.MaxInflightBytes/32, 1<<20), 50<<20))
+	return int32(min(max(pc.MaxInflightBytes/128, 512<<10), 50<<20))
 }

@@ -93,11 +93,14 @@ type pipeline struct {
 	// began. Otherwise it met an outage, not its own bad data.
 	successes atomic.Int64
 
-	mu            sync.Mutex
-	lanes         map[record.Partition]*lane
-	backpressured map[record.Partition]bool // over max_inflight_bytes
-	paused        map[record.Partition]bool // paused at the source now
-	openBreakers  map[string]bool
+	mu    sync.Mutex
+	lanes map[record.Partition]*lane
+	// overBudget is set when the in-flight bytes pass max_inflight_bytes
+	// and cleared when they are back under half of it: every partition is
+	// paused meanwhile.
+	overBudget   bool
+	paused       map[record.Partition]bool // paused at the source now
+	openBreakers map[string]bool
 
 	cancel  context.CancelCauseFunc
 	failMu  sync.Mutex
@@ -140,8 +143,8 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
 		hostID: d.hostID, onEvent: d.onEvent, stats: newStats(),
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
-		backpressured: map[record.Partition]bool{}, openBreakers: map[string]bool{},
-		lagInterval: d.lagInterval,
+		openBreakers: map[string]bool{},
+		lagInterval:  d.lagInterval,
 	}
 	if _, ok := d.src.(sources.OffsetReporter); ok {
 		pl.srcErr = errNotMeasured
@@ -471,7 +474,6 @@ func (pl *pipeline) detach(parts []record.Partition) []*lane {
 			out = append(out, l)
 			delete(pl.lanes, p)
 		}
-		delete(pl.backpressured, p)
 		delete(pl.paused, p)
 	}
 	pl.stats.Paused.Store(int64(len(pl.paused)))
@@ -485,7 +487,7 @@ func (pl *pipeline) reconcilePauses() {
 	pl.mu.Lock()
 	var pause, resume []record.Partition
 	for p := range pl.lanes {
-		want := pl.backpressured[p] || len(pl.openBreakers) > 0
+		want := pl.overBudget || len(pl.openBreakers) > 0
 		if want && !pl.paused[p] {
 			pl.paused[p] = true
 			pause = append(pause, p)
@@ -528,9 +530,13 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 	pl.stats.RecordsIn.Add(int64(len(recs)))
 	bytes := l.deliver(recs, time.Now())
 	if pl.stats.InflightBytes.Add(bytes) > pl.cfg.MaxInflightBytes {
+		// The budget is the pipeline's: past it, no partition fetches
+		// more. Pausing only the partition that passed it would let every
+		// other one bring its next fetch, and the pipeline would hold up
+		// to a fetch per partition more than its budget.
 		pl.mu.Lock()
-		already := pl.backpressured[p] || pl.lanes[p] != l
-		pl.backpressured[p] = true
+		already := pl.overBudget
+		pl.overBudget = true
 		pl.mu.Unlock()
 		if !already {
 			pl.reconcilePauses()
@@ -554,8 +560,8 @@ func (pl *pipeline) release(bytes int64) {
 		return
 	}
 	pl.mu.Lock()
-	had := len(pl.backpressured) > 0
-	clear(pl.backpressured)
+	had := pl.overBudget
+	pl.overBudget = false
 	pl.mu.Unlock()
 	if had {
 		pl.reconcilePauses()

@@ -1,6 +1,10 @@
 package host
 
-import "github.com/weirhq/weir/record"
+import (
+	"time"
+
+	"github.com/weirhq/weir/record"
+)
 
 // tracker finds the highest position of a partition below which every record
 // is complete. Records are numbered by the lane in arrival order (seq);
@@ -24,11 +28,13 @@ type tracker struct {
 	// doneAhead counts the records complete above the watermark (out of
 	// order, waiting for an older one).
 	doneAhead int
+	// lowSince is when the ring was last seen less than an eighth full
+	// with nothing between (see trim); zero if it is not.
+	lowSince time.Time
 }
 
 func newTracker() *tracker {
-	const initial = 1024
-	return &tracker{done: make([]bool, initial), pos: make([]record.Position, initial), at: make([]int64, initial)}
+	return &tracker{done: make([]bool, trackerMinSize), pos: make([]record.Position, trackerMinSize), at: make([]int64, trackerMinSize)}
 }
 
 // add registers the next record in arrival order, which arrived at the
@@ -45,8 +51,38 @@ func (t *tracker) add(p record.Position, arrived int64) int64 {
 	return t.base + int64(t.n-1)
 }
 
-func (t *tracker) grow() {
-	size := len(t.done) * 2
+func (t *tracker) grow() { t.resize(len(t.done) * 2) }
+
+// trackerMinSize is the ring's initial and smallest size.
+const trackerMinSize = 1024
+
+// trackerShrinkAfter is how long a ring must have been less than an
+// eighth full before trim halves it.
+const trackerShrinkAfter = time.Second
+
+// trim halves the ring once it has been less than an eighth full for
+// trackerShrinkAfter, so that a lane that once held a long backlog does
+// not keep its ring (33 bytes a slot) for the rest of its life, while a
+// lane whose backlog comes and goes keeps it rather than copying it back
+// and forth.
+func (t *tracker) trim(now time.Time) {
+	if len(t.done) <= trackerMinSize || t.n >= len(t.done)/8 {
+		t.lowSince = time.Time{}
+		return
+	}
+	if t.lowSince.IsZero() {
+		t.lowSince = now
+		return
+	}
+	if now.Sub(t.lowSince) >= trackerShrinkAfter {
+		t.resize(len(t.done) / 2)
+		t.lowSince = now
+	}
+}
+
+// resize moves the ring to arrays of size slots (a power of two, at least
+// t.n), the oldest slot first.
+func (t *tracker) resize(size int) {
 	done := make([]bool, size)
 	pos := make([]record.Position, size)
 	at := make([]int64, size)

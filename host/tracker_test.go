@@ -3,6 +3,7 @@ package host
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/weirhq/weir/record"
 )
@@ -140,5 +141,46 @@ func TestTrackerIncompleteAndOldest(t *testing.T) {
 	tr.complete(3)
 	if _, _, ok := tr.oldest(); ok || tr.incomplete() != 0 {
 		t.Fatalf("after all complete: oldest ok %v incomplete %d", ok, tr.incomplete())
+	}
+}
+
+// TestTrackerShrinksAfterABacklog: a lane that once held a long backlog
+// gives the ring back as it drains, and keeps tracking correctly while it
+// shrinks.
+func TestTrackerShrinksAfterABacklog(t *testing.T) {
+	tr := newTracker()
+	const n = 100_000
+	for i := 0; i < n; i++ {
+		tr.add(record.Position{Offset: int64(i)}, 0)
+	}
+	peak := len(tr.done)
+	if peak < n {
+		t.Fatalf("ring of %d slots for %d records", peak, n)
+	}
+	// Complete all but the last 10, out of order within each pair.
+	for i := 0; i < n-10; i += 2 {
+		tr.complete(int64(i + 1))
+		tr.complete(int64(i))
+	}
+	now := time.Now()
+	tr.trim(now)
+	if got := len(tr.done); got != peak {
+		t.Fatalf("ring shrank at once, to %d slots: a backlog that comes and goes would copy it back and forth", got)
+	}
+	for i := 0; len(tr.done) > trackerMinSize; i++ {
+		if i > 20 {
+			t.Fatalf("ring still %d slots (peak %d) with %d records pending", len(tr.done), peak, tr.pending())
+		}
+		now = now.Add(trackerShrinkAfter)
+		tr.trim(now)
+	}
+	if pos, ok := tr.watermark(); !ok || pos.Offset != n-11 {
+		t.Fatalf("watermark %v %v, want offset %d", pos, ok, n-11)
+	}
+	for i := n - 10; i < n; i++ {
+		tr.complete(int64(i))
+	}
+	if pos, _ := tr.watermark(); pos.Offset != n-1 || tr.pending() != 0 {
+		t.Fatalf("watermark %d, %d pending after completing everything", pos.Offset, tr.pending())
 	}
 }

@@ -168,3 +168,12 @@ func statusBytes(path, field string) int64 {
 // CPUTimes returns the user+system seconds used so far by this process and
 // by its children that have exited (and been waited for).
 func CPUTimes() (self, children float64) { return cpuTimes() }
+
+// StatusBytes returns a size field of /proc/PID/status ("VmRSS:",
+// "VmHWM:") in bytes; 0 if the process or the field is gone.
+func StatusBytes(pid int, field string) int64 {
+	return statusBytes(filepath.Join("/proc", strconv.Itoa(pid), "status"), field)
+}
+
+// Children returns the pids of pid's child processes.
+func Children(pid int) []int { return childrenOf(pid) }

@@ -119,7 +119,69 @@ to --output-topic for the outputs to be verified.`,
 	f.BoolVar(&asJSON, "json", false, "print the report as one JSON object")
 	f.StringVar(&html, "html", "", "also write a self-contained HTML report with charts to this file")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of this process (host, broker, clients) to this file")
-	cmd.AddCommand(newBenchCmd(g))
+	cmd.AddCommand(newBenchCmd(g), newMemoryCmd())
+	return cmd
+}
+
+func newMemoryCmd() *cobra.Command {
+	var (
+		o      harness.MemoryOptions
+		asJSON bool
+		limit  string
+	)
+	cmd := &cobra.Command{
+		Use:   "memory",
+		Short: "Measure weir's peak memory when records arrive far faster than the handler takes them",
+		Long: `Memory seeds a topic on an in-process broker with --records records, then runs
+this executable's "weir run" (a process of its own, so its resident set is
+weir's alone) over it for --duration, with the builtin noop handler sleeping
+--sleep per batch so the records wait on it. It samples the process's
+resident set and prints its peak (VmHWM) against the budget,
+max_inflight_bytes + 64 MiB, as a ratio. It exits 1 if the peak is over the
+budget or nothing was committed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("finding the weir executable: %w", err)
+			}
+			o.Exe = exe
+			if limit != "" {
+				n, err := config.ParseSize(limit)
+				if err != nil {
+					return fmt.Errorf("--max-inflight-bytes: %w", err)
+				}
+				o.MaxInflightBytes = n
+			}
+			if !asJSON {
+				o.Log = cmd.ErrOrStderr()
+			}
+			rep, err := harness.Memory(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(cmd.OutOrStdout())
+				rep.WriteTable(cmd.OutOrStdout())
+			}
+			if !rep.WithinBudget {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Records, "records", 1_000_000, "records waiting in the topic")
+	f.IntVar(&o.Size, "size", 100, "value size in bytes")
+	f.IntVar(&o.Partitions, "partitions", 8, "partitions of the topic")
+	f.DurationVar(&o.Duration, "duration", 30*time.Second, "how long weir runs")
+	f.DurationVar(&o.Sleep, "sleep", 50*time.Millisecond, "how long the noop handler takes per batch")
+	f.StringVar(&limit, "max-inflight-bytes", "", "the pipeline's max_inflight_bytes (default weir's, 64MiB)")
+	f.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	return cmd
 }
 

@@ -58,3 +58,7 @@ func formatSize(n int64) string {
 	}
 	return fmt.Sprintf("%dB", n)
 }
+
+// ParseSize reads a size as the config does ("64MiB", "1.5MB", "1024"),
+// for command-line flags that take one.
+func ParseSize(s string) (int64, error) { return parseSize(s) }
