@@ -16,10 +16,17 @@ import (
 // marks after the outcome, and fenced checkpoints. Every write carries the
 // lane's generation and fails with checkpoint.ErrFenced once a newer owner
 // has fenced the partition.
+//
+// In position mode the host claims and marks positions (ClaimPositions,
+// MarkPositionsDone) instead of keys, so that the store can send and keep
+// runs of consecutive records rather than every record's position.
 type Marks interface {
+	Mode() checkpoint.Mode
 	KeyOf(r *record.Record) (checkpoint.Key, error)
 	Claim(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) (checkpoint.Claims, error)
 	MarkDone(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
+	ClaimPositions(ctx context.Context, part record.Partition, gen int64, ps checkpoint.Positions) (checkpoint.Claims, error)
+	MarkPositionsDone(ctx context.Context, part record.Partition, gen int64, ps checkpoint.Positions) error
 	Release(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
 	Commit(ctx context.Context, part record.Partition, gen int64, pos record.Position) error
 	Fence(ctx context.Context, part record.Partition, gen int64) error
@@ -79,6 +86,9 @@ func (r *batchRun) redisCall(what string, fn func(ctx context.Context) error) er
 // again until it is claimed or done.
 func (r *batchRun) claim(all []*work) ([]*work, error) {
 	m := r.pl.marks
+	if m.Mode() == checkpoint.ModePosition {
+		return r.claimPositions(all)
+	}
 	var bad, pending []*work
 	for _, w := range all {
 		k, err := m.KeyOf(&w.rec)
@@ -116,13 +126,7 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 				claimed[w] = true
 			}
 		}
-		if len(dup) > 0 {
-			r.pl.stats.Duplicates.Add(int64(len(dup)))
-			r.log.Info().Int("records", len(dup)).Str("first", dup[0].rec.Position.String()).
-				Msg("dropped records already handled (redelivered, or sent twice by their producer)")
-			// Already marked done: complete without marking again.
-			r.sendComplete(dup)
-		}
+		r.dropDuplicates(dup)
 		pending = busy
 		if len(busy) > 0 {
 			d := backoff(n, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
@@ -141,6 +145,94 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 	return todo, nil
 }
 
+// dropDuplicates reports records already done complete without handling
+// them or marking them again.
+func (r *batchRun) dropDuplicates(dup []*work) {
+	if len(dup) == 0 {
+		return
+	}
+	r.pl.stats.Duplicates.Add(int64(len(dup)))
+	r.log.Info().Int("records", len(dup)).Str("first", dup[0].rec.Position.String()).
+		Msg("dropped records already handled (redelivered, or sent twice by their producer)")
+	r.sendComplete(dup)
+}
+
+// claimPositions is claim in position mode: one ClaimPositions call with
+// the batch's positions (no key per record; the store sends runs of
+// records that arrived one after another), and no record is ever busy.
+func (r *batchRun) claimPositions(all []*work) ([]*work, error) {
+	var bad []*work
+	for _, w := range all {
+		if err := checkpoint.CheckPosition(w.rec.Position); err != nil {
+			w.failed(time.Now(), plugins.ClassInvalidInput, "idempotency key: "+err.Error(), false, 0)
+			bad = append(bad, w)
+			continue
+		}
+		w.hasKey = true
+	}
+	pending := all
+	if len(bad) > 0 {
+		if _, err := r.deadLetter(bad); err != nil {
+			return nil, err
+		}
+		pending = keyed(all)
+		if len(pending) == 0 {
+			return nil, nil
+		}
+	}
+	var cl checkpoint.Claims
+	err := r.redisCall("claim", func(ctx context.Context) error {
+		var err error
+		cl, err = r.pl.marks.ClaimPositions(ctx, r.lane.part, r.lane.gen, workPositions(pending))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cl.Done == 0 {
+		return pending, nil
+	}
+	todo := make([]*work, 0, cl.Claimed)
+	var dup []*work
+	for i, w := range pending {
+		if cl.Status[i] == checkpoint.Done {
+			dup = append(dup, w)
+		} else {
+			todo = append(todo, w)
+		}
+	}
+	r.dropDuplicates(dup)
+	return todo, nil
+}
+
+// workPositions are a batch's records as checkpoint.Positions: two records
+// arrived one right after the other when the lane numbered them so (seq),
+// which lets the store keep them in one run.
+type workPositions []*work
+
+func (ws workPositions) Len() int { return len(ws) }
+
+func (ws workPositions) At(i int) (record.Position, bool) {
+	return ws[i].rec.Position, i > 0 && ws[i].seq == ws[i-1].seq+1
+}
+
+// keyed returns the records of ws that have an idempotency key: ws itself
+// when all have (no copy).
+func keyed(ws []*work) []*work {
+	for i, w := range ws {
+		if !w.hasKey {
+			out := append(make([]*work, 0, len(ws)), ws[:i]...)
+			for _, w := range ws[i+1:] {
+				if w.hasKey {
+					out = append(out, w)
+				}
+			}
+			return out
+		}
+	}
+	return ws
+}
+
 func keysOf(ws []*work) []checkpoint.Key {
 	keys := make([]checkpoint.Key, 0, len(ws))
 	for _, w := range ws {
@@ -157,6 +249,15 @@ func keysOf(ws []*work) []checkpoint.Key {
 func (r *batchRun) markDone(ws []*work) error {
 	if r.pl.marks == nil {
 		return nil
+	}
+	if r.pl.marks.Mode() == checkpoint.ModePosition {
+		ps := keyed(ws) // a record dead-lettered for a bad position has no mark
+		if len(ps) == 0 {
+			return nil
+		}
+		return r.redisCall("mark done", func(ctx context.Context) error {
+			return r.pl.marks.MarkPositionsDone(ctx, r.lane.part, r.lane.gen, workPositions(ps))
+		})
 	}
 	keys := keysOf(ws)
 	if len(keys) == 0 {
