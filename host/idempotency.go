@@ -160,6 +160,19 @@ func (r *batchRun) dropDuplicates(dup []*work) {
 // claimPositions is claim in position mode: one ClaimPositions call with
 // the batch's positions (no key per record; the store sends runs of
 // records that arrived one after another), and no record is ever busy.
+//
+// Could the host skip this call for records above every position marked
+// when it fenced the partition? For finding duplicates, yes: the fence
+// script is atomic, so once Fence returned no older owner's mark lands,
+// and a newer owner's marks come with a newer fence. But the call is also
+// the lane's last check of the fence before it hands records to the
+// handler: without it, an owner that was fenced while idle (a zombie)
+// would handle its next batch, writing outputs the new owner writes too,
+// before its MarkDone is refused (TestFencedOwnerCannotMoveItsCheckpoint
+// requires that it does not); and with Redis down, a batch per lane would
+// be handled before the breaker paused it, its marks waiting. The call
+// costs one round trip of a few hundred bytes and a few comparisons in
+// Redis per batch, so the host keeps it.
 func (r *batchRun) claimPositions(all []*work) ([]*work, error) {
 	var bad []*work
 	for _, w := range all {
