@@ -103,7 +103,11 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 	if _, err := r.deadLetter(bad); err != nil {
 		return nil, err
 	}
-	claimed := map[*work]bool{}
+	// claimed is in batch order unless a record was busy and claimed in a
+	// later round: only then is the order restored (a map per batch costs
+	// more than the rest of the loop).
+	var claimed []*work
+	reordered := false
 	for n := 1; len(pending) > 0; n++ {
 		keys := keysOf(pending)
 		var cl checkpoint.Claims
@@ -123,12 +127,13 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 			case checkpoint.Busy:
 				busy = append(busy, w)
 			default:
-				claimed[w] = true
+				claimed = append(claimed, w)
 			}
 		}
 		r.dropDuplicates(dup)
 		pending = busy
 		if len(busy) > 0 {
+			reordered = true
 			d := backoff(n, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
 			r.log.Debug().Int("records", len(busy)).Dur("backoff", d).Msg("idempotency keys held by another owner; asking again")
 			if !sleep(r.ctx, d) {
@@ -136,9 +141,16 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 			}
 		}
 	}
+	if !reordered {
+		return claimed, nil
+	}
+	in := make(map[*work]bool, len(claimed))
+	for _, w := range claimed {
+		in[w] = true
+	}
 	todo := make([]*work, 0, len(claimed))
 	for _, w := range all {
-		if claimed[w] {
+		if in[w] {
 			todo = append(todo, w)
 		}
 	}
