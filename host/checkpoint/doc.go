@@ -74,7 +74,10 @@
 // runs it overlaps (their union has no hole), so stored runs stay disjoint;
 // Commit(pos) moves W to pos and drops the runs ending at or below it.
 // Members without ':' (written by weir before runs) are read as runs of
-// one position. W moves with Commit, not by counting W+1, W+2, ...: Kafka
+// one position. The reverse does not hold: a weir from before runs finds
+// no position in a run, so while both versions share a pipeline (a
+// rolling upgrade), a partition that moves from a new host to an old one
+// may have records redelivered after a crash handled again, never lost. W moves with Commit, not by counting W+1, W+2, ...: Kafka
 // offsets have gaps, and only the host's tracker knows which offsets it
 // received. The state of a partition is therefore a few hundred bytes plus
 // the runs done but not yet committed: under ordering: partition about one

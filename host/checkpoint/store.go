@@ -209,8 +209,8 @@ func (st Status) String() string {
 	return "Status(" + strconv.Itoa(int(st)) + ")"
 }
 
-// Claims is the result of Claim: Status[i] is keys[i]'s, and the counts of
-// each status. Done is the number of duplicates dropped, for metrics and
+// Claims is the result of Claim (Status[i] is keys[i]'s) and of
+// ClaimPositions (Status[i] is record i's), with the counts of each status. Done is the number of duplicates dropped, for metrics and
 // logs.
 type Claims struct {
 	Status              []Status
