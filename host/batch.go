@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,10 +28,20 @@ type work struct {
 	*item
 	attempts int // failed attempts so far
 	done     bool
-	first    time.Time
-	last     time.Time
-	msg      string
-	class    plugins.ErrorClass
+	hasKey   bool
+	// key is the record's idempotency key (hasKey: with idempotency on).
+	key checkpoint.Key
+	// failure is how the record failed; nil until it first does, which
+	// keeps the work of a batch that succeeds small.
+	*failure
+}
+
+// failure is a record's failure history within its batch.
+type failure struct {
+	first time.Time
+	last  time.Time
+	msg   string
+	class plugins.ErrorClass
 	// retryable is whether the latest failure may pass on its own (a
 	// dependency, not the record): such a record is only dead-lettered once
 	// other calls succeeded after it first failed.
@@ -38,18 +49,14 @@ type work struct {
 	// successesBefore is the pipeline's count of successful handler calls
 	// when the call of this record's first failure started.
 	successesBefore int64
-	// key is the record's idempotency key (hasKey: with idempotency on).
-	key    checkpoint.Key
-	hasKey bool
 	// handler is the version that failed the record last (zero: unknown).
 	handler plugins.Info
 }
 
 func (w *work) failed(now time.Time, class plugins.ErrorClass, msg string, retryable bool, successesBefore int64) {
 	w.attempts++
-	if w.first.IsZero() {
-		w.first = now
-		w.successesBefore = successesBefore
+	if w.failure == nil {
+		w.failure = &failure{first: now, successesBefore: successesBefore}
 	}
 	w.last, w.class, w.msg, w.retryable = now, class, msg, retryable
 }
@@ -245,10 +252,11 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 //
 // It also returns the pipeline's count of successful calls before this one.
 func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
-	recs := make([]record.Record, len(todo))
+	recs := getRecords(len(todo))
+	defer putRecords(recs)
 	attempt := 1
 	for i, w := range todo {
-		recs[i] = w.rec
+		recs[i] = *w.rec
 		attempt = max(attempt, w.attempts+1)
 	}
 	b := &plugins.Batch{
@@ -281,6 +289,27 @@ func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
 		return nil, before, fmt.Errorf("handling batch %d of %s: %w", r.id, r.lane.part, err)
 	}
 	return res, before, nil
+}
+
+// recordsPool recycles the record slices of handler calls (a Dispatcher
+// keeps no batch after Handle returns): a batch of a thousand records would
+// otherwise cost a fresh 150 KB allocation per call, zeroed, and garbage a
+// moment later.
+var recordsPool sync.Pool // of *[]record.Record
+
+// getRecords returns a slice of n records from the pool.
+func getRecords(n int) []record.Record {
+	if p, ok := recordsPool.Get().(*[]record.Record); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]record.Record, n)
+}
+
+// putRecords gives recs back to the pool, dropping what it points to.
+func putRecords(recs []record.Record) {
+	clear(recs)
+	recs = recs[:0]
+	recordsPool.Put(&recs)
 }
 
 // errAllRetryable marks, for the breaker, a call in which every record
@@ -373,27 +402,31 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		f := st[i].fail
 		return f != nil && f.Retryable && todo[i].attempts+1 < maxAttempts
 	}
-	var retryingKeys map[string]struct{}
-	for i, w := range todo {
-		k := string(w.rec.Key)
-		if _, ok := retryingKeys[k]; ok && st[i].fail == nil {
-			st[i].deferred = true
-			continue
-		}
-		if retry(i) {
-			if retryingKeys == nil {
-				retryingKeys = map[string]struct{}{}
+	if len(res.Failures) > 0 || len(res.Outputs) > 0 {
+		var retryingKeys map[string]struct{}
+		for i, w := range todo {
+			if _, ok := retryingKeys[string(w.rec.Key)]; ok && st[i].fail == nil {
+				st[i].deferred = true
+				continue
 			}
-			retryingKeys[k] = struct{}{}
+			if retry(i) {
+				if retryingKeys == nil {
+					retryingKeys = map[string]struct{}{}
+				}
+				retryingKeys[string(w.rec.Key)] = struct{}{}
+			}
 		}
 	}
 
 	// outputs of the records that succeeded, per sink, in record order
-	perSink := map[string][]record.Message{}
+	var perSink map[string][]record.Message
+	if len(res.Outputs) > 0 {
+		perSink = map[string][]record.Message{}
+	}
 	vt := newVersionTagger(res)
 	for _, o := range res.Outputs {
 		if st[o.Index].fail == nil && !st[o.Index].deferred {
-			perSink[o.Sink] = append(perSink[o.Sink], vt.tag(withTrace(o.Message, &todo[o.Index].rec)))
+			perSink[o.Sink] = append(perSink[o.Sink], vt.tag(withTrace(o.Message, todo[o.Index].rec)))
 		}
 	}
 	for name, msgs := range perSink {
@@ -403,7 +436,8 @@ func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, max
 		r.pl.stats.Outputs.Add(int64(len(msgs)))
 	}
 
-	var ok, dead, next []*work
+	ok := make([]*work, 0, len(todo))
+	var dead, next []*work
 	for i, w := range todo {
 		switch {
 		case st[i].deferred:
@@ -492,7 +526,7 @@ func (r *batchRun) deadLetter(ws []*work) (held []*work, err error) {
 	msgs := make([]record.Message, len(dead))
 	for i, w := range dead {
 		origin := r.pl.origin(w.handler)
-		msgs[i] = dlq.Envelope(&w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
+		msgs[i] = dlq.Envelope(w.rec, dlq.Failure{Message: w.msg, Class: w.class.String(), Attempts: w.attempts,
 			FirstFailure: w.first, LastFailure: w.last}, origin)
 		r.log.Debug().Str("position", w.rec.Position.String()).Str("class", w.class.String()).Func(logTraces([]*work{w})).
 			Int("attempts", w.attempts).Str("error", w.msg).Msg("record dead-lettered")

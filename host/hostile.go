@@ -31,7 +31,7 @@ func unsendable(rec *record.Record) string {
 func (r *batchRun) rejectUnsendable(todo []*work) ([]*work, error) {
 	var bad []*work
 	for _, w := range todo {
-		if unsendable(&w.rec) != "" {
+		if unsendable(w.rec) != "" {
 			bad = append(bad, w)
 		}
 	}
@@ -41,7 +41,7 @@ func (r *batchRun) rejectUnsendable(todo []*work) ([]*work, error) {
 	keep := make([]*work, 0, len(todo)-len(bad))
 	now := time.Now()
 	for _, w := range todo {
-		if msg := unsendable(&w.rec); msg != "" {
+		if msg := unsendable(w.rec); msg != "" {
 			w.failed(now, plugins.ClassInvalidInput, msg, false, r.pl.successes.Load())
 			r.pl.stats.Failures.Add(1)
 			continue

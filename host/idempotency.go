@@ -91,7 +91,7 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 	}
 	var bad, pending []*work
 	for _, w := range all {
-		k, err := m.KeyOf(&w.rec)
+		k, err := m.KeyOf(w.rec)
 		if err != nil {
 			w.failed(time.Now(), plugins.ClassInvalidInput, "idempotency key: "+err.Error(), false, 0)
 			bad = append(bad, w)

@@ -61,7 +61,7 @@ func (l *lane) lag() laneLag {
 	}
 	ll.delivered = l.lastOffset + 1
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
-	var keys map[string]struct{}
+	var keys map[*keyState]struct{}
 	for _, b := range l.live {
 		if !b.retrying.Load() {
 			continue
@@ -79,15 +79,15 @@ func (l *lane) lag() laneLag {
 			ll.held++
 			if byKey {
 				if keys == nil {
-					keys = map[string]struct{}{}
+					keys = map[*keyState]struct{}{}
 				}
-				keys[w.item.key] = struct{}{}
+				keys[w.ks] = struct{}{}
 			}
 		}
 	}
 	if len(keys) > 0 {
 		for _, it := range l.queue {
-			if _, ok := keys[it.key]; ok {
+			if _, ok := keys[it.ks]; ok {
 				ll.held++
 			}
 		}

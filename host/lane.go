@@ -16,12 +16,28 @@ import (
 
 // item is a record waiting in, or taken from, a lane's queue.
 type item struct {
-	rec     record.Record
+	// rec is in the slice the source delivered, which the host owns: the
+	// record is not copied again on its way to the handler's encoder.
+	rec     *record.Record
 	seq     int64
 	size    int64 // rec.Size(): what counts against batch.max_bytes
-	arrived time.Time
-	// key is string(rec.Key), made once by the lane under ordering key.
+	arrived int64 // Unix nanoseconds
+	// ks is the state of the record's key in its lane, under ordering key.
+	ks *keyState
+}
+
+// keyState is what a lane knows of one key under ordering key. Items point
+// to it, so that forming a batch checks a key with a pointer, not a hash of
+// the key per record scanned; the lane forgets a key once it has no record
+// of it.
+type keyState struct {
 	key string
+	// refs counts the lane's records of this key, queued or in flight.
+	refs int
+	// busy counts those in flight: later records of the key wait.
+	busy int
+	// blocked is the takeByKey pass that held this key back (see scans).
+	blocked int64
 }
 
 // cost is what the item counts against the in-flight budget.
@@ -77,9 +93,10 @@ type lane struct {
 	// owned by run
 	queue         []*item
 	tracker       *tracker
-	busyKeys      map[string]int
-	inflight      int // batches holding a concurrency slot
-	workers       int // batch goroutines running, parked ones included
+	keys          map[string]*keyState // under ordering key
+	scans         int64                // takeByKey passes so far
+	inflight      int                  // batches holding a concurrency slot
+	workers       int                  // batch goroutines running, parked ones included
 	maxConcurrent int
 	batchN        int64
 	maxDispatched int64 // seq of the newest record dispatched; -1 before any
@@ -106,7 +123,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
-		tracker: newTracker(), busyKeys: map[string]int{},
+		tracker: newTracker(), keys: map[string]*keyState{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
 		live: map[int64]*batchRun{}, lagReq: make(chan chan laneLag), lastOffset: -1,
 	}
@@ -128,11 +145,12 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 	items := make([]item, len(recs))
 	ptrs := make([]*item, len(recs))
 	var bytes int64
+	at := now.UnixNano()
 	for i := range recs {
 		it := &items[i]
-		it.rec = recs[i]
+		it.rec = &recs[i]
 		it.size = int64(recs[i].Size())
-		it.arrived = now
+		it.arrived = at
 		bytes += it.cost()
 		ptrs[i] = it
 	}
@@ -292,9 +310,15 @@ func (l *lane) takeIncoming() {
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
 	l.queue = slices.Grow(l.queue, len(in))
 	for _, it := range in {
-		it.seq = l.tracker.add(it.rec.Position, it.arrived.UnixNano())
+		it.seq = l.tracker.add(it.rec.Position, it.arrived)
 		if byKey {
-			it.key = string(it.rec.Key)
+			ks := l.keys[string(it.rec.Key)]
+			if ks == nil {
+				ks = &keyState{key: string(it.rec.Key)}
+				l.keys[ks.key] = ks
+			}
+			ks.refs++
+			it.ks = ks
 		}
 		l.queue = append(l.queue, it)
 	}
@@ -359,8 +383,8 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 	}
 	full := force || n == b.MaxRecords || n < len(l.queue)
 	if !full {
-		if due := l.queue[0].arrived.Add(b.MaxWait); due.After(now) {
-			return nil, due.Sub(now)
+		if wait := time.Duration(l.queue[0].arrived + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
+			return nil, wait
 		}
 	}
 	batch := make([]*item, n)
@@ -382,31 +406,26 @@ func (l *lane) keyScanLimit() int { return 16 * l.pl.cfg.Batch.MaxRecords }
 func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
 	var picked []int
-	var blocked map[string]struct{}
+	blocked := 0
+	l.scans++
 	bytes := int64(0)
 	sizeFull := false
 	scan := min(len(l.queue), l.keyScanLimit())
-	var oldest time.Time
+	var oldest int64
 	for i := 0; i < scan && len(picked) < b.MaxRecords; i++ {
 		it := l.queue[i]
 		if it.seq > limit {
 			break
 		}
-		k := it.key
-		if l.busyKeys[k] > 0 {
-			continue
-		}
-		if _, ok := blocked[k]; ok {
+		ks := it.ks
+		if ks.busy > 0 || ks.blocked == l.scans {
 			continue
 		}
 		if len(picked) > 0 && bytes+it.size > b.MaxBytes {
 			// keep later records of this key behind this one
 			sizeFull = true
-			if blocked == nil {
-				blocked = map[string]struct{}{}
-			}
-			blocked[k] = struct{}{}
-			if len(blocked) > b.MaxRecords {
+			ks.blocked = l.scans
+			if blocked++; blocked > b.MaxRecords {
 				break
 			}
 			continue
@@ -422,8 +441,8 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 	}
 	full := force || len(picked) == b.MaxRecords || sizeFull
 	if !full {
-		if due := oldest.Add(b.MaxWait); due.After(now) {
-			return nil, due.Sub(now)
+		if wait := time.Duration(oldest + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
+			return nil, wait
 		}
 	}
 	batch := make([]*item, 0, len(picked))
@@ -432,7 +451,7 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 	for i, it := range l.queue {
 		if p < len(picked) && picked[p] == i {
 			batch = append(batch, it)
-			l.busyKeys[it.key]++
+			it.ks.busy++
 			p++
 			continue
 		}
@@ -458,9 +477,10 @@ func (l *lane) finish(c completion) {
 			moved = true
 		}
 		bytes += it.cost()
-		if l.pl.cfg.Ordering == config.OrderingKey {
-			if l.busyKeys[it.key]--; l.busyKeys[it.key] <= 0 {
-				delete(l.busyKeys, it.key)
+		if ks := it.ks; ks != nil {
+			ks.busy--
+			if ks.refs--; ks.refs == 0 {
+				delete(l.keys, ks.key)
 			}
 		}
 	}

@@ -16,6 +16,8 @@ import (
 )
 
 // Dispatcher runs a batch through the pipeline's handler (the plugin pool).
+// Handle must not keep b, or its Records slice, after it returns: the host
+// reuses the slice for its next call.
 type Dispatcher interface {
 	Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error)
 }

@@ -183,6 +183,7 @@ func New(cfg Config) (*Source, error) {
 		kgo.OnPartitionsAssigned(s.onAssigned),
 		kgo.OnPartitionsRevoked(s.onRevoked),
 		kgo.OnPartitionsLost(s.onLost),
+		kgo.WithPools(&fetchPools{}),
 	)
 	if cfg.FetchMaxBytes > 0 {
 		opts = append(opts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
@@ -380,6 +381,13 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 	if len(ftp.Records) == 0 {
 		return
 	}
+	// Every record goes back to the fetch pools once copied out (or
+	// dropped); nothing here keeps a *kgo.Record or its bytes.
+	defer func() {
+		for _, r := range ftp.Records {
+			r.Recycle()
+		}
+	}()
 	p := record.KafkaPartition(ftp.Topic, ftp.Partition)
 	recs := make([]record.Record, 0, len(ftp.Records))
 	dropped := 0
