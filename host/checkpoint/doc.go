@@ -88,9 +88,9 @@
 // expire. Position mode catches redelivery after a crash, not records sent
 // twice by their producer.
 //
-// Claim with keys and MarkDone with keys work in position mode too, each
-// key a run of its own (keys say nothing about what arrived between them),
-// at the cost of one run per record.
+// Claim with keys and MarkDone with keys work in position mode too; keys
+// say nothing about what arrived between them, so only keys of
+// consecutive offsets join a run, and others are runs of their own.
 //
 // Template mode keys a record by a field of it (ParseTemplate: key,
 // header:NAME, json:/POINTER), so that producer duplicates (a device

@@ -121,13 +121,34 @@ func appendRun(b []byte, first, last record.Position) ([]byte, error) {
 	return appendPosition(b, last)
 }
 
-// appendKeyRuns packs keys as runs of one position each: keys made by
-// KeyOf carry no word on what arrived between them.
+// appendKeyRuns packs keys as runs: keys made by KeyOf carry no word on
+// what arrived between them, so only keys whose positions are consecutive
+// numbers (consecutive Kafka offsets) join a run; no position lies between
+// them.
 func appendKeyRuns(b []byte, keys []Key) []byte {
-	for _, k := range keys {
-		b = append(append(b, k.pos...), k.pos...)
+	for i := 0; i < len(keys); {
+		j := i
+		for j+1 < len(keys) && nextEnc(keys[j].pos, keys[j+1].pos) {
+			j++
+		}
+		b = append(append(b, keys[i].pos...), keys[j].pos...)
+		i = j + 1
 	}
 	return b
+}
+
+// nextEnc reports whether encoded position b is encoded position a plus
+// one. It only looks at positions of up to 18 digits (Kafka offsets).
+func nextEnc(a, b string) bool {
+	if len(a) > 2+18 || len(b) > 2+18 || len(a) < 3 || len(b) < 3 {
+		return false
+	}
+	x, err := strconv.ParseInt(a[2:], 10, 64)
+	if err != nil {
+		return false
+	}
+	y, err := strconv.ParseInt(b[2:], 10, 64)
+	return err == nil && y == x+1
 }
 
 // doneRanges are the ranges of encoded positions a claim script reported
