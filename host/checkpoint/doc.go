@@ -16,8 +16,8 @@
 //	watermark moved:  Commit(part, gen, pos)            before the source commit
 //
 // In position mode the host skips KeyOf and passes the batch's positions,
-// with which records arrived one right after another, so that the store
-// works with runs of records, not records (see below):
+// and which of its records arrived one right after another, so that the
+// store works with runs of records, not with records (see below):
 //
 //	per record:       CheckPosition(pos)                an error: fail the record, not retryable
 //	before dispatch:  ClaimPositions(part, gen, ps)     Done: drop (a duplicate)
@@ -146,13 +146,14 @@
 // write carries the writer's generation and is refused with a *FencedError
 // (errors.Is ErrFenced) when it is lower than the stored one; equal or
 // higher is accepted. Fence(gen) and Commit(gen) raise the stored
-// generation to gen; Claim and MarkDone only check it. The check and the
-// write are one Lua script, so they are atomic: once a new owner's Fence
-// has returned, no write of an older owner lands, not a checkpoint, not a
-// mark, not a claim. A new owner therefore fences before anything else
-// when it takes a partition. Release is not fenced: it only deletes the
-// caller's own claims. Load is not fenced. A checkpoint never moves
-// backwards: a Commit at or below the stored position changes nothing.
+// generation to gen; Claim and MarkDone (and ClaimPositions and
+// MarkPositionsDone) only check it. The check and the write are one Lua
+// script, so they are atomic: once a new owner's Fence has returned, no
+// write of an older owner lands, not a checkpoint, not a mark, not a claim.
+// A new owner therefore fences before anything else when it takes a
+// partition. Release is not fenced: it only deletes the caller's own
+// claims. Load is not fenced. A checkpoint never moves backwards: a Commit
+// at or below the stored position changes nothing.
 //
 // The stored generation only grows. A Kafka consumer group that is
 // deleted and created again (for example after its offsets expired)
