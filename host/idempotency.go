@@ -16,10 +16,17 @@ import (
 // marks after the outcome, and fenced checkpoints. Every write carries the
 // lane's generation and fails with checkpoint.ErrFenced once a newer owner
 // has fenced the partition.
+//
+// In position mode the host claims and marks positions (ClaimPositions,
+// MarkPositionsDone) instead of keys, so that the store can send and keep
+// runs of consecutive records rather than every record's position.
 type Marks interface {
+	Mode() checkpoint.Mode
 	KeyOf(r *record.Record) (checkpoint.Key, error)
 	Claim(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) (checkpoint.Claims, error)
 	MarkDone(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
+	ClaimPositions(ctx context.Context, part record.Partition, gen int64, ps checkpoint.Positions) (checkpoint.Claims, error)
+	MarkPositionsDone(ctx context.Context, part record.Partition, gen int64, ps checkpoint.Positions) error
 	Release(ctx context.Context, part record.Partition, gen int64, keys []checkpoint.Key) error
 	Commit(ctx context.Context, part record.Partition, gen int64, pos record.Position) error
 	Fence(ctx context.Context, part record.Partition, gen int64) error
@@ -79,6 +86,9 @@ func (r *batchRun) redisCall(what string, fn func(ctx context.Context) error) er
 // again until it is claimed or done.
 func (r *batchRun) claim(all []*work) ([]*work, error) {
 	m := r.pl.marks
+	if m.Mode() == checkpoint.ModePosition {
+		return r.claimPositions(all)
+	}
 	var bad, pending []*work
 	for _, w := range all {
 		k, err := m.KeyOf(w.rec)
@@ -93,7 +103,11 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 	if _, err := r.deadLetter(bad); err != nil {
 		return nil, err
 	}
-	claimed := map[*work]bool{}
+	// claimed is in batch order unless a record was busy and claimed in a
+	// later round: only then is the order restored (a map per batch costs
+	// more than the rest of the loop).
+	var claimed []*work
+	reordered := false
 	for n := 1; len(pending) > 0; n++ {
 		keys := keysOf(pending)
 		var cl checkpoint.Claims
@@ -113,18 +127,13 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 			case checkpoint.Busy:
 				busy = append(busy, w)
 			default:
-				claimed[w] = true
+				claimed = append(claimed, w)
 			}
 		}
-		if len(dup) > 0 {
-			r.pl.stats.Duplicates.Add(int64(len(dup)))
-			r.log.Info().Int("records", len(dup)).Str("first", dup[0].rec.Position.String()).
-				Msg("dropped records already handled (redelivered, or sent twice by their producer)")
-			// Already marked done: complete without marking again.
-			r.sendComplete(dup)
-		}
+		r.dropDuplicates(dup)
 		pending = busy
 		if len(busy) > 0 {
+			reordered = true
 			d := backoff(n, r.pl.cfg.Retry.InitialBackoff, r.pl.cfg.Retry.MaxBackoff)
 			r.log.Debug().Int("records", len(busy)).Dur("backoff", d).Msg("idempotency keys held by another owner; asking again")
 			if !sleep(r.ctx, d) {
@@ -132,13 +141,121 @@ func (r *batchRun) claim(all []*work) ([]*work, error) {
 			}
 		}
 	}
+	if !reordered {
+		return claimed, nil
+	}
+	in := make(map[*work]bool, len(claimed))
+	for _, w := range claimed {
+		in[w] = true
+	}
 	todo := make([]*work, 0, len(claimed))
 	for _, w := range all {
-		if claimed[w] {
+		if in[w] {
 			todo = append(todo, w)
 		}
 	}
 	return todo, nil
+}
+
+// dropDuplicates reports records already done complete without handling
+// them or marking them again.
+func (r *batchRun) dropDuplicates(dup []*work) {
+	if len(dup) == 0 {
+		return
+	}
+	r.pl.stats.Duplicates.Add(int64(len(dup)))
+	r.log.Info().Int("records", len(dup)).Str("first", dup[0].rec.Position.String()).
+		Msg("dropped records already handled (redelivered, or sent twice by their producer)")
+	r.sendComplete(dup)
+}
+
+// claimPositions is claim in position mode: one ClaimPositions call with
+// the batch's positions (no key per record; the store sends runs of
+// records that arrived one after another), and no record is ever busy.
+//
+// Could the host skip this call for records above every position marked
+// when it fenced the partition? For finding duplicates, yes: the fence
+// script is atomic, so once Fence returned no older owner's mark lands,
+// and a newer owner's marks come with a newer fence. But the call is also
+// the lane's last check of the fence before it hands records to the
+// handler: without it, an owner that was fenced while idle (a zombie)
+// would handle its next batch, writing outputs the new owner writes too,
+// before its MarkDone is refused (TestFencedOwnerCannotMoveItsCheckpoint
+// requires that it does not); and with Redis down, a batch per lane would
+// be handled before the breaker paused it, its marks waiting. The call
+// costs one round trip of a few hundred bytes and a few comparisons in
+// Redis per batch, so the host keeps it.
+func (r *batchRun) claimPositions(all []*work) ([]*work, error) {
+	var bad []*work
+	for _, w := range all {
+		if err := checkpoint.CheckPosition(w.rec.Position); err != nil {
+			w.failed(time.Now(), plugins.ClassInvalidInput, "idempotency key: "+err.Error(), false, 0)
+			bad = append(bad, w)
+			continue
+		}
+		w.hasKey = true
+	}
+	pending := all
+	if len(bad) > 0 {
+		if _, err := r.deadLetter(bad); err != nil {
+			return nil, err
+		}
+		pending = keyed(all)
+		if len(pending) == 0 {
+			return nil, nil
+		}
+	}
+	var cl checkpoint.Claims
+	err := r.redisCall("claim", func(ctx context.Context) error {
+		var err error
+		cl, err = r.pl.marks.ClaimPositions(ctx, r.lane.part, r.lane.gen, workPositions(pending))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cl.Done == 0 {
+		return pending, nil
+	}
+	todo := make([]*work, 0, cl.Claimed)
+	var dup []*work
+	for i, w := range pending {
+		if cl.Status[i] == checkpoint.Done {
+			dup = append(dup, w)
+		} else {
+			todo = append(todo, w)
+		}
+	}
+	r.dropDuplicates(dup)
+	return todo, nil
+}
+
+// workPositions are a batch's records as checkpoint.Positions: two records
+// arrived one right after the other when the lane numbered them so (seq),
+// which lets the store keep them in one run.
+type workPositions []*work
+
+func (ws workPositions) Len() int { return len(ws) }
+
+func (ws workPositions) At(i int) (record.Position, bool) {
+	return ws[i].rec.Position, i > 0 && ws[i].seq == ws[i-1].seq+1
+}
+
+// keyed returns the records of ws that have an idempotency key: ws itself
+// when all have (no copy).
+func keyed(ws []*work) []*work {
+	for i, w := range ws {
+		if !w.hasKey {
+			out := append(make([]*work, 0, len(ws)), ws[:i]...)
+			for _, w := range ws[i+1:] {
+				if w.hasKey {
+					out = append(out, w)
+				}
+			}
+			return out
+		}
+	}
+	return ws
 }
 
 func keysOf(ws []*work) []checkpoint.Key {
@@ -157,6 +274,15 @@ func keysOf(ws []*work) []checkpoint.Key {
 func (r *batchRun) markDone(ws []*work) error {
 	if r.pl.marks == nil {
 		return nil
+	}
+	if r.pl.marks.Mode() == checkpoint.ModePosition {
+		ps := keyed(ws) // a record dead-lettered for a bad position has no mark
+		if len(ps) == 0 {
+			return nil
+		}
+		return r.redisCall("mark done", func(ctx context.Context) error {
+			return r.pl.marks.MarkPositionsDone(ctx, r.lane.part, r.lane.gen, workPositions(ps))
+		})
 	}
 	keys := keysOf(ws)
 	if len(keys) == 0 {

@@ -81,6 +81,14 @@ func TestCluster(t *testing.T) {
 			if pos, gen, ok, err := s.Load(ctx, p0); err != nil || !ok || pos.Offset != 2 || gen != 1 {
 				t.Fatalf("Load = %v %d %v %v", pos, gen, ok, err)
 			}
+			if s.Mode() == ModePosition {
+				// The host's form: runs of positions.
+				stream := kafkaStream(20)
+				markPositions(t, s, p0, 1, deliveredOf(stream, span(5, 10)...))
+				if got := claimPositions(t, s, p0, 1, deliveredOf(stream, span(2, 12)...)); got != "DCCDDDDDCC" {
+					t.Fatalf("ClaimPositions = %s", got)
+				}
+			}
 		})
 	}
 }

@@ -51,34 +51,33 @@ func (k Key) String() string {
 // set lexicographic ranges) and Lua with plain string comparison.
 func encodePosition(p record.Position) (string, error) {
 	var buf [2 + 20]byte // the length, and an int64's digits
-	var b []byte
+	b, err := appendPosition(buf[:0], p)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// appendPosition appends p's encoded form (see encodePosition) to b.
+func appendPosition(b []byte, p record.Position) ([]byte, error) {
+	if err := CheckPosition(p); err != nil {
+		return nil, err
+	}
+	start := len(b)
+	b = append(b, '0', '0')
 	if p.Seq != "" {
-		for i := 0; i < len(p.Seq); i++ {
-			if p.Seq[i] < '0' || p.Seq[i] > '9' {
-				return "", fmt.Errorf("checkpoint: sequence number %q is not decimal", p.Seq)
-			}
-		}
 		digits := strings.TrimLeft(p.Seq, "0")
 		if digits == "" {
 			digits = "0"
 		}
-		if p.Offset < 0 || p.Offset >= subSeqLimit {
-			return "", fmt.Errorf("checkpoint: sub-sequence number %d of %s is not in 0..%d", p.Offset, p.Seq, subSeqLimit-1)
-		}
-		if len(digits)+subSeqDigits > 99 {
-			return "", fmt.Errorf("checkpoint: sequence number %q has more than %d digits", p.Seq, 99-subSeqDigits)
-		}
-		b = append(make([]byte, 2, 2+len(digits)+subSeqDigits), digits...)
+		b = append(b, digits...)
 		b = appendPadded(b, p.Offset, subSeqDigits)
 	} else {
-		if p.Offset < 0 {
-			return "", fmt.Errorf("checkpoint: offset %d is negative", p.Offset)
-		}
-		b = strconv.AppendInt(buf[:2], p.Offset, 10)
+		b = strconv.AppendInt(b, p.Offset, 10)
 	}
-	n := len(b) - 2
-	b[0], b[1] = '0'+byte(n/10), '0'+byte(n%10)
-	return string(b), nil
+	n := len(b) - start - 2
+	b[start], b[start+1] = '0'+byte(n/10), '0'+byte(n%10)
+	return b, nil
 }
 
 // A Kinesis position is encoded as one number: the sequence number

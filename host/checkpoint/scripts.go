@@ -12,7 +12,8 @@ import "github.com/redis/go-redis/v9"
 // Conventions: KEYS[1] is the partition's state hash when the script is
 // fenced; ARGV[1] is then the caller's generation. Positions travel packed
 // in one argument (see encodePosition: "NN" + NN digits, repeated), which
-// each() walks.
+// each() walks; runs of positions travel as such pairs (first, last), which
+// runs() walks.
 
 // luaPrelude is put before every script.
 const luaPrelude = `
@@ -29,6 +30,35 @@ local function each(s)
     i = i + 2 + l
     return m
   end
+end
+local function gt(a, b) return not le(a, b) end
+local function posat(s, i)
+  local l = tonumber(string.sub(s, i, i + 1))
+  return string.sub(s, i, i + 1 + l), i + 2 + l
+end
+local function runs(s)
+  local i, n = 1, #s
+  return function()
+    if i > n then return nil end
+    local f, l
+    f, i = posat(s, i)
+    l, i = posat(s, i)
+    return f, l
+  end
+end
+-- A done-set member is a run "LAST:FIRST", which sorts by its last
+-- position; a member without ':' (written by weir before runs) is one
+-- position.
+local function bounds(m)
+  local c = string.find(m, ':', 1, true)
+  if not c then return m, m end
+  return string.sub(m, c + 1), string.sub(m, 1, c - 1)
+end
+local function toprun(key)
+  local m = redis.call('ZREVRANGEBYLEX', key, '+', '-', 'LIMIT', 0, 1)[1]
+  if not m then return nil end
+  local _, l = bounds(m)
+  return l
 end
 local function fenced(key, gen)
   local cur = redis.call('HGET', key, 'gen')
@@ -67,70 +97,114 @@ if ARGV[5] == '1' then
   local wm = redis.call('GET', KEYS[2])
   if (not wm) or not le(ARGV[3], wm) then wm = ARGV[3] end
   redis.call('SET', KEYS[2], wm, 'PX', ARGV[4])
-  redis.call('ZREMRANGEBYLEX', KEYS[3], '-', '[' .. wm)
+  -- Runs are stored as "LAST:FIRST" (see runkey): every run whose last
+  -- position is at or below wm sorts below wm .. ';' (';' follows ':').
+  redis.call('ZREMRANGEBYLEX', KEYS[3], '-', '(' .. wm .. ';')
 end
 return moved
 `)
 
-// scriptClaimPositions reports, per position, 'D' (at or below the
-// watermark, or in the done set) or 'C'. It writes nothing.
-// KEYS: state, wm, done. ARGV: gen, packed positions.
+// scriptClaimPositions reports which positions of the given runs are
+// done: the parts of each run at or below the watermark, and its
+// intersections with the stored runs of the done set. It writes nothing.
+// The reply is packed pairs of encoded positions, each pair a range of done
+// positions ("" when nothing is done). A stored run [a,b] means every
+// record of the partition from a to b is done (see ClaimPositions), so the
+// intersection of two runs holds exactly the batch's records done.
+//
+// Stored runs are disjoint (scriptMarkPositions merges overlapping ones),
+// so in order of their last position their first positions are in order
+// too: the scan of a run stops at the first stored run starting after it.
+// One look at the highest stored run skips every scan when the batch is
+// above it, which is the case for new records.
+// KEYS: state, wm, done. ARGV: gen, packed runs (first, last).
 var scriptClaimPositions = redis.NewScript(luaPrelude + `
 local gen = tonumber(ARGV[1])
 local cur = fenced(KEYS[1], gen)
 if cur then return redis.error_reply('FENCED ' .. cur) end
 local wm = redis.call('GET', KEYS[2])
-local any = redis.call('EXISTS', KEYS[3]) == 1
-if any then
-  -- Encoded positions sort as numbers do: look the done set up once for
-  -- the batch's range, and per position only if something is in it.
-  local lo, hi
-  for m in each(ARGV[2]) do
-    if (not lo) or le(m, lo) then lo = m end
-    if (not hi) or le(hi, m) then hi = m end
-  end
-  if lo then
-    any = #redis.call('ZRANGEBYLEX', KEYS[3], '[' .. lo, '[' .. hi, 'LIMIT', 0, 1) > 0
-  end
-end
+local top = toprun(KEYS[3])
 local out = {}
-for m in each(ARGV[2]) do
-  if wm and le(m, wm) then
-    out[#out + 1] = 'D'
-  elseif any and redis.call('ZSCORE', KEYS[3], m) then
-    out[#out + 1] = 'D'
+for f, l in runs(ARGV[2]) do
+  if wm and le(l, wm) then
+    out[#out + 1] = f
+    out[#out + 1] = l
   else
-    out[#out + 1] = 'C'
+    if wm and le(f, wm) then
+      out[#out + 1] = f
+      out[#out + 1] = wm
+    end
+    if top and le(f, top) then
+      local from, more = '[' .. f, true
+      while more do
+        local ms = redis.call('ZRANGEBYLEX', KEYS[3], from, '+', 'LIMIT', 0, 32)
+        more = #ms == 32
+        for _, m in ipairs(ms) do
+          local a, b = bounds(m)
+          if not le(a, l) then
+            more = false
+            break
+          end
+          out[#out + 1] = gt(a, f) and a or f
+          out[#out + 1] = le(b, l) and b or l
+        end
+        if more then from = '(' .. ms[#ms] end
+      end
+    end
   end
 end
 return table.concat(out)
 `)
 
-// scriptMarkPositions adds the positions above the watermark to the done
-// set and refreshes the TTL of the watermark and the set. It returns how
-// many positions it added.
-// KEYS: state, wm, done. ARGV: gen, TTL ms, packed positions.
+// scriptMarkPositions adds the given runs that end above the watermark to
+// the done set, each merged with the stored runs it overlaps (their union
+// has no hole, so it is a run too), and refreshes the TTL of the watermark
+// and the set. It returns how many runs it stored.
+// KEYS: state, wm, done. ARGV: gen, TTL ms, packed runs (first, last).
 var scriptMarkPositions = redis.NewScript(luaPrelude + `
 local gen = tonumber(ARGV[1])
 local cur = fenced(KEYS[1], gen)
 if cur then return redis.error_reply('FENCED ' .. cur) end
 local wm = redis.call('GET', KEYS[2])
-local args, n = {}, 0
-for m in each(ARGV[3]) do
-  if not (wm and le(m, wm)) then
-    args[#args + 1] = 0
-    args[#args + 1] = m
-    if #args >= 1000 then
-      redis.call('ZADD', KEYS[3], unpack(args))
-      n = n + #args / 2
-      args = {}
-    end
+local top = toprun(KEYS[3])
+local add, n = {}, 0
+local function flush()
+  if #add > 0 then
+    redis.call('ZADD', KEYS[3], unpack(add))
+    add = {}
   end
 end
-if #args > 0 then
-  redis.call('ZADD', KEYS[3], unpack(args))
-  n = n + #args / 2
+for f, l in runs(ARGV[3]) do
+  if not (wm and le(l, wm)) then
+    if top and le(f, top) then
+      -- It may overlap a stored run (or one added by this call).
+      flush()
+      local more = true
+      while more do
+        local ms = redis.call('ZRANGEBYLEX', KEYS[3], '[' .. f, '+', 'LIMIT', 0, 32)
+        more = #ms == 32
+        local gone = {}
+        for _, m in ipairs(ms) do
+          local a, b = bounds(m)
+          if not le(a, l) then
+            more = false
+            break
+          end
+          if gt(f, a) then f = a end
+          if gt(b, l) then l = b end
+          gone[#gone + 1] = m
+        end
+        if #gone > 0 then redis.call('ZREM', KEYS[3], unpack(gone)) end
+      end
+    end
+    add[#add + 1] = 0
+    add[#add + 1] = l .. ':' .. f
+    n = n + 1
+    if (not top) or gt(l, top) then top = l end
+    if #add >= 1000 then flush() end
+  end
 end
+flush()
 if n > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
 if wm then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return n

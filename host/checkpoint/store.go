@@ -209,8 +209,8 @@ func (st Status) String() string {
 	return "Status(" + strconv.Itoa(int(st)) + ")"
 }
 
-// Claims is the result of Claim: Status[i] is keys[i]'s, and the counts of
-// each status. Done is the number of duplicates dropped, for metrics and
+// Claims is the result of Claim (Status[i] is keys[i]'s) and of
+// ClaimPositions (Status[i] is record i's), with the counts of each status. Done is the number of duplicates dropped, for metrics and
 // logs.
 type Claims struct {
 	Status              []Status
@@ -247,15 +247,22 @@ func (s *Store) Claim(ctx context.Context, part record.Partition, gen int64, key
 	if err := s.usable(gen, keys); err != nil {
 		return fail(err)
 	}
-	packed := appendPositions(make([]byte, 0, n*12), keys)
-	var cmd *redis.Cmd
 	if s.cfg.Mode == ModePosition {
-		pk := s.partKeys(part)
-		cmd = scriptClaimPositions.Run(ctx, s.rdb, []string{pk.state, pk.wm, pk.done}, gen, packed)
-	} else {
-		cmd = scriptClaimMarks.Run(ctx, s.rdb, s.markKeys(part, keys), gen, s.ownerPrefix(gen), part.String(), s.claimMs, packed)
+		done, err := s.claimRuns(ctx, part, gen, appendKeyRuns(make([]byte, 0, n*20), keys))
+		if err != nil {
+			return fail(err)
+		}
+		res.Status = make([]Status, n)
+		for i, k := range keys {
+			res.Status[i] = Claimed
+			if done.has([]byte(k.pos)) {
+				res.Status[i] = Done
+			}
+		}
+		return s.count(res), nil
 	}
-	out, err := cmd.Text()
+	packed := appendPositions(make([]byte, 0, n*12), keys)
+	out, err := scriptClaimMarks.Run(ctx, s.rdb, s.markKeys(part, keys), gen, s.ownerPrefix(gen), part.String(), s.claimMs, packed).Text()
 	if err != nil {
 		return fail(s.note(classify(err, part, gen)))
 	}
@@ -263,6 +270,12 @@ func (s *Store) Claim(ctx context.Context, part record.Partition, gen int64, key
 		return fail(fmt.Errorf("the claim script answered %d statuses for %d keys", len(out), n))
 	}
 	res.Status = []Status(out)
+	return s.count(res), nil
+}
+
+// count fills in res's counts from its statuses and adds them to the
+// stats.
+func (s *Store) count(res Claims) Claims {
 	for _, st := range res.Status {
 		switch st {
 		case Claimed:
@@ -276,7 +289,128 @@ func (s *Store) Claim(ctx context.Context, part record.Partition, gen int64, key
 	s.stats.claimed.Add(uint64(res.Claimed))
 	s.stats.duplicates.Add(uint64(res.Done))
 	s.stats.busy.Add(uint64(res.Busy))
-	return res, nil
+	return res
+}
+
+// claimRuns runs the position-mode claim script on packed runs and
+// returns the ranges it found done.
+func (s *Store) claimRuns(ctx context.Context, part record.Partition, gen int64, packed []byte) (doneRanges, error) {
+	pk := s.partKeys(part)
+	out, err := scriptClaimPositions.Run(ctx, s.rdb, []string{pk.state, pk.wm, pk.done}, gen, packed).Text()
+	if err != nil {
+		return doneRanges{}, s.note(classify(err, part, gen))
+	}
+	return parseDone(out)
+}
+
+// ClaimPositions is Claim for position mode, with the batch's positions
+// instead of keys: Status[i] is record i's, Claimed or Done. It sends and
+// stores runs of positions, not each position, so its cost (bytes sent,
+// work in Redis, allocations here) grows with the runs of a batch, not its
+// records: a batch of consecutive Kafka offsets is one run.
+//
+// A run is records each of which follows the one before it in ps: the
+// next offset, the next user record of the same KPL aggregate, or a later
+// position that arrived right after it (ps.At's adjacent). The run
+// [first, last] then holds every record of the partition between first
+// and last: a position between two records that arrived one right after
+// the other is no record, and never will be, since a source delivers a
+// partition's records in position order and skips only positions that
+// hold none (Kafka's transaction markers, compacted or expired records;
+// Kinesis sequence numbers are not consecutive at all). That is what lets
+// MarkPositionsDone store a run and a later claim find any record of it
+// done, whichever batches the records come in then. A record that was not
+// delivered right after the one before it (one held back under ordering
+// key, one that failed and is retried, one delivered again after a
+// rewind) starts a run of its own.
+//
+// Outside ModePosition it fails; use Claim with keys.
+func (s *Store) ClaimPositions(ctx context.Context, part record.Partition, gen int64, ps Positions) (Claims, error) {
+	n := ps.Len()
+	fail := func(err error) (Claims, error) {
+		return Claims{}, fmt.Errorf("checkpoint: claiming %d positions for %s/%s: %w", n, s.cfg.Pipeline, part, err)
+	}
+	if err := s.positionsUsable(gen); err != nil {
+		return fail(err)
+	}
+	if n == 0 {
+		return Claims{}, nil
+	}
+	packed, _, err := appendRuns(make([]byte, 0, 64), ps)
+	if err != nil {
+		return fail(err)
+	}
+	done, err := s.claimRuns(ctx, part, gen, packed)
+	if err != nil {
+		return fail(err)
+	}
+	res := Claims{Status: make([]Status, n)}
+	if len(done.lo) == 0 {
+		for i := range res.Status {
+			res.Status[i] = Claimed
+		}
+		return s.count(res), nil
+	}
+	var buf [2 + 99]byte
+	for i := range res.Status {
+		p, _ := ps.At(i)
+		e, _ := appendPosition(buf[:0], p) // checked by appendRuns
+		res.Status[i] = Claimed
+		if done.has(e) {
+			res.Status[i] = Done
+		}
+	}
+	return s.count(res), nil
+}
+
+// MarkPositionsDone is MarkDone for position mode, with the positions of
+// the records now complete (see ClaimPositions for runs): one round trip,
+// and one member of the done set per run. Outside ModePosition it fails;
+// use MarkDone with keys.
+func (s *Store) MarkPositionsDone(ctx context.Context, part record.Partition, gen int64, ps Positions) error {
+	n := ps.Len()
+	fail := func(err error) error {
+		return fmt.Errorf("checkpoint: marking %d positions done for %s/%s: %w", n, s.cfg.Pipeline, part, err)
+	}
+	if err := s.positionsUsable(gen); err != nil {
+		return fail(err)
+	}
+	if n == 0 {
+		return nil
+	}
+	packed, _, err := appendRuns(make([]byte, 0, 64), ps)
+	if err != nil {
+		return fail(err)
+	}
+	if err := s.markRuns(ctx, part, gen, packed); err != nil {
+		return fail(err)
+	}
+	s.stats.markedDone.Add(uint64(n))
+	return nil
+}
+
+func (s *Store) markRuns(ctx context.Context, part record.Partition, gen int64, packed []byte) error {
+	pk := s.partKeys(part)
+	err := scriptMarkPositions.Run(ctx, s.rdb, []string{pk.state, pk.wm, pk.done}, gen, s.ttlMs, packed).Err()
+	if err != nil {
+		return s.note(classify(err, part, gen))
+	}
+	return nil
+}
+
+// positionsUsable checks the store is open, in ModePosition, and gen is a
+// generation.
+func (s *Store) positionsUsable(gen int64) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.cfg.Mode != ModePosition {
+		return fmt.Errorf("positions are the keys of mode %s only, not %s", ModePosition, s.cfg.Mode)
+	}
+	if gen < 0 {
+		return fmt.Errorf("generation %d is negative", gen)
+	}
+	return nil
 }
 
 // MarkDone is called after the outcome step of a batch (outputs written,
@@ -300,15 +434,11 @@ func (s *Store) MarkDone(ctx context.Context, part record.Partition, gen int64, 
 	if err := s.usable(gen, keys); err != nil {
 		return fail(err)
 	}
-	var err error
 	if s.cfg.Mode == ModePosition {
-		pk := s.partKeys(part)
-		packed := appendPositions(make([]byte, 0, n*12), keys)
-		err = scriptMarkPositions.Run(ctx, s.rdb, []string{pk.state, pk.wm, pk.done}, gen, s.ttlMs, packed).Err()
-	} else {
-		err = scriptMarkMarks.Run(ctx, s.rdb, s.markKeys(part, keys), gen, s.ttlMs).Err()
-	}
-	if err != nil {
+		if err := s.markRuns(ctx, part, gen, appendKeyRuns(make([]byte, 0, n*20), keys)); err != nil {
+			return fail(err)
+		}
+	} else if err := scriptMarkMarks.Run(ctx, s.rdb, s.markKeys(part, keys), gen, s.ttlMs).Err(); err != nil {
 		return fail(s.note(classify(err, part, gen)))
 	}
 	s.stats.markedDone.Add(uint64(n))
