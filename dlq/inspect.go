@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -430,4 +431,38 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// MarshalJSON leaves out partition and offset for a record of a Kinesis
+// DLQ (Shard set), which has none.
+func (r RecordRef) MarshalJSON() ([]byte, error) {
+	type plain RecordRef
+	if r.Shard == "" {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		Shard       string  `json:"shard"`
+		Sequence    string  `json:"sequence"`
+		Key         *string `json:"key"`
+		Destination string  `json:"destination,omitempty"`
+		Reason      string  `json:"reason,omitempty"`
+	}{r.Shard, r.Sequence, r.Key, r.Destination, r.Reason})
+}
+
+// MarshalJSON leaves out partition and offset for a record of a Kinesis
+// DLQ (Shard set), which has none.
+func (s Sample) MarshalJSON() ([]byte, error) {
+	type plain Sample
+	if s.Shard == "" {
+		return json.Marshal(plain(s))
+	}
+	return json.Marshal(struct {
+		Shard      string         `json:"shard"`
+		Sequence   string         `json:"sequence"`
+		Timestamp  time.Time      `json:"timestamp"`
+		Key        *string        `json:"key"`
+		Value      string         `json:"value"`
+		ValueBytes int            `json:"value_bytes"`
+		Headers    []SampleHeader `json:"headers"`
+	}{s.Shard, s.Sequence, s.Timestamp, s.Key, s.Value, s.ValueBytes, s.Headers})
 }
