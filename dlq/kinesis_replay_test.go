@@ -15,8 +15,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/record"
+	kafkasrc "github.com/weirhq/weir/sources/kafka"
 )
 
 // fakeStream is an in-memory Kinesis DLQ stream: shards with records,
@@ -241,5 +243,75 @@ func TestKinesisReplayLockFencesCheckpoints(t *testing.T) {
 	}
 	if sum, err := runReplay(t, f, &fakeWriter{}, ck); err != nil || sum.Replayed != 1 {
 		t.Fatalf("after release: replayed %d, err %v", sum.Replayed, err)
+	}
+}
+
+// From a Kinesis DLQ, --to sends the selected dead letters to a Kafka
+// topic (with the replay headers, as from a Kafka DLQ), the filter skips
+// the others and checkpoints past them, and a dry run writes nothing and
+// moves no checkpoint.
+func TestKinesisReplayFilterToKafka(t *testing.T) {
+	e := startBroker(t, kafkasrc.WithTopic("staging", 1))
+	f := newFakeStream()
+	f.addShard("s0", "", false)
+	for i := range 6 {
+		m := Envelope(&record.Record{Key: []byte("k" + strconv.Itoa(i)), Value: []byte("v" + strconv.Itoa(i)),
+			Headers:   []record.Header{{Key: "trace", Value: []byte("t")}},
+			Partition: record.Partition{Stream: "src", ID: "shardId-000000000000"}, Position: record.Position{Seq: "9" + strconv.Itoa(i)}},
+			Failure{Message: "m", Class: []string{"a", "b"}[i%2]}, Origin{Pipeline: "p"})
+		f.records["s0"] = append(f.records["s0"], types.Record{SequenceNumber: aws.String("s0-" + strconv.Itoa(i)),
+			PartitionKey: aws.String("k"), Data: EncodeKinesis(m)})
+	}
+	ck := newTestCheckpoints(t)
+	prod := newClient(t, e, ReplayProducerOpts("staging")...)
+	cfg := KinesisReplayConfig{API: f, Stream: "dlq", Checkpoints: ck, Kafka: prod, To: "staging", Filter: Filter{ErrorClass: "b"}}
+	run := func(dry bool) *ReplaySummary {
+		c := cfg
+		c.DryRun = dry
+		rp, err := NewKinesisReplayer(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := rp.Run(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	if dry := run(true); dry.Replayed != 3 || dry.SkippedByFilter != 3 || dry.ByDestination["staging"] != 3 {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if got, _ := ck.Load(testCtx(t), DefaultGroup("dlq", "staging", cfg.Filter)); len(got) != 0 {
+		t.Fatalf("a dry run checkpointed %v", got)
+	}
+	if sum := run(false); sum.Replayed != 3 || sum.SkippedByFilter != 3 {
+		t.Fatalf("replay: %+v", sum)
+	}
+	if got, _ := ck.Load(testCtx(t), DefaultGroup("dlq", "staging", cfg.Filter)); got["s0"] != "s0-5" {
+		t.Fatalf("checkpoint %v, want s0-5 (past the skipped records too)", got)
+	}
+	cl := newClient(t, e, kgo.ConsumeTopics("staging"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var got []string
+	for len(got) < 3 {
+		fs := cl.PollFetches(testCtx(t))
+		if err := fs.Err0(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			h := map[string]string{}
+			for _, x := range r.Headers {
+				h[x.Key] = string(x.Value)
+			}
+			if h["trace"] != "t" || h[HeaderReplayCount] != "1" || h[HeaderReplaySourcePosition] == "" {
+				t.Errorf("replayed %q with headers %v", r.Value, h)
+			}
+			got = append(got, string(r.Value))
+		})
+	}
+	if strings.Join(got, ",") != "v1,v3,v5" {
+		t.Fatalf("staging got %v, want v1,v3,v5", got)
+	}
+	if again := run(false); again.Read != 0 {
+		t.Fatalf("second run read %d", again.Read)
 	}
 }
