@@ -249,3 +249,44 @@ func TestKinesisDLQReplayInterruptedAndResumed(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	e.checkHandledOnce()
 }
+
+// A Kinesis shard's lag is reported in time (Kinesis gives no record
+// count): /status has each shard's millis_behind with when it was read,
+// and /metrics the weir_lag_millis gauge per shard.
+func TestKinesisLagMillisInStatusAndMetrics(t *testing.T) {
+	e := newKinesisEnv(t, 2)
+	e.put(0, 200, 10)
+	cfg := e.config("trim_horizon", "position")
+	cfg.Admin.Addr = "127.0.0.1:0"
+	cfg.Admin.LagInterval = 100 * time.Millisecond
+	r := e.start(cfg, "w1", nil)
+	var base string
+	waitFor(t, func() bool { base = r.h.AdminAddr(); return base != "" }, "the admin server to listen")
+	base = "http://" + base
+	waitFor(t, func() bool { return e.count() >= 200 }, "every record handled")
+	asked := time.Now()
+	waitFor(t, func() bool {
+		st := status(t, base)
+		if len(st.Pipelines) != 1 || len(st.Pipelines[0].Lanes) != 2 {
+			return false
+		}
+		for _, l := range st.Pipelines[0].Lanes {
+			if l.Lag.BehindAt.Before(asked) || l.Lag.Known {
+				return false
+			}
+		}
+		return true
+	}, "/status to show when each shard was last read, in time not records")
+	_, body := get(t, base+"/metrics")
+	for _, sh := range []string{"shardId-000000000000", "shardId-000000000001"} {
+		series := fmt.Sprintf(`weir_lag_millis{partition=%q,pipeline="kin",topic=%q}`, sh, e.stream)
+		if !strings.Contains(body, series+" ") {
+			t.Errorf("/metrics has no %s", series)
+		} else if v := metricValue(t, body, series); v != 0 { // kinesalite reports 0 once caught up
+			t.Errorf("%s = %v, want 0", series, v)
+		}
+	}
+	if !strings.Contains(body, `weir_kinesis_throttled_total{pipeline="kin"} `) {
+		t.Error("/metrics has no weir_kinesis_throttled_total")
+	}
+}
