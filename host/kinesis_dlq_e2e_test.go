@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/big"
 	"strconv"
 	"strings"
 	"sync"
@@ -289,4 +290,56 @@ func TestKinesisLagMillisInStatusAndMetrics(t *testing.T) {
 	if !strings.Contains(body, `weir_kinesis_throttled_total{pipeline="kin"} `) {
 		t.Error("/metrics has no weir_kinesis_throttled_total")
 	}
+}
+
+// A dead letter is durable before its record's position is checkpointed:
+// while the DLQ stream cannot be written (it does not exist yet), the
+// shard's checkpoint stays below the poison record and nothing is lost;
+// once the stream exists the dead letter is written, and only then does
+// the checkpoint pass it.
+func TestKinesisDLQStreamWriteHoldsTheCheckpoint(t *testing.T) {
+	e := &kdlq{kenv: newKinesisEnv(t, 1), n: 300, keys: 10, bad: map[int]bool{123: true}}
+	e.dlqStream = e.stream + "-dlq" // not created yet
+	e.put(0, 123, e.keys)
+	e.put(123, 1, e.keys)
+	const shard = "shardId-000000000000"
+	poison, _ := new(big.Int).SetString(e.lastSeq[shard], 10)
+	e.put(124, e.n-124, e.keys)
+	cfg := e.config("123")
+	cfg.Pipelines[0].Breaker.OpenFor = 500 * time.Millisecond
+	cfg.Pipelines[0].Retry.MaxBackoff = 500 * time.Millisecond
+	e.start(cfg, "w1", nil)
+	waitFor(t, func() bool { return e.count() >= 123 }, "the records before the poison one handled")
+	// Give the pipeline time to (wrongly) move past the poison record.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if ck, ok := new(big.Int).SetString(e.checkpoint(shard), 10); ok && ck.Cmp(poison) >= 0 {
+			t.Fatalf("checkpoint %s reached the poison record %s while its dead letter could not be written", ck, poison)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := e.cl.CreateStream(context.Background(), &kinesis.CreateStreamInput{StreamName: aws.String(e.dlqStream), ShardCount: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return e.checkpoint(shard) == e.lastSeq[shard] }, "the checkpoint at the end once the dead letter is written")
+	recs := e.dlqRecords()
+	if len(recs) != 1 {
+		t.Fatalf("%d dead letters, want 1", len(recs))
+	}
+	if en, err := dlq.ParseKinesis(recs[0].Data); err != nil || string(en.Value) != "123" {
+		t.Fatalf("dead letter %v: %v", en, err)
+	}
+	byID, _ := e.handled(e.n)
+	for id, pids := range byID {
+		if want := 1 - btoi(e.bad[id]); len(pids) != want {
+			t.Errorf("id %d handled %d times, want %d", id, len(pids), want)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
