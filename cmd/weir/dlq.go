@@ -106,6 +106,11 @@ func (f *dlqFlags) connection(cmd *cobra.Command, log zerolog.Logger) ([]string,
 	if err != nil {
 		return nil, nil, err
 	}
+	return f.connectionOf(cfg, log)
+}
+
+// connectionOf is connection with --config loaded already as cfg.
+func (f *dlqFlags) connectionOf(cfg *config.File, log zerolog.Logger) ([]string, []kgo.Opt, error) {
 	opts, err := host.KafkaSecurityOpts(cfg.Kafka, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", f.config, err)
@@ -521,7 +526,7 @@ func replayKinesis(ctx context.Context, cmd *cobra.Command, f *dlqFlags, cfg dlq
 	// Kafka, for records of Kafka pipelines and --to.
 	brokers, opts := f.brokers, []kgo.Opt(nil)
 	if file != nil && len(file.Kafka.Brokers) > 0 && !file.Kafka.Embedded() {
-		if brokers, opts, err = f.connection(cmd, cfg.Logger); err != nil {
+		if brokers, opts, err = f.connectionOf(file, cfg.Logger); err != nil {
 			return nil, nil, closeFn, err
 		}
 	} else if len(brokers) == 0 {
