@@ -3,6 +3,8 @@ package dlq
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -133,6 +135,83 @@ func (c *RedisCheckpoints) Release(ctx context.Context, group, token string) err
 	lock, _ := c.keys(group)
 	if err := releaseScript.Run(ctx, c.Client, []string{lock}, token).Err(); err != nil {
 		return fmt.Errorf("releasing the replay lock %s in redis: %w", lock, err)
+	}
+	return nil
+}
+
+// DefaultLedgerTTL is how long the replay ledger remembers that a
+// record's content was replayed into Kinesis.
+const DefaultLedgerTTL = 30 * 24 * time.Hour
+
+// ReplayLedger counts replays into Kinesis streams, which carry no
+// headers, so a record's weir.replay-count cannot travel with it: a
+// record that fails again comes back to the DLQ with a count of 0. The
+// ledger keeps, per record content (LedgerID: source stream, key and
+// value), how many times it was replayed, and a replay takes the larger of
+// that and the envelope's count, so --max-replays stops such a record too.
+type ReplayLedger interface {
+	// Counts returns the count of each id (0: never replayed).
+	Counts(ctx context.Context, ids []string) ([]int, error)
+	// Record sets the count of each id, for ttl.
+	Record(ctx context.Context, ids []string, counts []int, ttl time.Duration) error
+}
+
+var _ ReplayLedger = (*RedisCheckpoints)(nil)
+
+// LedgerID names a record's content in the ReplayLedger: a hash of the
+// stream it is replayed to, its key and its value.
+func LedgerID(stream string, key, value []byte) string {
+	h := sha256.New()
+	for _, b := range [][]byte{[]byte(stream), key, value} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func (c *RedisCheckpoints) ledgerKey(id string) string { return c.Prefix + "dlq-replayed:" + id }
+
+// Counts implements ReplayLedger (one pipelined GET per id, so that ids
+// may live in different Redis Cluster slots).
+func (c *RedisCheckpoints) Counts(ctx context.Context, ids []string) ([]int, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	pipe := c.Client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.Get(ctx, c.ledgerKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("reading the replay ledger in redis: %w", err)
+	}
+	out := make([]int, len(ids))
+	for i, cmd := range cmds {
+		n, err := cmd.Int()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("replay ledger %s: %w", c.ledgerKey(ids[i]), err)
+		default:
+			out[i] = n
+		}
+	}
+	return out, nil
+}
+
+// Record implements ReplayLedger.
+func (c *RedisCheckpoints) Record(ctx context.Context, ids []string, counts []int, ttl time.Duration) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	pipe := c.Client.Pipeline()
+	for i, id := range ids {
+		pipe.Set(ctx, c.ledgerKey(id), counts[i], ttl)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("writing the replay ledger in redis: %w", err)
 	}
 	return nil
 }

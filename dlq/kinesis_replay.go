@@ -65,6 +65,13 @@ type KinesisReplayConfig struct {
 	DryRun     bool
 	// LockTTL is the lock's TTL; 0 means DefaultLockTTL.
 	LockTTL time.Duration
+	// Ledger, when set, counts the replays into Kinesis streams (whose
+	// records cannot carry weir.replay-count): see ReplayLedger. Default:
+	// Checkpoints, when it implements ReplayLedger (RedisCheckpoints
+	// does). LedgerTTL is how long it remembers; 0 means
+	// DefaultLedgerTTL.
+	Ledger    ReplayLedger
+	LedgerTTL time.Duration
 	// Progress, when set, is called on the Run goroutine after each batch;
 	// Total is 0 (a stream's length is not known ahead).
 	Progress func(ReplayProgress)
@@ -110,6 +117,12 @@ func NewKinesisReplayer(cfg KinesisReplayConfig) (*KinesisReplayer, error) {
 	}
 	if cfg.LockTTL == 0 {
 		cfg.LockTTL = DefaultLockTTL
+	}
+	if l, ok := cfg.Checkpoints.(ReplayLedger); ok && cfg.Ledger == nil {
+		cfg.Ledger = l
+	}
+	if cfg.LedgerTTL <= 0 {
+		cfg.LedgerTTL = DefaultLedgerTTL
 	}
 	return &KinesisReplayer{cfg: cfg}, nil
 }
@@ -230,6 +243,12 @@ func (rp *KinesisReplayer) replay(ctx context.Context, lim *limiter, b kinesisBa
 		kafka *kgo.Record    // to Kafka
 		msg   record.Message // to Kinesis
 		ref   RecordRef
+		id    string // in the ledger (to Kinesis)
+		count int    // replays before this one
+	}
+	prior, ids, err := rp.ledgerCounts(ctx, b.records)
+	if err != nil {
+		return err
 	}
 	var (
 		toKafka []out
@@ -240,7 +259,7 @@ func (rp *KinesisReplayer) replay(ctx context.Context, lim *limiter, b kinesisBa
 	)
 	for i, rec := range b.records {
 		sum.Read++
-		o, ref := rp.decide(rec, sum)
+		o, ref := rp.decide(rec, prior[i], sum)
 		refs[i] = ref
 		if o == nil || cfg.DryRun {
 			if o != nil {
@@ -256,7 +275,7 @@ func (rp *KinesisReplayer) replay(ctx context.Context, lim *limiter, b kinesisBa
 			break
 		}
 		if o.stream != "" {
-			toKin[o.stream] = append(toKin[o.stream], out{i: i, msg: o.msg, ref: ref})
+			toKin[o.stream] = append(toKin[o.stream], out{i: i, msg: o.msg, ref: ref, id: ids[i], count: o.count})
 		} else {
 			toKafka = append(toKafka, out{i: i, kafka: o.kafka, ref: ref})
 		}
@@ -298,8 +317,21 @@ func (rp *KinesisReplayer) replay(ctx context.Context, lim *limiter, b kinesisBa
 		}
 	}
 	written(toKafka)
+	var lids []string
+	var lcounts []int
 	for _, os := range toKin {
 		written(os)
+		for _, o := range os {
+			if failed[o.i] == nil && o.id != "" {
+				lids, lcounts = append(lids, o.id), append(lcounts, o.count+1)
+			}
+		}
+	}
+	if cfg.Ledger != nil && len(lids) > 0 {
+		if err := cfg.Ledger.Record(wctx, lids, lcounts, cfg.LedgerTTL); err != nil {
+			// The records are written; only the loop guard misses them.
+			cfg.Logger.Warn().Err(err).Int("records", len(lids)).Msg("the replay ledger was not updated: --max-replays will not count this replay")
+		}
 	}
 	// Checkpoint past the unbroken run of finished records.
 	upto := n
@@ -331,21 +363,52 @@ func (rp *KinesisReplayer) checkpoint(ctx context.Context, token, shard, seq str
 }
 
 // kinesisOut is what to write for one replayed record: msg to the Kinesis
-// stream stream, or kafka to Kafka.
+// stream stream, or kafka to Kafka; count is how many times it was
+// replayed before.
 type kinesisOut struct {
 	stream string
 	msg    record.Message
 	kafka  *kgo.Record
+	count  int
+}
+
+// ledgerCounts returns, per record of recs that goes back to a Kinesis
+// stream, its LedgerID and the ledger's count of its replays (0 and ""
+// for the others, or without a ledger).
+func (rp *KinesisReplayer) ledgerCounts(ctx context.Context, recs []rawRecord) (counts []int, ids []string, err error) {
+	counts, ids = make([]int, len(recs)), make([]string, len(recs))
+	if rp.cfg.Ledger == nil || rp.cfg.To != "" || rp.cfg.Kinesis == nil {
+		return counts, ids, nil
+	}
+	var ask []string
+	var at []int
+	for i, rec := range recs {
+		if e, err := rec.parse(); err == nil && e.Source.Stream != "" && e.Source.KafkaID() < 0 {
+			ids[i] = LedgerID(e.Source.Stream, e.Key, e.Value)
+			ask, at = append(ask, ids[i]), append(at, i)
+		}
+	}
+	got, err := rp.cfg.Ledger.Counts(ctx, ask)
+	if err != nil {
+		return nil, nil, err
+	}
+	for j, i := range at {
+		counts[i] = got[j]
+	}
+	return counts, ids, nil
 }
 
 // decide classifies rec, counting it in sum (except Replayed, counted
 // once it is written), and returns what to write (nil: nothing) and how to
 // list it.
-func (rp *KinesisReplayer) decide(rec rawRecord, sum *ReplaySummary) (*kinesisOut, RecordRef) {
+func (rp *KinesisReplayer) decide(rec rawRecord, prior int, sum *ReplaySummary) (*kinesisOut, RecordRef) {
 	cfg := rp.cfg
 	ref := rec.ref
 	ref.Key = previewKey(rec.key)
 	e, err := rec.parse()
+	if err == nil {
+		e.ReplayCount = max(e.ReplayCount, prior) // replays into Kinesis, from the ledger
+	}
 	var o *kinesisOut
 	if err == nil {
 		switch {
@@ -363,7 +426,7 @@ func (rp *KinesisReplayer) decide(rec rawRecord, sum *ReplaySummary) (*kinesisOu
 		case cfg.Kinesis != nil:
 			ref.Destination = kinesisDest + e.Source.Stream
 			// Kinesis records have no headers: key and value only.
-			o = &kinesisOut{stream: e.Source.Stream, msg: record.Message{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp}}
+			o = &kinesisOut{stream: e.Source.Stream, msg: record.Message{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp}, count: e.ReplayCount}
 		default:
 			err = fmt.Errorf("dlq envelope: %s is a Kinesis shard, and no Kinesis writer is given", e.Source)
 		}

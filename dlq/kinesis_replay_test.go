@@ -315,3 +315,41 @@ func TestKinesisReplayFilterToKafka(t *testing.T) {
 		t.Fatalf("second run read %d", again.Read)
 	}
 }
+
+// A record replayed into a Kinesis stream loses its weir.replay-count (no
+// headers): when it fails again, its new dead letter says 0. The replay
+// ledger counts its replays instead, so --max-replays still stops the
+// loop: with a maximum of 2 the third dead letter of the same record is
+// refused.
+func TestKinesisReplayLedgerStopsALoopThroughKinesis(t *testing.T) {
+	f := newFakeStream()
+	f.addShard("s0", "", false)
+	ck := newTestCheckpoints(t)
+	w := &fakeWriter{}
+	for round := 1; round <= 3; round++ {
+		f.put("s0", "k", "poison") // dead-lettered again, replay count 0 in its envelope
+		rp, err := NewKinesisReplayer(KinesisReplayConfig{API: f, Stream: "dlq", Checkpoints: ck, Kinesis: w, MaxReplays: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := rp.Run(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case round < 3 && (sum.Replayed != 1 || sum.Refused != 0):
+			t.Fatalf("round %d: replayed %d, refused %d; want it replayed", round, sum.Replayed, sum.Refused)
+		case round == 3 && (sum.Replayed != 0 || sum.Refused != 1 || !strings.Contains(sum.RefusedRecords[0].Reason, "replayed 2 times already")):
+			t.Fatalf("round 3: replayed %d, refused %d (%v); want it refused", sum.Replayed, sum.Refused, sum.RefusedRecords)
+		}
+	}
+	if len(w.written) != 2 {
+		t.Fatalf("written %v, want the record twice", w.written)
+	}
+	// Another record of the same key is not affected.
+	f.put("s0", "k", "fine")
+	rp, _ := NewKinesisReplayer(KinesisReplayConfig{API: f, Stream: "dlq", Checkpoints: ck, Kinesis: w, MaxReplays: 2})
+	if sum, err := rp.Run(testCtx(t)); err != nil || sum.Replayed != 1 {
+		t.Fatalf("another record: replayed %d, err %v", sum.Replayed, err)
+	}
+}
