@@ -256,7 +256,8 @@ A record of a Kinesis pipeline (its weir.source.partition is a shard id)
 goes back to its stream with PutRecords, its key as partition key
 (--kinesis-region, --kinesis-endpoint; credentials from the AWS SDK's
 chain). Kinesis records have no headers, so its weir.replay-count does not
-travel with it and --max-replays cannot stop it looping.
+travel with it: from a topic, --max-replays cannot stop it looping; from a
+Kinesis DLQ (--stream), a ledger in Redis counts its replays instead.
 Records go through an idempotent producer, at most --rate per second.
 
 Resumable. Replay reads with a consumer group and commits the offsets of each
