@@ -353,3 +353,47 @@ func TestKinesisReplayLedgerStopsALoopThroughKinesis(t *testing.T) {
 		t.Fatalf("another record: replayed %d, err %v", sum.Replayed, err)
 	}
 }
+
+// A Kafka pipeline's dead letters in a Kinesis DLQ go back to their
+// original topic and partition (not a key hash's), with the replay headers.
+func TestKinesisReplayKafkaRecordsToTheirPartition(t *testing.T) {
+	e := startBroker(t, kafkasrc.WithTopic("in", 4))
+	f := newFakeStream()
+	f.addShard("s0", "", false)
+	for i := range 4 {
+		m := Envelope(&record.Record{Key: []byte("same-key"), Value: []byte("v" + strconv.Itoa(i)),
+			Partition: record.KafkaPartition("in", int32(i)), Position: record.Position{Offset: int64(10 + i)}},
+			Failure{Message: "m", Class: "c"}, Origin{Pipeline: "p"})
+		f.records["s0"] = append(f.records["s0"], types.Record{SequenceNumber: aws.String("s0-" + strconv.Itoa(i)),
+			PartitionKey: aws.String("same-key"), Data: EncodeKinesis(m)})
+	}
+	rp, err := NewKinesisReplayer(KinesisReplayConfig{API: f, Stream: "dlq", Checkpoints: newTestCheckpoints(t),
+		Kafka: newClient(t, e, ReplayProducerOpts("")...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := rp.Run(testCtx(t))
+	if err != nil || sum.Replayed != 4 || sum.ByDestination["in"] != 4 {
+		t.Fatalf("replay: %+v, err %v", sum, err)
+	}
+	cl := newClient(t, e, kgo.ConsumeTopics("in"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := 0
+	for got < 4 {
+		fs := cl.PollFetches(testCtx(t))
+		if err := fs.Err0(); err != nil {
+			t.Fatal(err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			got++
+			want := "v" + strconv.Itoa(int(r.Partition))
+			if string(r.Value) != want {
+				t.Errorf("partition %d got %q, want %q", r.Partition, r.Value, want)
+			}
+			for _, h := range r.Headers {
+				if h.Key == HeaderReplaySourcePosition && string(h.Value) != "in/"+strconv.Itoa(int(r.Partition))+"/"+strconv.Itoa(10+int(r.Partition)) {
+					t.Errorf("partition %d: %s = %s", r.Partition, h.Key, h.Value)
+				}
+			}
+		})
+	}
+}
