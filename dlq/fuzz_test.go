@@ -120,3 +120,45 @@ func TestHostileEnvelopes(t *testing.T) {
 		t.Errorf("empty position: err = %v", err)
 	}
 }
+
+// FuzzDecodeKinesis feeds arbitrary data to the Kinesis envelope decoder
+// (a DLQ stream is writable by anyone who can put records to it): it
+// never panics, an error names the envelope, and what it accepts encodes
+// back to data that decodes to the same message.
+func FuzzDecodeKinesis(f *testing.F) {
+	ts := time.Date(2026, 11, 26, 6, 0, 0, 123, time.UTC)
+	r := &record.Record{Key: []byte("k"), Value: []byte("v"), Timestamp: ts,
+		Headers:   []record.Header{{Key: "trace", Value: []byte("abc")}, {Key: "null"}},
+		Partition: record.Partition{Stream: "in", ID: "shardId-000000000000"}, Position: record.Position{Seq: "4959"}}
+	m := Envelope(r, Failure{Message: "bad", Class: "invalid_input", Attempts: 3, FirstFailure: ts, LastFailure: ts},
+		Origin{Pipeline: "p", HandlerName: "h", HandlerVersion: "1", HostID: "host"})
+	f.Add(EncodeKinesis(m))
+	f.Add([]byte("WDLQ\x01"))
+	f.Add([]byte("WDLQ\x01\x1a\x02\x0a\x00"))
+	f.Add([]byte(`{"weir":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := DecodeKinesis(data)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "dlq envelope: ") {
+				t.Fatalf("error does not say what it decoded: %v", err)
+			}
+			return
+		}
+		again, err := DecodeKinesis(EncodeKinesis(m))
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		if !bytes.Equal(again.Key, m.Key) || (again.Key == nil) != (m.Key == nil) || !bytes.Equal(again.Value, m.Value) ||
+			(again.Value == nil) != (m.Value == nil) || len(again.Headers) != len(m.Headers) || unixNano(again.Timestamp) != unixNano(m.Timestamp) {
+			t.Fatalf("round trip changed the message:\n%+v\n%+v", m, again)
+		}
+		for i, h := range m.Headers {
+			if again.Headers[i].Key != h.Key || !bytes.Equal(again.Headers[i].Value, h.Value) || (again.Headers[i].Value == nil) != (h.Value == nil) {
+				t.Fatalf("header %d changed: %+v -> %+v", i, h, again.Headers[i])
+			}
+		}
+		if _, err := ParseKinesis(data); err != nil && !strings.HasPrefix(err.Error(), "dlq envelope: ") {
+			t.Fatalf("parse error does not say what it parsed: %v", err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -14,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/weirhq/weir/record"
 )
 
 // DefaultSamples is how many sample records a Report holds by default.
@@ -67,7 +70,10 @@ func NewInspector(cfg InspectConfig) (*Inspector, error) {
 // read: every record from each partition's start to its last stable offset
 // when Inspect began.
 type Report struct {
-	Topic string `json:"topic"`
+	// Topic is the DLQ topic; Stream the DLQ stream (a Kinesis DLQ). One
+	// of them is set.
+	Topic  string `json:"topic,omitempty"`
+	Stream string `json:"stream,omitempty"`
 	// Records is every record read; Envelopes + Invalid.
 	Records   int64 `json:"records"`
 	Envelopes int64 `json:"envelopes"`
@@ -87,14 +93,20 @@ type Report struct {
 	FirstFailure *time.Time `json:"first_failure,omitempty"`
 	LastFailure  *time.Time `json:"last_failure,omitempty"`
 	Samples      []Sample   `json:"samples"`
-	// Partitions are the offsets read, per partition.
-	Partitions []PartitionSpan `json:"partitions"`
+	// Partitions are the offsets read, per partition (a Kafka DLQ).
+	Partitions []PartitionSpan `json:"partitions,omitempty"`
+	// Shards are the sequence numbers read, per shard (a Kinesis DLQ).
+	Shards []ShardSpan `json:"shards,omitempty"`
 }
 
-// RecordRef points at one record of the DLQ topic, with why it is listed.
+// RecordRef points at one record of the DLQ, with why it is listed: a
+// record of a Kafka DLQ by Partition and Offset, one of a Kinesis DLQ by
+// Shard and Sequence (JSON then shows those, not partition and offset).
 type RecordRef struct {
-	Partition int32 `json:"partition"`
-	Offset    int64 `json:"offset"`
+	Partition int32  `json:"partition"`
+	Offset    int64  `json:"offset"`
+	Shard     string `json:"shard,omitempty"`
+	Sequence  string `json:"sequence,omitempty"`
 	// Key is a preview of the record's key; nil for a null key.
 	Key *string `json:"key"`
 	// Destination is where a replay sends (or would send) it.
@@ -108,6 +120,8 @@ type RecordRef struct {
 type Sample struct {
 	Partition  int32          `json:"partition"`
 	Offset     int64          `json:"offset"`
+	Shard      string         `json:"shard,omitempty"`
+	Sequence   string         `json:"sequence,omitempty"`
 	Timestamp  time.Time      `json:"timestamp"`
 	Key        *string        `json:"key"`
 	Value      string         `json:"value"`
@@ -168,22 +182,48 @@ func (in *Inspector) Inspect(ctx context.Context) (*Report, error) {
 			if rec.Attrs.IsControl() {
 				continue
 			}
-			rep.add(rec, samples)
+			rep.add(kafkaRaw(rec), samples)
 		}
 	}
 	rep.Samples = samples.result()
 	return rep, nil
 }
 
+// rawRecord is one record read from a DLQ, Kafka or Kinesis, before its
+// envelope is parsed.
+type rawRecord struct {
+	ref        RecordRef // where it is: partition and offset, or shard and sequence
+	key, value []byte
+	headers    []record.Header
+	ts         time.Time
+	// err is set when the record could not be decoded at all (a Kinesis
+	// record that is not a weir envelope); key then is its partition key.
+	err error
+}
+
+func kafkaRaw(rec *kgo.Record) rawRecord {
+	return rawRecord{ref: RecordRef{Partition: rec.Partition, Offset: rec.Offset}, key: rec.Key, value: rec.Value,
+		headers: headers(rec.Headers), ts: rec.Timestamp}
+}
+
+// parse reads the record's envelope.
+func (r *rawRecord) parse() (*Entry, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	return Parse(r.key, r.value, r.headers)
+}
+
 // add counts one record.
-func (rep *Report) add(rec *kgo.Record, s *sampler) {
+func (rep *Report) add(rec rawRecord, s *sampler) {
 	rep.Records++
-	e, err := Parse(rec.Key, rec.Value, headers(rec.Headers))
+	e, err := rec.parse()
 	if err != nil {
 		rep.Invalid++
 		if len(rep.InvalidRecords) < MaxListed {
-			rep.InvalidRecords = append(rep.InvalidRecords, RecordRef{Partition: rec.Partition, Offset: rec.Offset,
-				Key: previewKey(rec.Key), Reason: err.Error()})
+			ref := rec.ref
+			ref.Key, ref.Reason = previewKey(rec.key), err.Error()
+			rep.InvalidRecords = append(rep.InvalidRecords, ref)
 		}
 		return
 	}
@@ -213,14 +253,14 @@ func (rep *Report) add(rec *kgo.Record, s *sampler) {
 type sampler struct {
 	n      int
 	kinds  map[string]bool
-	first  []*kgo.Record
-	recent []*kgo.Record // a ring of the last n
+	first  []rawRecord
+	recent []rawRecord // a ring of the last n
 	seen   int
 }
 
 func newSampler(n int) *sampler { return &sampler{n: n, kinds: map[string]bool{}} }
 
-func (s *sampler) offer(kind string, rec *kgo.Record) {
+func (s *sampler) offer(kind string, rec rawRecord) {
 	if s.n == 0 {
 		return
 	}
@@ -243,7 +283,7 @@ func (s *sampler) result() []Sample {
 	if s.n == 0 {
 		return out
 	}
-	add := func(rec *kgo.Record) {
+	add := func(rec rawRecord) {
 		if len(out) < s.n {
 			out = append(out, sampleOf(rec))
 		}
@@ -263,11 +303,11 @@ func (s *sampler) result() []Sample {
 	return out
 }
 
-func sampleOf(rec *kgo.Record) Sample {
-	s := Sample{Partition: rec.Partition, Offset: rec.Offset, Timestamp: rec.Timestamp.UTC(),
-		Key: previewKey(rec.Key), Value: preview(rec.Value), ValueBytes: len(rec.Value),
-		Headers: make([]SampleHeader, len(rec.Headers))}
-	for i, h := range rec.Headers {
+func sampleOf(rec rawRecord) Sample {
+	s := Sample{Partition: rec.ref.Partition, Offset: rec.ref.Offset, Shard: rec.ref.Shard, Sequence: rec.ref.Sequence,
+		Timestamp: rec.ts.UTC(), Key: previewKey(rec.key), Value: preview(rec.value), ValueBytes: len(rec.value),
+		Headers: make([]SampleHeader, len(rec.headers))}
+	for i, h := range rec.headers {
 		s.Headers[i] = SampleHeader{Key: h.Key, Value: preview(h.Value)}
 	}
 	return s
@@ -303,7 +343,11 @@ func preview(b []byte) string {
 // WriteText writes the report as tables, for a terminal.
 func (rep *Report) WriteText(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "DLQ topic %s: %d records (%d envelopes, %d not envelopes)\n", rep.Topic, rep.Records, rep.Envelopes, rep.Invalid)
+	what, name := "topic", rep.Topic
+	if rep.Stream != "" {
+		what, name = "stream", rep.Stream
+	}
+	fmt.Fprintf(tw, "DLQ %s %s: %d records (%d envelopes, %d not envelopes)\n", what, name, rep.Records, rep.Envelopes, rep.Invalid)
 	if rep.FirstFailure != nil {
 		fmt.Fprintf(tw, "failures from %s to %s\n", rep.FirstFailure.Format(time.RFC3339), rep.LastFailure.Format(time.RFC3339))
 	}
@@ -323,12 +367,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 		table("REPLAYED BEFORE", rep.ByReplayCount)
 	}
 	if rep.Invalid > 0 {
-		fmt.Fprintf(tw, "\nNOT ENVELOPES\tOFFSET\tREASON\n")
+		fmt.Fprintf(tw, "\nNOT ENVELOPES\tREASON\n")
 		for _, r := range rep.InvalidRecords {
-			fmt.Fprintf(tw, "%s/%d\t%d\t%s\n", rep.Topic, r.Partition, r.Offset, r.Reason)
+			fmt.Fprintf(tw, "%s\t%s\n", r.where(name), r.Reason)
 		}
 		if n := rep.Invalid - int64(len(rep.InvalidRecords)); n > 0 {
-			fmt.Fprintf(tw, "... and %d more\t\t\n", n)
+			fmt.Fprintf(tw, "... and %d more\t\n", n)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -339,7 +383,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 		if s.Key != nil {
 			key = fmt.Sprintf("%q", *s.Key)
 		}
-		fmt.Fprintf(w, "\nsample %s/%d@%d  key %s  %s\n", rep.Topic, s.Partition, s.Offset, key, s.Timestamp.Format(time.RFC3339))
+		ref := RecordRef{Partition: s.Partition, Offset: s.Offset, Shard: s.Shard, Sequence: s.Sequence}
+		fmt.Fprintf(w, "\nsample %s  key %s  %s\n", ref.where(name), key, s.Timestamp.Format(time.RFC3339))
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "  (value, %d bytes)\t%s\n", s.ValueBytes, s.Value)
 		for _, h := range s.Headers {
@@ -350,6 +395,15 @@ func (rep *Report) WriteText(w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// where names the record in dlq (the DLQ topic or stream):
+// "dlq/partition@offset" or "dlq/shard@sequence".
+func (r RecordRef) where(dlq string) string {
+	if r.Shard != "" {
+		return dlq + "/" + r.Shard + "@" + r.Sequence
+	}
+	return fmt.Sprintf("%s/%d@%d", dlq, r.Partition, r.Offset)
 }
 
 type count struct {
@@ -377,4 +431,38 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// MarshalJSON leaves out partition and offset for a record of a Kinesis
+// DLQ (Shard set), which has none.
+func (r RecordRef) MarshalJSON() ([]byte, error) {
+	type plain RecordRef
+	if r.Shard == "" {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		Shard       string  `json:"shard"`
+		Sequence    string  `json:"sequence"`
+		Key         *string `json:"key"`
+		Destination string  `json:"destination,omitempty"`
+		Reason      string  `json:"reason,omitempty"`
+	}{r.Shard, r.Sequence, r.Key, r.Destination, r.Reason})
+}
+
+// MarshalJSON leaves out partition and offset for a record of a Kinesis
+// DLQ (Shard set), which has none.
+func (s Sample) MarshalJSON() ([]byte, error) {
+	type plain Sample
+	if s.Shard == "" {
+		return json.Marshal(plain(s))
+	}
+	return json.Marshal(struct {
+		Shard      string         `json:"shard"`
+		Sequence   string         `json:"sequence"`
+		Timestamp  time.Time      `json:"timestamp"`
+		Key        *string        `json:"key"`
+		Value      string         `json:"value"`
+		ValueBytes int            `json:"value_bytes"`
+		Headers    []SampleHeader `json:"headers"`
+	}{s.Shard, s.Sequence, s.Timestamp, s.Key, s.Value, s.ValueBytes, s.Headers})
 }

@@ -223,7 +223,10 @@ func (rp *Replayer) Group() string { return rp.cfg.Group }
 
 // ReplaySummary is what a replay did (in a dry run: would do).
 type ReplaySummary struct {
-	Topic  string `json:"topic"`
+	// Topic is the DLQ topic; Stream the DLQ stream (a Kinesis DLQ). One
+	// of them is set.
+	Topic  string `json:"topic,omitempty"`
+	Stream string `json:"stream,omitempty"`
 	Group  string `json:"group"`
 	To     string `json:"to,omitempty"`
 	Filter string `json:"filter,omitempty"`
@@ -250,8 +253,11 @@ type ReplaySummary struct {
 	RefusedRecords  []RecordRef `json:"refused_records,omitempty"`
 	InvalidRecords  []RecordRef `json:"invalid_records,omitempty"`
 	// Partitions are the offsets the run set out to read: from the
-	// group's committed offsets to the ends at the start of the run.
-	Partitions []PartitionSpan `json:"partitions"`
+	// group's committed offsets to the ends at the start of the run (a
+	// Kafka DLQ).
+	Partitions []PartitionSpan `json:"partitions,omitempty"`
+	// Shards are what the run read of each shard (a Kinesis DLQ).
+	Shards []ShardSpan `json:"shards,omitempty"`
 	// Unfinished lists partitions not read to their end because another
 	// member of the group (a concurrent replay) holds them.
 	Unfinished []int32 `json:"unfinished_partitions,omitempty"`
@@ -644,7 +650,13 @@ func (s *ReplaySummary) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "dry run: nothing produced, nothing committed\n")
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "topic\t%s\n", s.Topic)
+	dlqName := s.Topic
+	if s.Stream != "" {
+		dlqName = s.Stream
+		fmt.Fprintf(tw, "stream\t%s\n", s.Stream)
+	} else {
+		fmt.Fprintf(tw, "topic\t%s\n", s.Topic)
+	}
 	fmt.Fprintf(tw, "group\t%s\n", s.Group)
 	if s.Filter != "" {
 		fmt.Fprintf(tw, "filter\t%s\n", s.Filter)
@@ -679,7 +691,7 @@ func (s *ReplaySummary) WriteText(w io.Writer) error {
 			if what == "" {
 				what = "-> " + r.Destination
 			}
-			fmt.Fprintf(tw, "  %s/%d@%d\tkey %s\t%s\n", s.Topic, r.Partition, r.Offset, key, what)
+			fmt.Fprintf(tw, "  %s\tkey %s\t%s\n", r.where(dlqName), key, what)
 		}
 		tw.Flush()
 		if rest := n - int64(min(len(refs), limit)); rest > 0 {
@@ -691,6 +703,11 @@ func (s *ReplaySummary) WriteText(w io.Writer) error {
 	}
 	list("refused", s.RefusedRecords, s.Refused, 10)
 	list("not envelopes", s.InvalidRecords, s.Invalid, 10)
+	for _, sh := range s.Shards {
+		if sh.Waiting {
+			fmt.Fprintf(w, "\nshard %s waits for its parent shards to be replayed to their end; run again\n", sh.Shard)
+		}
+	}
 	if len(s.Unfinished) > 0 {
 		fmt.Fprintf(w, "\npartitions %v were left to another member of group %s (a concurrent replay)\n", s.Unfinished, s.Group)
 	}

@@ -99,6 +99,9 @@ type LagTotals struct {
 	Lag       int64 `json:"lag"`
 	Drainable int64 `json:"drainable"`
 	Blocked   int64 `json:"blocked"`
+	// MaxMillisBehind is the largest MillisBehind of the shards (a
+	// Kinesis source; 0 otherwise).
+	MaxMillisBehind int64 `json:"max_millis_behind,omitempty"`
 }
 
 // RebalanceInfo counts partition lifecycle events.
@@ -226,6 +229,7 @@ func (pl *pipeline) fillStatus(ps *PipelineStatus) {
 		ps.Lag.Lag += ls.Lag.Lag
 		ps.Lag.Drainable += ls.Lag.Drainable
 		ps.Lag.Blocked += ls.Lag.Blocked
+		ps.Lag.MaxMillisBehind = max(ps.Lag.MaxMillisBehind, ls.Lag.MillisBehind)
 		if pos, ok := pl.commits.committed[l.part]; ok {
 			ls.Committed = pos.String()
 		}

@@ -329,13 +329,21 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		}
 	}
 	var dlqSink Sink
-	if pc.DLQ != nil && pc.DLQ.Kafka != nil {
+	switch {
+	case pc.DLQ != nil && pc.DLQ.Kafka != nil:
 		k, err := kafkaSink(pc.DLQ.Kafka)
 		if err != nil {
 			return nil, closeFn, fmt.Errorf("dlq: %w", err)
 		}
 		closers = append(closers, func() { _ = k.Close(context.Background()) })
 		dlqSink = k
+	case pc.DLQ != nil && pc.DLQ.Kinesis != nil:
+		k, err := h.kinesisSink(ctx, pc.DLQ.Kinesis)
+		if err != nil {
+			return nil, closeFn, fmt.Errorf("dlq: %w", err)
+		}
+		closers = append(closers, func() { _ = k.Close(context.Background()) })
+		dlqSink = kinesisDLQ{k}
 	}
 
 	var marks Marks

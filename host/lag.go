@@ -136,6 +136,14 @@ type PartitionLag struct {
 	// Oldest is when the oldest record delivered and not complete arrived;
 	// zero if there is none.
 	Oldest time.Time `json:"oldest_unfinished,omitzero"`
+	// MillisBehind is, for a Kinesis shard, how far behind the shard's
+	// newest record its reader was at BehindAt: MillisBehindLatest of its
+	// latest GetRecords. Kinesis does not say how many records are behind,
+	// so Known stays false for a shard and this is its lag. BehindAt is
+	// zero when the source does not report it or has not read the shard
+	// yet; a paused shard is not read, so BehindAt then stops moving.
+	MillisBehind int64     `json:"millis_behind,omitempty"`
+	BehindAt     time.Time `json:"millis_behind_at,omitzero"`
 	// At is when this was measured.
 	At time.Time `json:"at"`
 }
@@ -243,6 +251,10 @@ func (pl *pipeline) measureLag(ctx context.Context, timeout time.Duration) {
 		}
 		pl.setSourceErr(err)
 	}
+	var tlags map[record.Partition]sources.TimeLag
+	if tr, ok := pl.src.(sources.TimeLagReporter); ok {
+		tlags = tr.TimeLags(parts)
+	}
 	breakerOpen := false
 	for _, b := range pl.breakers() {
 		if b.open() {
@@ -259,7 +271,11 @@ func (pl *pipeline) measureLag(ctx context.Context, timeout time.Duration) {
 			continue
 		}
 		o, have := offs[p]
-		out[p] = splitLag(o, have, ll, breakerOpen, now)
+		lag := splitLag(o, have, ll, breakerOpen, now)
+		if t, ok := tlags[p]; ok {
+			lag.MillisBehind, lag.BehindAt = t.Behind.Milliseconds(), t.At
+		}
+		out[p] = lag
 	}
 	pl.lagMu.Lock()
 	pl.lag = out

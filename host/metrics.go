@@ -56,6 +56,8 @@ var (
 	mLag           = desc("weir_lag_records", "Records between the first one not complete and the end of the partition's log (drainable + blocked).", "topic", "partition")
 	mLagDrainable  = desc("weir_lag_drainable_records", "Lag that more workers could drain: not fetched yet, queued, or on a first attempt. Scale on this.", "topic", "partition")
 	mLagBlocked    = desc("weir_lag_blocked_records", "Lag held behind an open breaker or retrying records (and their keys): more workers would not drain it.", "topic", "partition")
+	mLagMillis     = desc("weir_lag_millis", "Kinesis shards: how far behind the shard's newest record its reader was at its latest read (MillisBehindLatest; Kinesis reports no record count).", "topic", "partition")
+	mThrottled     = desc("weir_kinesis_throttled_total", "Kinesis reads (GetRecords) refused for throughput and backed off.")
 	mOldest        = desc("weir_oldest_unfinished_seconds", "Age now of the oldest record delivered to the partition's lane and not complete, as of the latest lag measurement (admin.lag_interval; 0: none).", "topic", "partition")
 )
 
@@ -63,7 +65,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRecordsIn, mCompleted, mOutputs, mFailures, mDLQ, mRetries, mBatches,
 		mHandlerErrors, mDuplicates, mCommits, mRestarts, mRebalances, mInflight, mMaxInflight, mPaused, mParked,
-		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mOldest, mUpgrades, mVersion} {
+		mInstances, mBreaker, mCall, mBatchSize, mBatchSeconds, mLanes, mPartPaused, mUp, mInstancesUp, mSourceUp, mLag, mLagDrainable, mLagBlocked, mLagMillis, mThrottled, mOldest, mUpgrades, mVersion} {
 		ch <- d
 	}
 }
@@ -99,6 +101,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(mBatches, s.Batches.Load())
 		counter(mDuplicates, s.Duplicates.Load())
 		counter(mCommits, s.Commits.Load())
+		if t, ok := pl.src.(interface{ Throttled() int64 }); ok {
+			counter(mThrottled, t.Throttled())
+		}
 		var restarts int64
 		if pl.restarts != nil {
 			restarts = pl.restarts()
@@ -126,6 +131,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		now := time.Now()
 		for p, l := range pl.partitionLags() {
 			ch <- prometheus.MustNewConstMetric(mOldest, prometheus.GaugeValue, l.OldestAge(now).Seconds(), name, p.Stream, p.ID)
+			if !l.BehindAt.IsZero() {
+				gauge(mLagMillis, l.MillisBehind, p.Stream, p.ID)
+			}
 			if !l.Known {
 				continue
 			}

@@ -8,8 +8,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/weirhq/weir/dlq"
+
 	"github.com/weirhq/weir/host/checkpoint"
 	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/record"
 	kinesissink "github.com/weirhq/weir/sinks/kinesis"
 	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 	"github.com/weirhq/weir/sources/kinesis/lease"
@@ -83,4 +86,39 @@ func (h *Host) kinesisSink(ctx context.Context, k *config.KinesisSink) (*kinesis
 		return nil, err
 	}
 	return kinesissink.New(kinesissink.Config{API: api, Stream: src.StreamName(), StreamARN: src.StreamARN()})
+}
+
+// kinesisDLQ writes dead letters to a Kinesis stream: each envelope is
+// encoded into the record data (dlq.KinesisDeadLetter), since Kinesis
+// records have no headers. It is a Sink like any other, so a dead letter
+// goes through the same write loop (retried until written, behind the DLQ
+// breaker) and a record is complete, and its position may be
+// checkpointed, only once its dead letter is acknowledged by Kinesis.
+type kinesisDLQ struct{ s *kinesissink.Sink }
+
+// Write encodes msgs and writes them; a *sinks.WriteError it returns
+// indexes msgs (one encoded message per envelope, in order).
+func (k kinesisDLQ) Write(ctx context.Context, msgs []record.Message) error {
+	out := make([]record.Message, len(msgs))
+	for i, m := range msgs {
+		out[i] = dlq.KinesisDeadLetter(m)
+	}
+	return k.s.Write(ctx, out)
+}
+
+// ReplayCheckpoints returns where `weir dlq replay` keeps the progress of
+// a Kinesis DLQ replay: the file's redis section, under its key_prefix.
+// The caller closes the client. It fails when the file has no redis
+// section or an embedded one (a process of its own, not reachable).
+func ReplayCheckpoints(f *config.File) (*dlq.RedisCheckpoints, func() error, error) {
+	switch {
+	case !f.Redis.Configured():
+		return nil, nil, fmt.Errorf("%s has no redis section", f.Path)
+	case f.Redis.Embedded():
+		return nil, nil, fmt.Errorf("%s: redis.addr is embedded (inside the weir run process, not reachable from here)", f.Path)
+	}
+	h := &Host{cfg: f}
+	c := h.storeConfig(&config.Pipeline{Name: "dlq-replay", Idempotency: config.Idempotency{Key: "position"}}, f.Redis.Addr)
+	cl := checkpoint.NewClient(c)
+	return &dlq.RedisCheckpoints{Client: cl, Prefix: f.Redis.KeyPrefix}, cl.Close, nil
 }

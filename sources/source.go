@@ -95,6 +95,28 @@ type Offsets struct {
 	Committed int64
 }
 
+// TimeLag is how far behind the tip of its shard a reader is, as the
+// stream itself reports it (Kinesis: MillisBehindLatest of the shard's
+// latest GetRecords).
+type TimeLag struct {
+	// Behind is the time between the last record the read returned and
+	// the newest record of the shard (0: at the tip).
+	Behind time.Duration
+	// At is when that read returned. While a shard is paused it is not
+	// read, so At stops moving and Behind is as of At.
+	At time.Time
+}
+
+// TimeLagReporter is an optional interface of a Source whose stream has no
+// record counts to report lag with, only time (Kinesis, which does not say
+// how many records are behind). The host asks it for the lag of its
+// partitions when it measures lag (admin.lag_interval).
+type TimeLagReporter interface {
+	// TimeLags returns the lag of those of parts the source has read at
+	// least once.
+	TimeLags(parts []record.Partition) map[record.Partition]TimeLag
+}
+
 // OffsetReporter is an optional interface of a Source: one whose stream has
 // numbered positions (Kafka) reports, on demand, the end of each partition's
 // log and its group's committed offset, so the host can measure lag per

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,18 +11,22 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/mattn/go-isatty"
+	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/dlq"
 	"github.com/weirhq/weir/host"
+	"github.com/weirhq/weir/host/config"
 	kinesissink "github.com/weirhq/weir/sinks/kinesis"
 	kinesissrc "github.com/weirhq/weir/sources/kinesis"
 )
@@ -43,18 +48,51 @@ fixed.`,
 
 // dlqFlags are the flags both subcommands take.
 type dlqFlags struct {
-	brokers []string
-	topic   string
-	json    bool
-	config  string
+	brokers     []string
+	topic       string
+	stream      string
+	kinRegion   string
+	kinEndpoint string
+	json        bool
+	config      string
 }
 
 func (f *dlqFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.brokers, "brokers", nil, "Kafka seed brokers, comma-separated (default: $KAFKA_BROKERS)")
-	cmd.Flags().StringVar(&f.topic, "topic", "", "the DLQ topic (required)")
+	cmd.Flags().StringVar(&f.topic, "topic", "", "the DLQ topic (a Kafka DLQ; this or --stream)")
+	cmd.Flags().StringVar(&f.stream, "stream", "", "the DLQ stream (a Kinesis DLQ, dlq.kinesis; this or --topic)")
+	cmd.Flags().StringVar(&f.kinRegion, "kinesis-region", "", "AWS region of the Kinesis streams (default: the pipeline's whose dlq is --stream in --config, else the AWS SDK's)")
+	cmd.Flags().StringVar(&f.kinEndpoint, "kinesis-endpoint", "", "Kinesis endpoint (kinesalite, LocalStack; default: as for --kinesis-region, else the region's)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print the result as one JSON object")
-	cmd.Flags().StringVarP(&f.config, "config", "c", "", "take the Kafka connection (brokers, tls, sasl) from this weir config file; --brokers overrides its brokers")
-	_ = cmd.MarkFlagRequired("topic")
+	cmd.Flags().StringVarP(&f.config, "config", "c", "", "take the Kafka connection (brokers, tls, sasl), the Redis of a Kinesis replay and a Kinesis DLQ's region and endpoint from this weir config file; flags override it")
+}
+
+// target checks that exactly one of --topic and --stream is given.
+func (f *dlqFlags) target() error {
+	switch {
+	case f.topic == "" && f.stream == "":
+		return errors.New("--topic (a Kafka DLQ) or --stream (a Kinesis DLQ): one is required")
+	case f.topic != "" && f.stream != "":
+		return errors.New("--topic and --stream: give one DLQ, not both")
+	}
+	return nil
+}
+
+// kinesis returns a Kinesis client for --stream and the streams replayed
+// records go back to: --kinesis-region and --kinesis-endpoint, else those
+// of the pipeline of cfg (may be nil) whose dlq is --stream.
+func (f *dlqFlags) kinesis(ctx context.Context, cfg *config.File) (*kinesis.Client, error) {
+	region, endpoint := f.kinRegion, f.kinEndpoint
+	if cfg != nil {
+		for _, p := range cfg.Pipelines {
+			if k := p.DLQ; k != nil && k.Kinesis != nil && (&config.KinesisSource{Stream: k.Kinesis.Stream}).StreamName() == f.stream {
+				region = cmp.Or(region, k.Kinesis.Region)
+				endpoint = cmp.Or(endpoint, k.Kinesis.Endpoint)
+				break
+			}
+		}
+	}
+	return kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: region, Endpoint: endpoint})
 }
 
 // connection returns the seed brokers and the client options (TLS, SASL)
@@ -68,6 +106,11 @@ func (f *dlqFlags) connection(cmd *cobra.Command, log zerolog.Logger) ([]string,
 	if err != nil {
 		return nil, nil, err
 	}
+	return f.connectionOf(cfg, log)
+}
+
+// connectionOf is connection with --config loaded already as cfg.
+func (f *dlqFlags) connectionOf(cfg *config.File, log zerolog.Logger) ([]string, []kgo.Opt, error) {
 	opts, err := host.KafkaSecurityOpts(cfg.Kafka, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", f.config, err)
@@ -112,8 +155,8 @@ func newDLQInspectCmd(g *globalFlags) *cobra.Command {
 		samples int
 	)
 	cmd := &cobra.Command{
-		Use:   "inspect --brokers B --topic T",
-		Short: "Summarize a DLQ topic: counts by pipeline, source and error class, and samples",
+		Use:   "inspect --brokers B --topic T | --stream S",
+		Short: "Summarize a DLQ topic or stream: counts by pipeline, source and error class, and samples",
 		Long: `Inspect reads the whole DLQ topic, from the start of each partition to its
 end at the time of the call (read_committed), without a consumer group and
 without committing anything, so it can run at any time. It reports how many
@@ -122,11 +165,22 @@ the first and last failure time, and a few sample records with their key, the
 start of their value and every header. Records that are not weir envelopes
 are counted and listed by offset.
 
+A Kinesis DLQ (dlq.kinesis) is inspected with --stream instead of --topic:
+every shard is read from its oldest record to its tip at the time of the
+call, and each record's data is decoded as a weir envelope. Region and
+endpoint come from --kinesis-region and --kinesis-endpoint, or from the
+pipeline of --config whose dlq is that stream; credentials from the AWS
+SDK's chain.
+
 It prints tables, or one JSON object with --json.`,
 		Example: `  weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq
+  weir dlq inspect --config weir.yaml --stream clicks-dlq
   weir dlq inspect --brokers localhost:9092 --topic iot-ingest.dlq --json | jq .by_error_class`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.target(); err != nil {
+				return err
+			}
 			if samples < 0 {
 				return fmt.Errorf("--samples: %d must be at least 0", samples)
 			} else if samples == 0 {
@@ -137,6 +191,28 @@ It prints tables, or one JSON object with --json.`,
 			if err != nil {
 				return err
 			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if f.stream != "" {
+				var cfg *config.File
+				if f.config != "" {
+					if cfg, err = loadConfig(f.config, cmd.ErrOrStderr()); err != nil {
+						return err
+					}
+				}
+				api, err := f.kinesis(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				rep, err := dlq.InspectKinesis(ctx, dlq.KinesisInspectConfig{API: api, Stream: f.stream, Samples: samples, Logger: log})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
+				}
+				return rep.WriteText(cmd.OutOrStdout())
+			}
 			brokers, opts, err := f.connection(cmd, log)
 			if err != nil {
 				return err
@@ -145,8 +221,6 @@ It prints tables, or one JSON object with --json.`,
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			rep, err := in.Inspect(ctx)
 			if err != nil {
 				return err
@@ -167,10 +241,10 @@ func newDLQReplayCmd(g *globalFlags) *cobra.Command {
 		f                       dlqFlags
 		cfg                     dlq.ReplayConfig
 		since, until, key, rate string
-		kinRegion, kinEndpoint  string
+		redisAddr               string
 	)
 	cmd := &cobra.Command{
-		Use:   "replay --brokers B --topic T",
+		Use:   "replay --brokers B --topic T | --stream S",
 		Short: "Send DLQ records back to their original topic (or --to another)",
 		Long: `Replay reads the DLQ topic up to its end at the start of the run (it does
 not wait for more) and re-produces each selected record to the topic it came
@@ -182,7 +256,8 @@ A record of a Kinesis pipeline (its weir.source.partition is a shard id)
 goes back to its stream with PutRecords, its key as partition key
 (--kinesis-region, --kinesis-endpoint; credentials from the AWS SDK's
 chain). Kinesis records have no headers, so its weir.replay-count does not
-travel with it and --max-replays cannot stop it looping.
+travel with it: from a topic, --max-replays cannot stop it looping; from a
+Kinesis DLQ (--stream), a ledger in Redis counts its replays instead.
 Records go through an idempotent producer, at most --rate per second.
 
 Resumable. Replay reads with a consumer group and commits the offsets of each
@@ -211,15 +286,31 @@ counted, listed and committed, never produced, so a record that keeps failing
 cannot loop. --dry-run reads from where the group stands and reports what
 would be replayed, without producing, committing or joining the group.
 
+A Kinesis DLQ (dlq.kinesis) is replayed with --stream instead of --topic:
+each shard is read from its checkpoint to its tip at the start of the run,
+parents before children. Records of Kinesis pipelines go back to their
+stream (key as partition key, value only), records of Kafka pipelines to
+their topic and partition (--brokers), and every record to --to (a Kafka
+topic) when given. Progress is a sequence number per shard, kept in Redis
+(--redis, or the redis section of --config) under the group's name and
+written once every record of a batch is acknowledged; a lock in Redis
+refuses a second replay of the same group while one runs. Ctrl-C finishes
+and checkpoints the batch in hand, so the same command run again continues
+with the next record.
+
 A progress bar shows on a terminal; a summary ends the run (replayed, skipped
 by filter, refused, not envelopes), as one JSON object with --json.`,
 		Example: `  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --dry-run
   weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --error-class invalid_input --since 2026-11-26T06:00:00Z
-  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --key '^d-17$' --to sensor-readings-staging --rate 100/s`,
+  weir dlq replay --brokers localhost:9092 --topic iot-ingest.dlq --key '^d-17$' --to sensor-readings-staging --rate 100/s
+  weir dlq replay --config weir.yaml --stream clicks-dlq --error-class invalid_input`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.target(); err != nil {
+				return err
+			}
 			var err error
-			if f.config == "" {
+			if f.config == "" && f.stream == "" {
 				if cfg.Brokers, err = f.seeds(); err != nil {
 					return err
 				}
@@ -249,7 +340,7 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 			if cfg.Logger, err = g.logger(os.Stderr); err != nil {
 				return err
 			}
-			if f.config != "" {
+			if f.config != "" && f.stream == "" {
 				if cfg.Brokers, cfg.Client, err = f.connection(cmd, cfg.Logger); err != nil {
 					return err
 				}
@@ -262,15 +353,28 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 			// Records of Kinesis pipelines go back to their stream; the
 			// AWS client is made only if one is met.
 			cfg.Kinesis = &kinesissink.Streams{API: func(ctx context.Context) (kinesissink.API, error) {
-				return kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: kinRegion, Endpoint: kinEndpoint})
+				return kinesissrc.NewClient(ctx, kinesissrc.ClientConfig{Region: f.kinRegion, Endpoint: f.kinEndpoint})
 			}}
-			rp, err := dlq.NewReplayer(cfg)
-			if err != nil {
-				return err
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			sum, runErr := rp.Run(ctx)
+			var (
+				sum    *dlq.ReplaySummary
+				runErr error
+			)
+			if f.stream != "" {
+				var closeFn func()
+				sum, runErr, closeFn, err = replayKinesis(ctx, cmd, &f, cfg, redisAddr)
+				defer closeFn()
+				if err != nil {
+					return err
+				}
+			} else {
+				rp, err := dlq.NewReplayer(cfg)
+				if err != nil {
+					return err
+				}
+				sum, runErr = rp.Run(ctx)
+			}
 			if bar != nil {
 				bar.finish()
 			}
@@ -291,8 +395,7 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 	fl := cmd.Flags()
 	fl.StringVar(&cfg.To, "to", "", "replay every record to this topic instead of its original one (it must exist)")
 	fl.StringSliceVar(&cfg.ToBrokers, "to-brokers", nil, "seed brokers of the cluster to replay to, when the DLQ is on another one (default: --brokers)")
-	fl.StringVar(&kinRegion, "kinesis-region", "", "AWS region of the Kinesis streams records of Kinesis pipelines go back to (default: the AWS SDK's)")
-	fl.StringVar(&kinEndpoint, "kinesis-endpoint", "", "Kinesis endpoint for those records (kinesalite, LocalStack; default: the region's)")
+	fl.StringVar(&redisAddr, "redis", "", "host:port of the Redis that keeps a Kinesis DLQ replay's progress (default: the redis section of --config)")
 	fl.StringVar(&cfg.Filter.Pipeline, "pipeline", "", "replay only records of this pipeline (weir.pipeline)")
 	fl.StringVar(&cfg.Filter.ErrorClass, "error-class", "", "replay only records of this error class (weir.error.class)")
 	fl.StringVar(&since, "since", "", "replay only records that last failed at or after this time: RFC 3339 or a date (UTC)")
@@ -300,7 +403,7 @@ by filter, refused, not envelopes), as one JSON object with --json.`,
 	fl.StringVar(&key, "key", "", "replay only records whose key matches this regular expression")
 	fl.StringVar(&rate, "rate", "0", "at most this many records per second (N, N/s, N/m or N/h); 0: unlimited")
 	fl.BoolVar(&cfg.DryRun, "dry-run", false, "report what would be replayed; produce nothing, commit nothing")
-	fl.StringVar(&cfg.Group, "group", "", "consumer group that records progress (default: weir-replay.<topic>, plus a hash of the filters and --to when given)")
+	fl.StringVar(&cfg.Group, "group", "", "consumer group (Kinesis DLQ: name of the checkpoints in Redis) that records progress (default: weir-replay.<topic or stream>, plus a hash of the filters and --to when given)")
 	fl.IntVar(&cfg.MaxReplays, "max-replays", dlq.DefaultMaxReplays, "refuse records already replayed this many times (weir.replay-count)")
 	return cmd
 }
@@ -350,16 +453,21 @@ func (b *progressBar) update(p dlq.ReplayProgress) {
 }
 
 func (b *progressBar) draw() {
+	verb := "replayed"
+	if b.dryRun {
+		verb = "would replay"
+	}
+	if b.p.Total == 0 { // a Kinesis DLQ: its length is not known ahead
+		fmt.Fprintf(b.w, "\r\033[Kread %d · %s %d · skipped %d · refused %d · not envelopes %d",
+			b.p.Read, verb, b.p.Replayed, b.p.SkippedByFilter, b.p.Refused, b.p.Invalid)
+		return
+	}
 	const width = 30
 	frac := 1.0
 	if b.p.Total > 0 {
 		frac = float64(b.p.Read) / float64(b.p.Total)
 	}
 	fill := int(frac * width)
-	verb := "replayed"
-	if b.dryRun {
-		verb = "would replay"
-	}
 	fmt.Fprintf(b.w, "\r\033[K[%s%s] %3.0f%% %d/%d · %s %d · skipped %d · refused %d · not envelopes %d",
 		strings.Repeat("#", fill), strings.Repeat("-", width-fill), frac*100, b.p.Read, b.p.Total,
 		verb, b.p.Replayed, b.p.SkippedByFilter, b.p.Refused, b.p.Invalid)
@@ -371,4 +479,75 @@ func (b *progressBar) finish() {
 		b.draw()
 		fmt.Fprintln(b.w)
 	}
+}
+
+// replayKinesis replays the Kinesis DLQ stream f.stream with the options
+// of cfg (filters, rate, --to, ...). Its progress is kept in Redis:
+// --redis, else the redis section of --config. Kafka (records of Kafka
+// pipelines, or --to) is reached with --brokers, --config or
+// $KAFKA_BROKERS, when given. err is a set-up error; runErr the run's.
+// closeFn releases the clients; it is never nil.
+func replayKinesis(ctx context.Context, cmd *cobra.Command, f *dlqFlags, cfg dlq.ReplayConfig, redisAddr string) (sum *dlq.ReplaySummary, runErr error, closeFn func(), err error) {
+	var closers []func()
+	closeFn = func() {
+		for _, c := range slices.Backward(closers) {
+			c()
+		}
+	}
+	var file *config.File
+	if f.config != "" {
+		if file, err = loadConfig(f.config, cmd.ErrOrStderr()); err != nil {
+			return nil, nil, closeFn, err
+		}
+	}
+	api, err := f.kinesis(ctx, file)
+	if err != nil {
+		return nil, nil, closeFn, err
+	}
+	kcfg := dlq.KinesisReplayConfig{API: api, Stream: f.stream, Group: cfg.Group, To: cfg.To, Filter: cfg.Filter,
+		Rate: cfg.Rate, MaxReplays: cfg.MaxReplays, DryRun: cfg.DryRun, Progress: cfg.Progress, Logger: cfg.Logger,
+		Kinesis: &kinesissink.Streams{API: func(context.Context) (kinesissink.API, error) { return api, nil }}}
+	switch {
+	case redisAddr != "":
+		cl := redis.NewClient(&redis.Options{Addr: redisAddr})
+		closers = append(closers, func() { _ = cl.Close() })
+		kcfg.Checkpoints = &dlq.RedisCheckpoints{Client: cl, Prefix: "weir:"}
+	case file != nil && file.Redis.Configured():
+		ck, closeRedis, err := host.ReplayCheckpoints(file)
+		if err != nil {
+			return nil, nil, closeFn, fmt.Errorf("--config: %w; give --redis", err)
+		}
+		closers = append(closers, func() { _ = closeRedis() })
+		kcfg.Checkpoints = ck
+	case !cfg.DryRun:
+		return nil, nil, closeFn, errors.New("--redis: required to replay a Kinesis DLQ (or --config with a redis section): " +
+			"the replay keeps its progress, a sequence number per shard, in Redis, so that a run stopped by Ctrl-C or a crash " +
+			"continues where it stopped and two replays of one DLQ cannot run at once")
+	}
+	// Kafka, for records of Kafka pipelines and --to.
+	brokers, opts := f.brokers, []kgo.Opt(nil)
+	if file != nil && len(file.Kafka.Brokers) > 0 && !file.Kafka.Embedded() {
+		if brokers, opts, err = f.connectionOf(file, cfg.Logger); err != nil {
+			return nil, nil, closeFn, err
+		}
+	} else if len(brokers) == 0 {
+		brokers, _ = f.seeds()
+	}
+	if len(brokers) > 0 {
+		kcl, err := kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ClientID(dlq.ClientID)},
+			dlq.ReplayProducerOpts(cfg.To)...), opts...)...)
+		if err != nil {
+			return nil, nil, closeFn, fmt.Errorf("creating the kafka producer: %w", err)
+		}
+		closers = append(closers, kcl.Close)
+		kcfg.Kafka = kcl
+	} else if cfg.To != "" {
+		return nil, nil, closeFn, errors.New("--to: a Kafka topic; give --brokers (or --config, or set KAFKA_BROKERS)")
+	}
+	rp, err := dlq.NewKinesisReplayer(kcfg)
+	if err != nil {
+		return nil, nil, closeFn, err
+	}
+	sum, runErr = rp.Run(ctx)
+	return sum, runErr, closeFn, nil
 }

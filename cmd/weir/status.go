@@ -108,7 +108,11 @@ func printStatus(w io.Writer, st *host.Status) error {
 			source = "not connected: " + p.Source.Error
 		}
 		fmt.Fprintf(w, "  plugin processes up: %d of %d  source: %s\n", p.Plugin.Up, p.Plugin.Instances, source)
-		fmt.Fprintf(w, "  lag: %d (drainable %d, blocked %d)\n", p.Lag.Lag, p.Lag.Drainable, p.Lag.Blocked)
+		fmt.Fprintf(w, "  lag: %d (drainable %d, blocked %d)", p.Lag.Lag, p.Lag.Drainable, p.Lag.Blocked)
+		if p.Lag.MaxMillisBehind > 0 {
+			fmt.Fprintf(w, "  max %s behind (kinesis)", time.Duration(p.Lag.MaxMillisBehind)*time.Millisecond)
+		}
+		fmt.Fprintln(w)
 		if len(p.Lanes) == 0 {
 			fmt.Fprintln(w, "  no partitions assigned")
 			continue
@@ -130,6 +134,8 @@ func printStatus(w io.Writer, st *host.Status) error {
 				if l.Lag.BlockedBy != "" {
 					blocked += " (" + l.Lag.BlockedBy + ")"
 				}
+			} else if !l.Lag.BehindAt.IsZero() { // a Kinesis shard: lag in time only
+				lag = (time.Duration(l.Lag.MillisBehind) * time.Millisecond).String() + " behind"
 			}
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\n", l.Topic, l.Partition, committed, lag, drainable, blocked, l.OldestSeconds, paused)
 		}

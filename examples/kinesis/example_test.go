@@ -46,6 +46,12 @@ func TestExampleRunsAgainstKinesalite(t *testing.T) {
 	if _, err := cl.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("clicks"), ShardCount: aws.Int32(2)}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := cl.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("clicks-dlq"), ShardCount: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Pipelines[0].DLQ; d == nil || d.Kinesis == nil || d.Kinesis.Stream != "clicks-dlq" {
+		t.Fatalf("the example's dlq is not the clicks-dlq stream: %+v", d)
+	}
 	var entries []types.PutRecordsRequestEntry
 	for i := range 100 {
 		entries = append(entries, types.PutRecordsRequestEntry{PartitionKey: aws.String("user-" + strconv.Itoa(i%7)), Data: []byte(`{"n":` + strconv.Itoa(i) + `}`)})

@@ -412,7 +412,39 @@ pipelines:
 		{
 			name: "dlq without kind",
 			src:  minimal + "    dlq: {}\n",
-			want: []problem{{8, "pipelines[0].dlq", "set exactly one of: kafka"}},
+			want: []problem{{8, "pipelines[0].dlq", "set exactly one of: kafka, kinesis"}},
+		},
+		{
+			name: "dlq both kinds",
+			src:  minimal + "    dlq: {kafka: {topic: dead}, kinesis: {stream: dead}}\n",
+			want: []problem{{8, "pipelines[0].dlq", "set exactly one of: kafka, kinesis"}},
+		},
+		{
+			name: "kinesis dlq fields",
+			src: "redis: {addr: embedded}\n" + strings.Replace(minimal, "{kafka: {topics: [in]}}", "{kinesis: {stream: s}}", 1) +
+				"    dlq:\n      kinesis:\n        stream: s\n        shards: 2\n",
+			want: []problem{
+				{12, "pipelines[0].dlq.kinesis.shards", "unknown field; expected one of: endpoint, region, stream"},
+				{11, "pipelines[0].dlq.kinesis.stream", `"s" is also the source stream of this pipeline; dead letters would loop`},
+			},
+		},
+		{
+			name: "kinesis dlq endpoint",
+			src:  minimal + "    dlq: {kinesis: {stream: 'a b', endpoint: localhost:4567}}\n",
+			want: []problem{
+				{8, "pipelines[0].dlq.kinesis.stream", "is not a valid stream name"},
+				{8, "pipelines[0].dlq.kinesis.endpoint", "is not an http(s) URL"},
+			},
+		},
+		{
+			name: "kinesis dlq under exactly_once",
+			src:  minimal + "    delivery: exactly_once\n    idempotency: {key: \"off\"}\n    dlq: {kinesis: {stream: dead}}\n",
+			want: []problem{{10, "pipelines[0].dlq.kinesis", "exactly_once writes dead letters in the Kafka transaction; use dlq.kafka"}},
+		},
+		{
+			name: "kinesis dlq without stream",
+			src:  minimal + "    dlq: {kinesis: {region: eu-west-1}}\n",
+			want: []problem{{8, "pipelines[0].dlq.kinesis.stream", "is required"}},
 		},
 		{
 			name: "dlq topic is a source topic",
@@ -833,6 +865,20 @@ func TestDurations(t *testing.T) {
 				t.Errorf("got %v, %v; want %v", f, err, tt.want)
 			}
 		})
+	}
+}
+
+// A Kinesis DLQ decodes with the guard's defaults, on a Kafka pipeline too
+// (dead letters of any pipeline can go to a stream).
+func TestKinesisDLQ(t *testing.T) {
+	f := mustParse(t, minimal+"    dlq: { kinesis: { stream: arn:aws:kinesis:eu-west-1:123456789012:stream/dead, endpoint: \"http://localhost:4567\" }, window: 50 }\n")
+	d := f.Pipelines[0].DLQ
+	if d == nil || d.Kafka != nil || d.Kinesis == nil || d.Kinesis.Stream != "arn:aws:kinesis:eu-west-1:123456789012:stream/dead" ||
+		d.Kinesis.Endpoint != "http://localhost:4567" || d.MaxRatio != 0.5 || d.Window != 50 {
+		t.Fatalf("dlq = %+v (kinesis %+v)", d, d.Kinesis)
+	}
+	if f.Pipelines[0].UsesKafka() != true {
+		t.Fatal("a kafka source uses kafka")
 	}
 }
 

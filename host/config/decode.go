@@ -537,6 +537,7 @@ func (d *decoder) pipeline(n *yaml.Node, path string, pl *Pipeline) {
 				pl.DLQ = defaultDLQ()
 				d.object(v, p, fields{
 					"kafka":     d.kafkaSink(&pl.DLQ.Kafka),
+					"kinesis":   d.kinesisSink(&pl.DLQ.Kinesis),
 					"max_ratio": func(v *yaml.Node, p string) { d.float(v, p, &pl.DLQ.MaxRatio) },
 					"window":    func(v *yaml.Node, p string) { d.int(v, p, &pl.DLQ.Window) },
 				})
@@ -661,19 +662,25 @@ func (d *decoder) sinks(n *yaml.Node, path string, dst *map[string]Sink) {
 				s.Stdout = &StdoutSink{}
 				d.object(v, p, fields{})
 			},
-			"kinesis": func(v *yaml.Node, p string) {
-				k := &KinesisSink{}
-				s.Kinesis = k
-				d.object(v, p, fields{
-					"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
-					"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
-					"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
-				})
-			},
+			"kinesis": d.kinesisSink(&s.Kinesis),
 		})
 		out[key.Value] = s
 	})
 	*dst = out
+}
+
+// kinesisSink returns the decoder of a kinesis sink ({stream: S}) into
+// *dst.
+func (d *decoder) kinesisSink(dst **KinesisSink) func(*yaml.Node, string) {
+	return func(v *yaml.Node, p string) {
+		k := &KinesisSink{}
+		*dst = k
+		d.object(v, p, fields{
+			"stream":   func(v *yaml.Node, p string) { d.str(v, p, &k.Stream) },
+			"region":   func(v *yaml.Node, p string) { d.str(v, p, &k.Region) },
+			"endpoint": func(v *yaml.Node, p string) { d.str(v, p, &k.Endpoint) },
+		})
+	}
 }
 
 // kafkaSink returns the decoder of a kafka sink ({topic: T}) into *dst.

@@ -504,7 +504,8 @@ type Sink struct {
 	Kinesis *KinesisSink
 }
 
-// KinesisSink writes to a Kinesis stream (YAML: sinks.NAME.kinesis).
+// KinesisSink writes to a Kinesis stream (YAML: sinks.NAME.kinesis, and
+// dlq.kinesis).
 // Messages of one key keep their order; headers are not written (Kinesis
 // records have none). Credentials come from the AWS SDK's default chain.
 type KinesisSink struct {
@@ -537,6 +538,11 @@ type DLQ struct {
 	// Kafka (YAML: kafka: {topic: T, brokers: [...]}) writes dead letters
 	// to a topic, on the shared cluster or on the one brokers names.
 	Kafka *KafkaSink
+	// Kinesis (YAML: kinesis: {stream: S, region: R, endpoint: E}) writes
+	// dead letters to a Kinesis stream, each envelope encoded in the
+	// record data (see dlq.KinesisMagic), the original key as partition
+	// key. The stream must not be the pipeline's source stream.
+	Kinesis *KinesisSink
 	// MaxRatio (YAML: max_ratio) is the DLQ guard: when more than this
 	// fraction of the last Window records would be dead-lettered (a bad
 	// deploy, not bad data), the pipeline halts with an error instead.

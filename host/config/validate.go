@@ -450,6 +450,9 @@ func (d *decoder) checkDelivery(path string, p *Pipeline) {
 	if p.DLQ != nil && p.DLQ.Kafka != nil && len(p.DLQ.Kafka.Brokers) > 0 {
 		d.errorAt(path+".dlq.kafka.brokers", "exactly_once writes dead letters in the transaction on the shared cluster; remove brokers")
 	}
+	if p.DLQ != nil && p.DLQ.Kinesis != nil {
+		d.errorAt(path+".dlq.kinesis", "exactly_once writes dead letters in the Kafka transaction; use dlq.kafka")
+	}
 	if !p.Idempotency.Off() {
 		d.errorAt(path+".idempotency.key", "must be off with delivery: exactly_once (the Kafka transaction replaces marks in Redis, which would be written before it commits)")
 	}
@@ -489,21 +492,30 @@ func (d *decoder) checkSinks(path string, p *Pipeline) {
 			d.checkOutputTopic(sp+".kafka.topic", s.Kafka.Topic, p.Source, "writing it back would loop")
 		}
 		if k := s.Kinesis; k != nil {
-			d.checkStream(sp+".kinesis.stream", k.Stream)
-			d.checkEndpoint(sp+".kinesis.endpoint", k.Endpoint)
-			src := p.Source.Kinesis
-			if src != nil && (&KinesisSource{Stream: k.Stream}).StreamName() == src.StreamName() && k.Endpoint == src.Endpoint {
-				d.errorAt(sp+".kinesis.stream", "%q is also the source stream of this pipeline; writing it back would loop", k.Stream)
-			}
+			d.checkOutputStream(sp+".kinesis", k, p.Source, "writing it back would loop")
 		}
 	}
 }
 
+// checkOutputStream checks a Kinesis stream the pipeline writes to: a
+// valid name or ARN and endpoint, and not the stream it reads.
+func (d *decoder) checkOutputStream(path string, k *KinesisSink, src Source, why string) {
+	d.checkStream(path+".stream", k.Stream)
+	d.checkEndpoint(path+".endpoint", k.Endpoint)
+	if s := src.Kinesis; s != nil && (&KinesisSource{Stream: k.Stream}).StreamName() == s.StreamName() && k.Endpoint == s.Endpoint {
+		d.errorAt(path+".stream", "%q is also the source stream of this pipeline; %s", k.Stream, why)
+	}
+}
+
 func (d *decoder) checkDLQ(path string, p *Pipeline) {
-	if p.DLQ == nil || !d.exactlyOne(path, "kafka", p.DLQ.Kafka != nil) {
+	if p.DLQ == nil || !d.exactlyOne(path, "kafka, kinesis", p.DLQ.Kafka != nil, p.DLQ.Kinesis != nil) {
 		return
 	}
-	d.checkOutputTopic(path+".kafka.topic", p.DLQ.Kafka.Topic, p.Source, "dead letters would loop back into the pipeline")
+	if p.DLQ.Kafka != nil {
+		d.checkOutputTopic(path+".kafka.topic", p.DLQ.Kafka.Topic, p.Source, "dead letters would loop back into the pipeline")
+	} else {
+		d.checkOutputStream(path+".kinesis", p.DLQ.Kinesis, p.Source, "dead letters would loop back into the pipeline")
+	}
 	d.ratio(path+".max_ratio", p.DLQ.MaxRatio)
 	if p.DLQ.Window < 10 {
 		d.errorAt(path+".window", "must be at least 10, got %d", p.DLQ.Window)

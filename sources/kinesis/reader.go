@@ -75,6 +75,9 @@ func (s *Source) read(ctx context.Context, sh *shard) {
 			continue
 		}
 		fails = 0
+		s.mu.Lock()
+		sh.behind, sh.behindAt = time.Duration(aws.ToInt64(out.MillisBehindLatest))*time.Millisecond, time.Now()
+		s.mu.Unlock()
 		bytes := 0
 		for i := range out.Records {
 			bytes += len(out.Records[i].Data)

@@ -173,6 +173,10 @@ type shard struct {
 	committed  record.Position
 	hasCommit  bool
 	atEnd      bool // the reader saw the shard's end
+	// behind is MillisBehindLatest of the latest GetRecords, and
+	// behindAt when it returned (zero: not read yet).
+	behind   time.Duration
+	behindAt time.Time
 }
 
 // New validates cfg and returns a Source. It does not contact Kinesis or
@@ -257,6 +261,23 @@ func (cfg Config) leaseStart() string {
 // Throttled returns how many GetRecords calls were refused for throughput
 // so far.
 func (s *Source) Throttled() int64 { return s.throttled.Load() }
+
+// TimeLags implements sources.TimeLagReporter: for each held shard of
+// parts read at least once, MillisBehindLatest of its latest GetRecords.
+// Safe for concurrent use.
+func (s *Source) TimeLags(parts []record.Partition) map[record.Partition]sources.TimeLag {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[record.Partition]sources.TimeLag, len(parts))
+	for _, p := range parts {
+		if sh := s.shards[p.ID]; sh != nil && sh.part == p && !sh.behindAt.IsZero() {
+			out[p] = sources.TimeLag{Behind: sh.behind, At: sh.behindAt}
+		}
+	}
+	return out
+}
+
+var _ sources.TimeLagReporter = (*Source)(nil)
 
 // Run works until ctx is done: it registers the worker, takes and renews
 // leases, reads the leased shards and balances with the other workers.

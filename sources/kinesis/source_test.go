@@ -128,6 +128,7 @@ func TestOneWorkerReadsEveryShardAndCheckpointsItsEnd(t *testing.T) {
 // throttlingAPI serves one shard of a few records, refusing the first
 // GetRecords calls with ProvisionedThroughputExceededException.
 type throttlingAPI struct {
+	behind int64 // MillisBehindLatest of every read
 	refuse atomic.Int32
 	calls  atomic.Int32
 	mu     sync.Mutex
@@ -151,13 +152,13 @@ func (f *throttlingAPI) GetRecords(_ context.Context, in *kinesis.GetRecordsInpu
 		return nil, &types.ProvisionedThroughputExceededException{Message: aws.String("Rate exceeded for shard")}
 	}
 	if aws.ToString(in.ShardIterator) != "it-0" {
-		return &kinesis.GetRecordsOutput{NextShardIterator: in.ShardIterator, MillisBehindLatest: aws.Int64(0)}, nil
+		return &kinesis.GetRecordsOutput{NextShardIterator: in.ShardIterator, MillisBehindLatest: aws.Int64(f.behind)}, nil
 	}
 	var recs []types.Record
 	for i := range 5 {
 		recs = append(recs, types.Record{SequenceNumber: aws.String(fmt.Sprint(100 + i)), PartitionKey: aws.String("k"), Data: []byte(fmt.Sprint(i)), ApproximateArrivalTimestamp: aws.Time(time.Now())})
 	}
-	return &kinesis.GetRecordsOutput{Records: recs, NextShardIterator: aws.String("it-1"), MillisBehindLatest: aws.Int64(0)}, nil
+	return &kinesis.GetRecordsOutput{Records: recs, NextShardIterator: aws.String("it-1"), MillisBehindLatest: aws.Int64(f.behind)}, nil
 }
 
 // A shard whose reads are refused for throughput is backed off (with
@@ -350,5 +351,38 @@ func TestExpiredIteratorResumesAtTheLastDelivered(t *testing.T) {
 	if len(api.requests) != 2 || api.requests[1].ShardIteratorType != types.ShardIteratorTypeAtSequenceNumber ||
 		aws.ToString(api.requests[1].StartingSequenceNumber) != "1003" {
 		t.Fatalf("iterator requests %+v, want TRIM_HORIZON then AT_SEQUENCE_NUMBER 1003 (the last delivered)", api.requests)
+	}
+}
+
+// A shard's lag is MillisBehindLatest of its latest read, with when that
+// read returned; a shard not read yet, or not held, has none.
+func TestTimeLagsReportMillisBehindLatest(t *testing.T) {
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	api := &throttlingAPI{behind: 4200}
+	ls := newLeases(t, rdb, "t:{p}/", "s", "w1", time.Second)
+	src, err := New(Config{API: api, Leases: ls, Stream: "s", PollInterval: 200 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := record.Partition{Stream: "s", ID: "shardId-0"}
+	if got := src.TimeLags([]record.Partition{part}); len(got) != 0 {
+		t.Fatalf("lag before any read: %v", got)
+	}
+	lanes := newFakeLanes(t)
+	lanes.src = src
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- src.Run(ctx, lanes) }()
+	waitFor(t, "the records", 30*time.Second, func() bool { return lanes.count() >= 5 })
+	got := src.TimeLags([]record.Partition{part, {Stream: "s", ID: "shardId-9"}})
+	if l, ok := got[part]; len(got) != 1 || !ok || l.Behind != 4200*time.Millisecond || l.At.Before(began) {
+		t.Errorf("lags = %v, want shardId-0 4.2s behind, read after %s", got, began)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
