@@ -10,9 +10,11 @@ import (
 // pipelines' max_inflight_bytes: the runtime itself, the clients, fetches
 // in flight, the handler calls' encodings, and garbage between collections.
 // The process's resident set is that plus the executable's pages (about 28
-// MiB of it resident), so it stays near max_inflight_bytes + 64 MiB;
-// `weir loadtest memory` measures it. See MemoryLimit.
-const MemoryHeadroom = 30 << 20
+// MiB of them resident) and the runtime's memory outside the heap, so it
+// stays near max_inflight_bytes + 64 MiB; `weir loadtest memory` measures
+// it (30 MiB gave peaks of 125-141 MiB for a 128 MiB budget, 24 MiB 121-125
+// MiB at the same throughput). See MemoryLimit.
+const MemoryHeadroom = 24 << 20
 
 // MemoryLimit is the soft memory limit `weir run` gives the Go runtime
 // (runtime/debug.SetMemoryLimit) unless GOMEMLIMIT is set: the sum of the
