@@ -120,7 +120,8 @@ func batchToPB(b *Batch) *pb.Batch {
 	}
 }
 
-// batchFromPB converts a batch received from the host (plugin side).
+// batchFromPB converts a batch decoded by the protobuf runtime (plugin
+// side, a server without wireCodec; decodeBatch is the usual way).
 func batchFromPB(p *pb.Batch) *Batch {
 	nh := 0
 	for _, r := range p.Records {

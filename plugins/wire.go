@@ -56,8 +56,8 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
-	case *pb.Batch:
-		return decodeBatch(data.Materialize(), m)
+	case *handleRequest:
+		return decodeBatch(data.Materialize(), &m.batch)
 	case *pb.Result:
 		return decodeResult(data.Materialize(), m)
 	}
@@ -223,45 +223,69 @@ type field struct {
 	b   []byte
 }
 
-// next decodes the field at the start of buf and returns it and the rest.
-// One-byte tags and lengths, the common case, take a fast path.
-func next(buf []byte) (field, []byte, error) {
-	var f field
+// reader walks the fields of a message.
+type reader struct {
+	buf []byte // what is left
+	f   field  // the field next decoded
+}
+
+// next decodes the field at the start of r.buf into r.f, returns it, and
+// advances past it. One-byte tags with varints or lengths of one or two
+// bytes, the common case, take a fast path.
+func (r *reader) next() (*field, error) {
+	buf, f := r.buf, &r.f
 	if len(buf) >= 2 && buf[0] < 0x80 && buf[0] >= 8 {
 		f.num, f.typ = protowire.Number(buf[0]>>3), protowire.Type(buf[0]&7)
-		switch {
-		case f.typ == protowire.BytesType && buf[1] < 0x80:
-			end := 2 + int(buf[1])
-			if end <= len(buf) {
-				f.b = buf[2:end:end]
-				return f, buf[end:], nil
+		switch f.typ {
+		case protowire.BytesType:
+			n, start := uint64(buf[1]), uint64(2)
+			if n >= 0x80 {
+				if len(buf) < 3 || buf[2] >= 0x80 {
+					break // a longer length
+				}
+				n, start = n&0x7f|uint64(buf[2])<<7, 3
 			}
-		case f.typ == protowire.VarintType && buf[1] < 0x80:
-			f.v = uint64(buf[1])
-			return f, buf[2:], nil
+			if end := start + n; end <= uint64(len(buf)) {
+				f.b = buf[start:end:end]
+				r.buf = buf[end:]
+				return f, nil
+			}
+		case protowire.VarintType:
+			if v, n := protowire.ConsumeVarint(buf[1:]); n > 0 {
+				f.v = v
+				r.buf = buf[1+n:]
+				return f, nil
+			}
 		}
 	}
+	return r.nextSlow()
+}
+
+// nextSlow is next for any field.
+func (r *reader) nextSlow() (*field, error) {
+	buf := r.buf
 	num, typ, n := protowire.ConsumeTag(buf)
 	if n < 0 {
-		return field{}, nil, wireErr("bad tag: %v", protowire.ParseError(n))
+		return nil, wireErr("bad tag: %v", protowire.ParseError(n))
 	}
 	buf = buf[n:]
-	f = field{num: num, typ: typ}
+	r.f = field{num: num, typ: typ}
 	switch typ {
 	case protowire.VarintType:
-		f.v, n = protowire.ConsumeVarint(buf)
+		r.f.v, n = protowire.ConsumeVarint(buf)
 	case protowire.BytesType:
-		f.b, n = protowire.ConsumeBytes(buf)
+		r.f.b, n = protowire.ConsumeBytes(buf)
 		if n >= 0 {
-			f.b = f.b[:len(f.b):len(f.b)]
+			r.f.b = r.f.b[:len(r.f.b):len(r.f.b)]
 		}
 	default:
 		n = protowire.ConsumeFieldValue(num, typ, buf)
 	}
 	if n < 0 {
-		return field{}, nil, wireErr("field %d: %v", num, protowire.ParseError(n))
+		return nil, wireErr("field %d: %v", num, protowire.ParseError(n))
 	}
-	return f, buf[n:], nil
+	r.buf = buf[n:]
+	return &r.f, nil
 }
 
 // is reports whether f is field num with wire type typ. A known field with
@@ -281,18 +305,18 @@ func (f field) str(msg string) (string, error) {
 // countFields counts the bytes fields numbered num at the top level of buf,
 // and the bytes fields numbered sub inside them. It only walks tags and lengths.
 func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error) {
-	for len(buf) > 0 {
-		var f field
-		if f, buf, err = next(buf); err != nil {
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
+		if err != nil {
 			return 0, 0, err
 		}
 		if !f.is(num, protowire.BytesType) {
 			continue
 		}
 		n++
-		for in := f.b; len(in) > 0; {
-			var g field
-			if g, in, err = next(in); err != nil {
+		for in := (reader{buf: f.b}); len(in.buf) > 0; {
+			g, err := in.next()
+			if err != nil {
 				return 0, 0, err
 			}
 			if g.is(sub, protowire.BytesType) {
@@ -324,7 +348,9 @@ func (a *headerAlloc) add(buf []byte) error {
 	h := &a.vals[a.used]
 	a.ptrs[a.used] = h
 	a.used++
-	return decodeHeader(buf, h)
+	var err error
+	h.Key, h.Value, err = decodeHeader(buf)
+	return err
 }
 
 // since returns the headers added since used was start (nil if none).
@@ -341,94 +367,158 @@ const (
 	varintT = protowire.VarintType
 )
 
-func decodeHeader(buf []byte, h *pb.Header) error {
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+// decodeHeader decodes a Header message (key, value aliasing buf).
+func decodeHeader(buf []byte) (key string, value []byte, err error) {
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
-			return err
+			return "", nil, err
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
-			if h.Key, err = f.str("Header"); err != nil {
-				return err
+			if key, err = f.str("Header"); err != nil {
+				return "", nil, err
 			}
 		case f.is(2, bytesT):
-			h.Value = f.b
+			value = f.b
 		}
 	}
-	return nil
+	return key, value, nil
 }
 
-// decodeBatch decodes a Batch into m (which must be empty), aliasing buf.
-func decodeBatch(buf []byte, m *pb.Batch) error {
-	nrec, nhdr, err := countFields(buf, 6, 3)
+// decodeBatch decodes a Batch into b (which must be zero), aliasing buf:
+// the plugin side's decoder, straight into the batch the handler gets. One
+// pass over the records' fields (a first one only counts the records, from
+// the top-level tags and lengths); the records are one slab, their headers
+// a few (headerRuns).
+func decodeBatch(buf []byte, b *Batch) error {
+	n, err := countSub(buf, 6)
 	if err != nil {
 		return fmt.Errorf("decoding a batch: %w", err)
 	}
-	var recs []pb.Record
-	if nrec > 0 {
-		recs = make([]pb.Record, nrec)
-		m.Records = make([]*pb.Record, 0, nrec)
-	}
-	ha := newHeaderAlloc(nhdr)
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	b.Records = make([]record.Record, 0, n)
+	var (
+		hs       headerRuns
+		part     record.Partition
+		late     bool // the stream or partition came after a record
+		deadline int64
+	)
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
-			m.Pipeline, err = f.str("Batch")
+			b.Pipeline, err = f.str("Batch")
 		case f.is(2, bytesT):
-			m.Stream, err = f.str("Batch")
+			part.Stream, err = f.str("Batch")
+			late = late || len(b.Records) > 0
 		case f.is(3, bytesT):
-			m.Partition, err = f.str("Batch")
+			part.ID, err = f.str("Batch")
+			late = late || len(b.Records) > 0
 		case f.is(4, varintT):
-			m.Attempt = uint32(f.v)
+			b.Attempt = int(uint32(f.v))
 		case f.is(5, varintT):
-			m.DeadlineUnixNano = int64(f.v)
+			deadline = int64(f.v)
 		case f.is(6, bytesT):
-			r := &recs[len(m.Records)]
-			err = decodeRecord(f.b, r, &ha)
-			m.Records = append(m.Records, r)
+			b.Records = b.Records[:len(b.Records)+1]
+			r := &b.Records[len(b.Records)-1]
+			r.Partition = part
+			err = decodeRecord(f.b, r, &hs, n-len(b.Records)+1, len(rd.buf))
 		}
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
 		}
 	}
+	if late {
+		for i := range b.Records {
+			b.Records[i].Partition = part
+		}
+	}
+	b.Stream, b.Partition = part.Stream, part.ID
+	b.Deadline = fromUnixNano(deadline)
 	return nil
 }
 
-func decodeRecord(buf []byte, r *pb.Record, ha *headerAlloc) error {
-	start := ha.used
-	defer func() { r.Headers = ha.since(start) }()
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+// headerRuns hands out the headers of a batch's records, each record's a
+// run of one slab. A slab that fills up is replaced by a larger one (the run
+// being decoded moves to it): twice as large, or, when the first header of a
+// record finds it full, large enough for that record's headers times the
+// records left, so the records of a batch whose records all have the same
+// number of headers share one slab.
+type headerRuns struct {
+	slab  []record.Header
+	start int // of the current run
+}
+
+// begin starts the run of the next record.
+func (h *headerRuns) begin() { h.start = len(h.slab) }
+
+// full reports whether the next add allocates.
+func (h *headerRuns) full() bool { return len(h.slab) == cap(h.slab) }
+
+// grow makes room for n more headers at least.
+func (h *headerRuns) grow(n int) {
+	run := h.slab[h.start:]
+	slab := make([]record.Header, len(run), max(len(run)+n, 2*cap(h.slab), 16))
+	copy(slab, run)
+	h.slab, h.start = slab, 0
+}
+
+func (h *headerRuns) add(hd record.Header) {
+	if h.full() {
+		h.grow(1)
+	}
+	h.slab = append(h.slab, hd)
+}
+
+// run returns the headers added since begin (nil if none).
+func (h *headerRuns) run() []record.Header {
+	if len(h.slab) == h.start {
+		return nil
+	}
+	return h.slab[h.start:len(h.slab):len(h.slab)]
+}
+
+// decodeRecord decodes the Record in buf into r, its headers into hs;
+// left is the number of records of the batch from this one on, after the
+// number of bytes of the batch after it (a bound on the headers they hold).
+func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int) error {
+	hs.begin()
+	var ts int64
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
 			r.Key = f.b
 		case f.is(2, bytesT):
 			r.Value = f.b
 		case f.is(3, bytesT):
-			if err := ha.add(f.b); err != nil {
+			if hs.run() == nil && hs.full() {
+				n, _ := countSub(buf, 3)
+				hs.grow(min(n*left, n+after/2))
+			}
+			k, v, err := decodeHeader(f.b)
+			if err != nil {
 				return err
 			}
+			hs.add(record.Header{Key: k, Value: v})
 		case f.is(4, varintT):
-			r.TimestampUnixNano = int64(f.v)
+			ts = int64(f.v)
 		case f.is(5, varintT):
-			r.Offset = int64(f.v)
+			r.Position.Offset = int64(f.v)
 		case f.is(6, bytesT):
-			if r.Sequence, err = f.str("Record"); err != nil {
+			if r.Position.Seq, err = f.str("Record"); err != nil {
 				return err
 			}
 		}
 	}
+	r.Headers = hs.run()
+	r.Timestamp = fromUnixNano(ts)
 	return nil
 }
 
@@ -455,12 +545,11 @@ func decodeResult(buf []byte, m *pb.Result) error {
 	}
 	ha := newHeaderAlloc(nhdr)
 	var lastSink string
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a result: %w", err)
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
 			o := &outs[len(m.Outputs)]
@@ -481,12 +570,11 @@ func decodeResult(buf []byte, m *pb.Result) error {
 func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) error {
 	start := ha.used
 	defer func() { o.Headers = ha.since(start) }()
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, varintT):
 			o.Index = uint32(f.v)
@@ -515,12 +603,11 @@ func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) e
 }
 
 func decodeFailure(buf []byte, fl *pb.Failure) error {
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, varintT):
 			fl.Index = uint32(f.v)
@@ -540,12 +627,11 @@ func decodeFailure(buf []byte, fl *pb.Failure) error {
 // countSub counts the bytes fields numbered num at the top level of buf.
 func countSub(buf []byte, num protowire.Number) (int, error) {
 	n := 0
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+		f, err := rd.next()
 		if err != nil {
 			return 0, err
 		}
-		buf = rest
 		if f.is(num, bytesT) {
 			n++
 		}
