@@ -291,11 +291,11 @@ func (r *reader) nextSlow() (*field, error) {
 // is reports whether f is field num with wire type typ. A known field with
 // another wire type is skipped like an unknown one, as the protobuf
 // runtime does.
-func (f field) is(num protowire.Number, typ protowire.Type) bool {
+func (f *field) is(num protowire.Number, typ protowire.Type) bool {
 	return f.num == num && f.typ == typ
 }
 
-func (f field) str(msg string) (string, error) {
+func (f *field) str(msg string) (string, error) {
 	if !utf8.Valid(f.b) {
 		return "", wireErr("%s field %d: invalid UTF-8", msg, f.num)
 	}
@@ -305,7 +305,8 @@ func (f field) str(msg string) (string, error) {
 // countFields counts the bytes fields numbered num at the top level of buf,
 // and the bytes fields numbered sub inside them. It only walks tags and lengths.
 func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error) {
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return 0, 0, err
@@ -314,7 +315,8 @@ func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error)
 			continue
 		}
 		n++
-		for in := (reader{buf: f.b}); len(in.buf) > 0; {
+		in := reader{buf: f.b}
+		for len(in.buf) > 0 {
 			g, err := in.next()
 			if err != nil {
 				return 0, 0, err
@@ -369,7 +371,8 @@ const (
 
 // decodeHeader decodes a Header message (key, value aliasing buf).
 func decodeHeader(buf []byte) (key string, value []byte, err error) {
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return "", nil, err
@@ -403,7 +406,8 @@ func decodeBatch(buf []byte, b *Batch) error {
 		late     bool // the stream or partition came after a record
 		deadline int64
 	)
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
@@ -487,7 +491,8 @@ func (h *headerRuns) run() []record.Header {
 func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int) error {
 	hs.begin()
 	var ts int64
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return err
@@ -545,7 +550,8 @@ func decodeResult(buf []byte, m *pb.Result) error {
 	}
 	ha := newHeaderAlloc(nhdr)
 	var lastSink string
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a result: %w", err)
@@ -570,7 +576,8 @@ func decodeResult(buf []byte, m *pb.Result) error {
 func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) error {
 	start := ha.used
 	defer func() { o.Headers = ha.since(start) }()
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return err
@@ -603,7 +610,8 @@ func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) e
 }
 
 func decodeFailure(buf []byte, fl *pb.Failure) error {
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return err
@@ -627,7 +635,8 @@ func decodeFailure(buf []byte, fl *pb.Failure) error {
 // countSub counts the bytes fields numbered num at the top level of buf.
 func countSub(buf []byte, num protowire.Number) (int, error) {
 	n := 0
-	for rd := (reader{buf: buf}); len(rd.buf) > 0; {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return 0, err

@@ -81,7 +81,8 @@ func TestDecodeBatchMatchesProtobuf(t *testing.T) {
 			unknown, _ := proto.Marshal(withUnknown)
 			// The head (fields 1 to 5) after the records.
 			var head, recs []byte
-			for rd := (reader{buf: in}); len(rd.buf) > 0; {
+			rd := reader{buf: in}
+			for len(rd.buf) > 0 {
 				before := rd.buf
 				f, err := rd.next()
 				if err != nil {
