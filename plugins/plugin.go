@@ -95,6 +95,7 @@ func Serve(h Handler) {
 }
 
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts, serverTransportOptions()...)
 	opts = append(opts,
 		// Batches decode by hand (wire.go); everything else as usual.
 		grpc.ForceServerCodecV2(wireCodec{}),
