@@ -78,11 +78,7 @@ var recsBufs sync.Pool
 // encodeRecords returns the records of b encoded as Batch field 6. Its
 // buffer goes back to recsBufs through release.
 func encodeRecords(b *Batch) *wireBatch {
-	size := 0
-	for i := range b.Records {
-		n := recordSize(&b.Records[i])
-		size += protowire.SizeTag(6) + protowire.SizeBytes(n)
-	}
+	size := maxRecordsSize(b.Records)
 	var buf []byte
 	if p, ok := recsBufs.Get().(*[]byte); ok && cap(*p) >= size {
 		buf = (*p)[:0]
@@ -91,11 +87,37 @@ func encodeRecords(b *Batch) *wireBatch {
 	}
 	for i := range b.Records {
 		r := &b.Records[i]
-		buf = protowire.AppendTag(buf, 6, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(recordSize(r)))
+		buf = append(buf, byte(6<<3|protowire.BytesType))
+		buf = appendVarint(buf, uint64(recordSize(r)))
 		buf = appendRecord(buf, r)
 	}
 	return &wireBatch{recs: buf, n: len(b.Records)}
+}
+
+// maxRecordsSize bounds the size of recs encoded as Batch field 6 from
+// above, cheaply: it takes every varint and length as the largest.
+func maxRecordsSize(recs []record.Record) int {
+	const (
+		maxVarint = 1 + 10 // a varint field (a one-byte tag)
+		maxLen    = 1 + 10 // the tag and length of a bytes field
+	)
+	n := len(recs) * (maxLen + 2*maxLen + 2*maxVarint + maxLen) // the record, key, value, timestamp, offset, sequence
+	for i := range recs {
+		r := &recs[i]
+		n += len(r.Key) + len(r.Value) + len(r.Position.Seq) + len(r.Headers)*3*maxLen
+		for j := range r.Headers {
+			n += len(r.Headers[j].Key) + len(r.Headers[j].Value)
+		}
+	}
+	return n
+}
+
+// appendVarint is protowire.AppendVarint with the one-byte case inline.
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
+	return protowire.AppendVarint(b, v)
 }
 
 // setHead encodes b's fields other than its records into w.
@@ -132,12 +154,15 @@ func marshalBatch(b *Batch) []byte {
 	return append(w.head, w.recs...)
 }
 
+// The appenders below write fields numbered below 16 (one-byte tags).
+
 func appendString(buf []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return buf
 	}
-	buf = protowire.AppendTag(buf, num, protowire.BytesType)
-	return protowire.AppendString(buf, s)
+	buf = append(buf, byte(num)<<3|byte(protowire.BytesType))
+	buf = appendVarint(buf, uint64(len(s)))
+	return append(buf, s...)
 }
 
 func sizeString(s string) int {
@@ -152,8 +177,9 @@ func appendOptBytes(buf []byte, num protowire.Number, b []byte) []byte {
 	if b == nil {
 		return buf
 	}
-	buf = protowire.AppendTag(buf, num, protowire.BytesType)
-	return protowire.AppendBytes(buf, b)
+	buf = append(buf, byte(num)<<3|byte(protowire.BytesType))
+	buf = appendVarint(buf, uint64(len(b)))
+	return append(buf, b...)
 }
 
 func sizeOptBytes(b []byte) int {
@@ -191,18 +217,18 @@ func appendRecord(buf []byte, r *record.Record) []byte {
 	buf = appendOptBytes(buf, 2, r.Value)
 	for j := range r.Headers {
 		h := &r.Headers[j]
-		buf = protowire.AppendTag(buf, 3, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(headerSize(h.Key, h.Value)))
+		buf = append(buf, byte(3<<3|protowire.BytesType))
+		buf = appendVarint(buf, uint64(headerSize(h.Key, h.Value)))
 		buf = appendString(buf, 1, h.Key)
 		buf = appendOptBytes(buf, 2, h.Value)
 	}
 	if ts := unixNano(r.Timestamp); ts != 0 {
-		buf = protowire.AppendTag(buf, 4, protowire.VarintType)
+		buf = append(buf, byte(4<<3|protowire.VarintType))
 		buf = protowire.AppendVarint(buf, uint64(ts))
 	}
 	if o := r.Position.Offset; o != 0 {
-		buf = protowire.AppendTag(buf, 5, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, uint64(o))
+		buf = append(buf, byte(5<<3|protowire.VarintType))
+		buf = appendVarint(buf, uint64(o))
 	}
 	return appendString(buf, 6, r.Position.Seq)
 }

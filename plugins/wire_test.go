@@ -225,8 +225,12 @@ func TestWireRoundTripThroughGRPC(t *testing.T) {
 	}
 }
 
-func BenchmarkEncodeRecords500(b *testing.B) {
-	batch := benchBatch(500)
+// The host side's encoding of a batch's records.
+func BenchmarkEncodeRecords500(b *testing.B)      { benchEncode(b, benchBatch(500)) }
+func BenchmarkEncodeRecords1000x100(b *testing.B) { benchEncode(b, loadBatch(1000, 100)) }
+
+func benchEncode(b *testing.B, batch *Batch) {
+	b.SetBytes(int64(len(marshalBatch(batch))))
 	b.ReportAllocs()
 	for b.Loop() {
 		encodeRecords(batch).release()
