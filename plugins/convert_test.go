@@ -48,8 +48,6 @@ func (h *mirrorHandler) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	return res, nil
 }
 
-// connect serves h in-process through go-plugin's gRPC test connection and
-// returns the host-side client.
 // connect serves h as Serve does (newGRPCServer, with wireCodec) on a
 // loopback socket and returns the host's client of it.
 func connect(t *testing.T, h Handler) Handler {

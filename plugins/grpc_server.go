@@ -108,10 +108,26 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 	}, nil
 }
 
-// Handle calls the handler with the batch and converts its result. A panic
+// handleReply is the reply of Handle: wireCodec encodes res straight
+// (encodeResult); the protobuf codec encodes the pb.Result its ProtoReflect
+// converts res to.
+type handleReply struct {
+	res *Result
+	pb  *pb.Result
+}
+
+// ProtoReflect makes handleReply a proto.Message for the protobuf codec.
+func (r *handleReply) ProtoReflect() protoreflect.Message {
+	if r.pb == nil {
+		r.pb = resultToPB(r.res)
+	}
+	return r.pb.ProtoReflect()
+}
+
+// Handle calls the handler with the batch and returns its result. A panic
 // in the handler fails the batch with ClassHandler (the stack goes to
 // stderr, which the host logs) instead of killing the process.
-func (s *grpcServer) Handle(ctx context.Context, b *Batch) (resp *pb.Result, err error) {
+func (s *grpcServer) Handle(ctx context.Context, b *Batch) (resp *handleReply, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			fmt.Fprintf(os.Stderr, "panic in handler: %v\n%s", v, debug.Stack())
@@ -128,7 +144,7 @@ func (s *grpcServer) Handle(ctx context.Context, b *Batch) (resp *pb.Result, err
 	if err != nil {
 		return nil, errorToStatus(err)
 	}
-	return resultToPB(res), nil
+	return &handleReply{res: res}, nil
 }
 
 // errorToStatus turns a handler's error into a gRPC status carrying a

@@ -44,12 +44,15 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 func (wireCodec) Name() string { return proto.Name }
 
 func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if w, ok := v.(*wireBatch); ok {
-		out := mem.BufferSlice{mem.SliceBuffer(w.head)}
-		if len(w.recs) > 0 {
-			out = append(out, mem.SliceBuffer(w.recs))
+	switch m := v.(type) {
+	case *wireBatch:
+		out := mem.BufferSlice{mem.SliceBuffer(m.head)}
+		if len(m.recs) > 0 {
+			out = append(out, mem.SliceBuffer(m.recs))
 		}
 		return out, nil
+	case *handleReply:
+		return encodeResult(m.res, mem.DefaultBufferPool())
 	}
 	return protoCodec.Marshal(v)
 }
@@ -672,4 +675,118 @@ func countSub(buf []byte, num protowire.Number) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// encodeResult encodes r as a Result message (plugin side), exactly as the
+// protobuf runtime encodes resultToPB(r): a negative index is sent as 0,
+// and a string field that is not valid UTF-8 fails the encoding as it does
+// there. The buffer comes from pool when it is large enough to be worth
+// pooling; gRPC frees it once it is written.
+func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
+	if r == nil || len(r.Outputs)+len(r.Failures) == 0 {
+		return nil, nil
+	}
+	size := 0
+	for i := range r.Outputs {
+		o := &r.Outputs[i]
+		if !utf8.ValidString(o.Sink) {
+			return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+		}
+		for j := range o.Headers {
+			if !utf8.ValidString(o.Headers[j].Key) {
+				return nil, wireErr("output %d: header %d key: invalid UTF-8", i, j)
+			}
+		}
+		size += 1 + protowire.SizeBytes(outputSize(o))
+	}
+	for i := range r.Failures {
+		f := &r.Failures[i]
+		if !utf8.ValidString(f.Message) {
+			return nil, wireErr("failure %d: message: invalid UTF-8", i)
+		}
+		size += 1 + protowire.SizeBytes(failureSize(f))
+	}
+	var (
+		buf []byte
+		ref *[]byte
+	)
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		buf = make([]byte, 0, size)
+	} else {
+		ref = pool.Get(size)
+		buf = (*ref)[:0]
+	}
+	for i := range r.Outputs {
+		o := &r.Outputs[i]
+		buf = append(buf, 1<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(outputSize(o)))
+		buf = appendOutput(buf, o)
+	}
+	for i := range r.Failures {
+		f := &r.Failures[i]
+		buf = append(buf, 2<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(failureSize(f)))
+		buf = appendFailure(buf, f)
+	}
+	if ref == nil {
+		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
+	}
+	*ref = buf
+	return mem.BufferSlice{mem.NewBuffer(ref, pool)}, nil
+}
+
+func outputSize(o *Output) int {
+	n := sizeVarintField(uint64(clampUint32(o.Index))) + sizeString(o.Sink) + sizeOptBytes(o.Key) + sizeOptBytes(o.Value)
+	for j := range o.Headers {
+		h := &o.Headers[j]
+		n += 1 + protowire.SizeBytes(headerSize(h.Key, h.Value))
+	}
+	return n + sizeVarintField(uint64(unixNano(o.Timestamp)))
+}
+
+func appendOutput(buf []byte, o *Output) []byte {
+	if i := clampUint32(o.Index); i != 0 {
+		buf = append(buf, 1<<3|byte(protowire.VarintType))
+		buf = appendVarint(buf, uint64(i))
+	}
+	buf = appendString(buf, 2, o.Sink)
+	buf = appendOptBytes(buf, 3, o.Key)
+	buf = appendOptBytes(buf, 4, o.Value)
+	for j := range o.Headers {
+		h := &o.Headers[j]
+		buf = append(buf, 5<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(headerSize(h.Key, h.Value)))
+		buf = appendString(buf, 1, h.Key)
+		buf = appendOptBytes(buf, 2, h.Value)
+	}
+	if ts := unixNano(o.Timestamp); ts != 0 {
+		buf = append(buf, 6<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, uint64(ts))
+	}
+	return buf
+}
+
+func failureSize(f *Failure) int {
+	n := sizeVarintField(uint64(clampUint32(f.Index))) + sizeString(f.Message)
+	if f.Retryable {
+		n += 2
+	}
+	// An enum is an int32 varint: a negative one takes ten bytes.
+	return n + sizeVarintField(uint64(int64(int32(f.Class))))
+}
+
+func appendFailure(buf []byte, f *Failure) []byte {
+	if i := clampUint32(f.Index); i != 0 {
+		buf = append(buf, 1<<3|byte(protowire.VarintType))
+		buf = appendVarint(buf, uint64(i))
+	}
+	buf = appendString(buf, 2, f.Message)
+	if f.Retryable {
+		buf = append(buf, 3<<3|byte(protowire.VarintType), 1)
+	}
+	if c := int64(int32(f.Class)); c != 0 {
+		buf = append(buf, 4<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, uint64(c))
+	}
+	return buf
 }
