@@ -61,8 +61,10 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *handleRequest:
 		return decodeBatch(data.Materialize(), &m.batch)
-	case *pb.Result:
-		return decodeResult(data.Materialize(), m)
+	case *wireReply:
+		var err error
+		m.bad, err = decodeResult(data.Materialize(), m.n, &m.res)
+		return err
 	}
 	return protoCodec.Unmarshal(data, v)
 }
@@ -73,6 +75,14 @@ type wireBatch struct {
 	head []byte
 	recs []byte
 	n    int // records in recs
+}
+
+// wireReply is a Result as the host decodes it (decodeResult), for a
+// batch of n records; bad is set when it breaks the protocol.
+type wireReply struct {
+	n   int
+	res Result
+	bad error
 }
 
 // recsBufs recycles the records buffers of calls that completed.
@@ -297,6 +307,10 @@ func (r *reader) nextSlow() (*field, error) {
 	if n < 0 {
 		return nil, wireErr("bad tag: %v", protowire.ParseError(n))
 	}
+	if num > protowire.MaxValidNumber {
+		// ConsumeTag lets these through; the protobuf runtime does not.
+		return nil, wireErr("bad tag: field number %d out of range", num)
+	}
 	buf = buf[n:]
 	r.f = field{num: num, typ: typ}
 	switch typ {
@@ -329,67 +343,6 @@ func (f *field) str(msg string) (string, error) {
 		return "", wireErr("%s field %d: invalid UTF-8", msg, f.num)
 	}
 	return string(f.b), nil
-}
-
-// countFields counts the bytes fields numbered num at the top level of buf,
-// and the bytes fields numbered sub inside them. It only walks tags and lengths.
-func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error) {
-	rd := reader{buf: buf}
-	for len(rd.buf) > 0 {
-		f, err := rd.next()
-		if err != nil {
-			return 0, 0, err
-		}
-		if !f.is(num, protowire.BytesType) {
-			continue
-		}
-		n++
-		in := reader{buf: f.b}
-		for len(in.buf) > 0 {
-			g, err := in.next()
-			if err != nil {
-				return 0, 0, err
-			}
-			if g.is(sub, protowire.BytesType) {
-				nsub++
-			}
-		}
-	}
-	return n, nsub, nil
-}
-
-// headerAlloc hands out the headers of a message from one preallocated
-// []pb.Header and its []*pb.Header, in order: the headers of one record (or
-// output) are a run of them.
-type headerAlloc struct {
-	vals []pb.Header
-	ptrs []*pb.Header
-	used int
-}
-
-func newHeaderAlloc(n int) headerAlloc {
-	if n == 0 {
-		return headerAlloc{}
-	}
-	return headerAlloc{vals: make([]pb.Header, n), ptrs: make([]*pb.Header, n)}
-}
-
-// add decodes the header in buf as the next one.
-func (a *headerAlloc) add(buf []byte) error {
-	h := &a.vals[a.used]
-	a.ptrs[a.used] = h
-	a.used++
-	var err error
-	h.Key, h.Value, err = decodeHeader(buf)
-	return err
-}
-
-// since returns the headers added since used was start (nil if none).
-func (a *headerAlloc) since(start int) []*pb.Header {
-	if a.used == start {
-		return nil
-	}
-	return a.ptrs[start:a.used:a.used]
 }
 
 // Wire types of the known fields; a field with another is skipped.
@@ -556,55 +509,75 @@ func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int)
 	return nil
 }
 
-// decodeResult decodes a Result into m (which must be empty), aliasing buf.
-// Sink names repeat: a run of one name is allocated once.
-func decodeResult(buf []byte, m *pb.Result) error {
-	nout, nhdr, err := countFields(buf, 1, 5)
+// decodeResult decodes a Result into res (host side), aliasing buf:
+// straight into the Go types, with a first pass that only counts outputs
+// and failures from the top-level tags and lengths. A malformed message is
+// an error (the protobuf runtime refuses the same ones). One that is well
+// formed but breaks the protocol for a batch of n records (an index out of
+// range, an output without a sink) is decoded whole, and bad is the
+// ClassBadReply error of its first violation, outputs before failures, as
+// resultFromPB reports it.
+func decodeResult(buf []byte, n int, res *Result) (bad, err error) {
+	nout, nfail, err := countTop(buf, 1, 2)
 	if err != nil {
-		return fmt.Errorf("decoding a result: %w", err)
+		return nil, fmt.Errorf("decoding a result: %w", err)
 	}
-	nfail, err := countSub(buf, 2)
-	if err != nil {
-		return fmt.Errorf("decoding a result: %w", err)
-	}
-	var outs []pb.Output
 	if nout > 0 {
-		outs = make([]pb.Output, nout)
-		m.Outputs = make([]*pb.Output, 0, nout)
+		res.Outputs = make([]Output, 0, nout)
 	}
-	var fails []pb.Failure
 	if nfail > 0 {
-		fails = make([]pb.Failure, nfail)
-		m.Failures = make([]*pb.Failure, 0, nfail)
+		res.Failures = make([]Failure, 0, nfail)
 	}
-	ha := newHeaderAlloc(nhdr)
-	var lastSink string
+	var (
+		hs              headerRuns
+		lastSink        string
+		badOut, badFail error
+	)
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
-			return fmt.Errorf("decoding a result: %w", err)
+			return nil, fmt.Errorf("decoding a result: %w", err)
 		}
 		switch {
 		case f.is(1, bytesT):
-			o := &outs[len(m.Outputs)]
-			err = decodeOutput(f.b, o, &ha, &lastSink)
-			m.Outputs = append(m.Outputs, o)
+			i := len(res.Outputs)
+			res.Outputs = res.Outputs[:i+1]
+			o := &res.Outputs[i]
+			if err := decodeOutput(f.b, o, &hs, &lastSink, nout-i, len(rd.buf)); err != nil {
+				return nil, fmt.Errorf("decoding a result: %w", err)
+			}
+			if badOut == nil {
+				if o.Index >= n {
+					badOut = badReply("output %d: index %d out of range (batch of %d records)", i, o.Index, n)
+				} else if o.Sink == "" {
+					badOut = badReply("output %d (record %d): no sink", i, o.Index)
+				}
+			}
 		case f.is(2, bytesT):
-			fl := &fails[len(m.Failures)]
-			err = decodeFailure(f.b, fl)
-			m.Failures = append(m.Failures, fl)
-		}
-		if err != nil {
-			return fmt.Errorf("decoding a result: %w", err)
+			i := len(res.Failures)
+			res.Failures = res.Failures[:i+1]
+			fl := &res.Failures[i]
+			if err := decodeFailure(f.b, fl); err != nil {
+				return nil, fmt.Errorf("decoding a result: %w", err)
+			}
+			if badFail == nil && fl.Index >= n {
+				badFail = badReply("failure %d: index %d out of range (batch of %d records)", i, fl.Index, n)
+			}
 		}
 	}
-	return nil
+	if badOut != nil {
+		return badOut, nil
+	}
+	return badFail, nil
 }
 
-func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) error {
-	start := ha.used
-	defer func() { o.Headers = ha.since(start) }()
+// decodeOutput decodes the Output in buf into o, its headers into hs; a
+// sink name equal to *lastSink shares its string. left and after are
+// decodeRecord's.
+func decodeOutput(buf []byte, o *Output, hs *headerRuns, lastSink *string, left, after int) error {
+	hs.begin()
+	var ts int64
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
 		f, err := rd.next()
@@ -613,7 +586,7 @@ func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) e
 		}
 		switch {
 		case f.is(1, varintT):
-			o.Index = uint32(f.v)
+			o.Index = int(uint32(f.v))
 		case f.is(2, bytesT):
 			if string(f.b) == *lastSink {
 				o.Sink = *lastSink
@@ -628,17 +601,25 @@ func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) e
 		case f.is(4, bytesT):
 			o.Value = f.b
 		case f.is(5, bytesT):
-			if err := ha.add(f.b); err != nil {
+			if hs.run() == nil && hs.full() {
+				n, _ := countSub(buf, 5)
+				hs.grow(min(n*left, n+after/2))
+			}
+			k, v, err := decodeHeader(f.b)
+			if err != nil {
 				return err
 			}
+			hs.add(record.Header{Key: k, Value: v})
 		case f.is(6, varintT):
-			o.TimestampUnixNano = int64(f.v)
+			ts = int64(f.v)
 		}
 	}
+	o.Headers = hs.run()
+	o.Timestamp = fromUnixNano(ts)
 	return nil
 }
 
-func decodeFailure(buf []byte, fl *pb.Failure) error {
+func decodeFailure(buf []byte, fl *Failure) error {
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
 		f, err := rd.next()
@@ -647,7 +628,7 @@ func decodeFailure(buf []byte, fl *pb.Failure) error {
 		}
 		switch {
 		case f.is(1, varintT):
-			fl.Index = uint32(f.v)
+			fl.Index = int(uint32(f.v))
 		case f.is(2, bytesT):
 			if fl.Message, err = f.str("Failure"); err != nil {
 				return err
@@ -655,10 +636,29 @@ func decodeFailure(buf []byte, fl *pb.Failure) error {
 		case f.is(3, varintT):
 			fl.Retryable = f.v != 0
 		case f.is(4, varintT):
-			fl.Class = pb.ErrorClass(int32(f.v)) // an enum is an int32 varint
+			fl.Class = classFromPB(pb.ErrorClass(int32(f.v))) // an enum is an int32 varint
 		}
 	}
 	return nil
+}
+
+// countTop counts the bytes fields numbered a and those numbered b at the
+// top level of buf.
+func countTop(buf []byte, a, b protowire.Number) (na, nb int, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
+		if err != nil {
+			return 0, 0, err
+		}
+		switch {
+		case f.is(a, bytesT):
+			na++
+		case f.is(b, bytesT):
+			nb++
+		}
+	}
+	return na, nb, nil
 }
 
 // countSub counts the bytes fields numbered num at the top level of buf.
