@@ -475,6 +475,32 @@ func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int)
 	var ts int64
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
+		// The key and value with a length of one byte, the timestamp and
+		// the offset, inline; anything else through next.
+		if b := rd.buf; len(b) >= 2 {
+			switch b[0] {
+			case 1<<3 | byte(bytesT), 2<<3 | byte(bytesT):
+				if end := 2 + int(b[1]); b[1] < 0x80 && end <= len(b) {
+					if b[0] == 1<<3|byte(bytesT) {
+						r.Key = b[2:end:end]
+					} else {
+						r.Value = b[2:end:end]
+					}
+					rd.buf = b[end:]
+					continue
+				}
+			case 4<<3 | byte(varintT), 5<<3 | byte(varintT):
+				if v, n := protowire.ConsumeVarint(b[1:]); n > 0 {
+					if b[0] == 4<<3|byte(varintT) {
+						ts = int64(v)
+					} else {
+						r.Position.Offset = int64(v)
+					}
+					rd.buf = b[1+n:]
+					continue
+				}
+			}
+		}
 		f, err := rd.next()
 		if err != nil {
 			return err
