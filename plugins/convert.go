@@ -90,7 +90,8 @@ func clampUint32(n int) uint32 {
 	return uint32(n)
 }
 
-// batchToPB converts a batch for the wire (host side).
+// batchToPB converts a batch to the generated type: the reference the
+// host's hand-written encoder (encodeRecords) is tested against.
 func batchToPB(b *Batch) *pb.Batch {
 	nh := 0
 	for i := range b.Records {
@@ -120,7 +121,8 @@ func batchToPB(b *Batch) *pb.Batch {
 	}
 }
 
-// batchFromPB converts a batch received from the host (plugin side).
+// batchFromPB converts a batch decoded by the protobuf runtime (plugin
+// side, a server without wireCodec; decodeBatch is the usual way).
 func batchFromPB(p *pb.Batch) *Batch {
 	nh := 0
 	for _, r := range p.Records {
@@ -207,9 +209,11 @@ func badReply(format string, args ...any) error {
 	}
 }
 
-// resultFromPB converts a reply to a batch of n records (host side) and
-// checks that every index is in range and every output names a sink. A
-// violation fails the whole batch with ClassBadReply.
+// resultFromPB converts a reply to a batch of n records decoded by the
+// protobuf runtime, and checks that every index is in range and every
+// output names a sink (a violation fails the whole batch with
+// ClassBadReply): the reference the host's hand-written decoder
+// (decodeResult) is tested against.
 func resultFromPB(p *pb.Result, n int) (*Result, error) {
 	res := &Result{}
 	if len(p.GetOutputs()) > 0 {

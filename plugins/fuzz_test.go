@@ -1,7 +1,9 @@
 package plugins
 
 import (
+	"bytes"
 	"errors"
+	"reflect"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -10,10 +12,11 @@ import (
 )
 
 // FuzzResultFromPB feeds arbitrary bytes, as the wire form of a handler's
-// reply, to the host's reply decoder, for a batch of n records. A reply
-// that protobuf accepts is either converted, with every index in range and
-// every output naming a sink, or refused with a ClassBadReply *Error; the
-// decoder never panics.
+// reply, to the host's reply decoder (decodeResult), for a batch of n
+// records. It refuses what the protobuf runtime refuses; what it accepts
+// it decodes as the protobuf runtime and resultFromPB do: converted, with
+// every index in range and every output naming a sink, or refused with the
+// same ClassBadReply *Error. It never panics.
 func FuzzResultFromPB(f *testing.F) {
 	seed := func(r *pb.Result, n uint16) {
 		b, err := proto.Marshal(r)
@@ -31,32 +34,71 @@ func FuzzResultFromPB(f *testing.F) {
 	seed(&pb.Result{Failures: []*pb.Failure{{Index: 0, Class: pb.ErrorClass_ERROR_CLASS_BAD_REPLY}, {Index: 0}}}, 1)
 	f.Add([]byte("\x0a\x02\x12\xff"), uint16(1)) // a sink name that is not UTF-8
 	f.Fuzz(func(t *testing.T, data []byte, n uint16) {
+		var got Result
+		bad, err := decodeResult(bytes.Clone(data), int(n), &got)
 		var p pb.Result
-		if proto.Unmarshal(data, &p) != nil {
-			return // gRPC refuses it before the decoder sees it
+		if perr := proto.Unmarshal(data, &p); perr != nil {
+			if err == nil {
+				t.Fatalf("decoded a reply protobuf refuses (%v)", perr)
+			}
+			return // gRPC fails the call
 		}
-		res, err := resultFromPB(&p, int(n))
 		if err != nil {
-			if e, ok := errors.AsType[*Error](err); !ok || e.Class != ClassBadReply {
-				t.Fatalf("refusal is not a ClassBadReply *Error: %#v", err)
+			t.Fatalf("refused a reply protobuf accepts: %v", err)
+		}
+		want, wantBad := resultFromPB(&p, int(n))
+		if wantBad != nil {
+			if e, ok := errors.AsType[*Error](bad); !ok || e.Class != ClassBadReply || bad.Error() != wantBad.Error() {
+				t.Fatalf("refusal %#v, want %v", bad, wantBad)
 			}
 			return
 		}
-		if len(res.Outputs) != len(p.Outputs) || len(res.Failures) != len(p.Failures) {
-			t.Fatalf("%d outputs and %d failures decoded from %d and %d", len(res.Outputs), len(res.Failures), len(p.Outputs), len(p.Failures))
+		if bad != nil {
+			t.Fatalf("refused %v, resultFromPB accepts it", bad)
 		}
-		for _, o := range res.Outputs {
+		if !reflect.DeepEqual(&got, want) {
+			t.Fatalf("decoded\n%+v\nwant\n%+v", &got, want)
+		}
+		for _, o := range got.Outputs {
 			if o.Index < 0 || o.Index >= int(n) || o.Sink == "" {
 				t.Fatalf("accepted output %+v for a batch of %d", o, n)
 			}
 		}
-		for _, fl := range res.Failures {
+		for _, fl := range got.Failures {
 			if fl.Index < 0 || fl.Index >= int(n) {
 				t.Fatalf("accepted failure %+v for a batch of %d", fl, n)
 			}
 			if _, ok := classNames[fl.Class]; !ok {
 				t.Fatalf("unknown class %d let through", fl.Class)
 			}
+		}
+	})
+}
+
+// FuzzDecodeBatch feeds arbitrary bytes, as the wire form of a batch, to
+// the plugin side's decoder (decodeBatch). It refuses what the protobuf
+// runtime refuses and decodes what it accepts as the protobuf runtime and
+// batchFromPB do. It never panics.
+func FuzzDecodeBatch(f *testing.F) {
+	for _, b := range wireBatches() {
+		f.Add(marshalBatch(b))
+	}
+	f.Add([]byte("\xc8\xc8\xc8\xc800"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var got Batch
+		err := decodeBatch(bytes.Clone(data), &got)
+		var p pb.Batch
+		if perr := proto.Unmarshal(data, &p); perr != nil {
+			if err == nil {
+				t.Fatalf("decoded a batch protobuf refuses (%v)", perr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("refused a batch protobuf accepts: %v", err)
+		}
+		if want := batchFromPB(&p); !reflect.DeepEqual(&got, want) {
+			t.Fatalf("decoded\n%+v\nwant\n%+v", &got, want)
 		}
 	})
 }

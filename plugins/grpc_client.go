@@ -84,11 +84,14 @@ func (c *grpcClient) Handle(ctx context.Context, b *Batch) (*Result, error) {
 func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, error) {
 	ctx, done := c.bind(ctx)
 	defer done()
-	resp := new(pb.Result)
+	resp := &wireReply{n: w.n}
 	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
 		return nil, c.callError(ctx, "handle", err)
 	}
-	return resultFromPB(resp, w.n)
+	if resp.bad != nil {
+		return nil, resp.bad
+	}
+	return &resp.res, nil
 }
 
 // callError turns the error of a call into the plugins error taxonomy.

@@ -7,17 +7,88 @@ import (
 	"os"
 	"runtime/debug"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/weirhq/weir/plugins/pb"
 )
 
 // grpcServer is the plugin side of the protocol: it serves a Handler over
-// gRPC.
+// gRPC, registered with serviceDesc.
 type grpcServer struct {
-	pb.UnimplementedHandlerServer
 	impl Handler
+}
+
+// serviceDesc is the Handler service of handler.proto (pb.Handler_ServiceDesc)
+// with methods of our own: Handle's request decodes straight into a Batch
+// and its reply encodes straight from a Result (wireCodec), not through the
+// generated types. The service, methods and messages on the wire are the
+// same.
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: pb.Handler_ServiceDesc.ServiceName,
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "Describe", Handler: describeMethod},
+		{MethodName: "Handle", Handler: handleMethod},
+	},
+	Metadata: pb.Handler_ServiceDesc.Metadata,
+}
+
+func describeMethod(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(pb.DescribeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	s := srv.(*grpcServer)
+	if interceptor == nil {
+		return s.Describe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.Handler_Describe_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return s.Describe(ctx, req.(*pb.DescribeRequest))
+	})
+}
+
+func handleMethod(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	in := new(handleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	s := srv.(*grpcServer)
+	if interceptor == nil {
+		return s.Handle(ctx, in.get())
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.Handler_Handle_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return s.Handle(ctx, req.(*handleRequest).get())
+	})
+}
+
+// handleRequest is the request of Handle as the server decodes it: wireCodec
+// straight into batch; a server made without it (GRPCPlugin served by a
+// go-plugin server other than Serve's) through the protobuf runtime, into
+// the pb.Batch its ProtoReflect makes.
+type handleRequest struct {
+	batch Batch
+	pb    *pb.Batch
+}
+
+// ProtoReflect makes handleRequest a proto.Message for the protobuf codec.
+func (r *handleRequest) ProtoReflect() protoreflect.Message {
+	if r.pb == nil {
+		r.pb = new(pb.Batch)
+	}
+	return r.pb.ProtoReflect()
+}
+
+// get returns the batch decoded.
+func (r *handleRequest) get() *Batch {
+	if r.pb != nil {
+		return batchFromPB(r.pb)
+	}
+	return &r.batch
 }
 
 // Describe answers with the handler's Info; a ProtocolVersion of 0 is
@@ -37,10 +108,26 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 	}, nil
 }
 
-// Handle converts the batch, calls the handler, and converts its result. A
-// panic in the handler fails the batch with ClassHandler (the stack goes to
+// handleReply is the reply of Handle: wireCodec encodes res straight
+// (encodeResult); the protobuf codec encodes the pb.Result its ProtoReflect
+// converts res to.
+type handleReply struct {
+	res *Result
+	pb  *pb.Result
+}
+
+// ProtoReflect makes handleReply a proto.Message for the protobuf codec.
+func (r *handleReply) ProtoReflect() protoreflect.Message {
+	if r.pb == nil {
+		r.pb = resultToPB(r.res)
+	}
+	return r.pb.ProtoReflect()
+}
+
+// Handle calls the handler with the batch and returns its result. A panic
+// in the handler fails the batch with ClassHandler (the stack goes to
 // stderr, which the host logs) instead of killing the process.
-func (s *grpcServer) Handle(ctx context.Context, req *pb.Batch) (resp *pb.Result, err error) {
+func (s *grpcServer) Handle(ctx context.Context, b *Batch) (resp *handleReply, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			fmt.Fprintf(os.Stderr, "panic in handler: %v\n%s", v, debug.Stack())
@@ -53,11 +140,11 @@ func (s *grpcServer) Handle(ctx context.Context, req *pb.Batch) (resp *pb.Result
 			})
 		}
 	}()
-	res, err := s.impl.Handle(ctx, batchFromPB(req))
+	res, err := s.impl.Handle(ctx, b)
 	if err != nil {
 		return nil, errorToStatus(err)
 	}
-	return resultToPB(res), nil
+	return &handleReply{res: res}, nil
 }
 
 // errorToStatus turns a handler's error into a gRPC status carrying a

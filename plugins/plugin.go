@@ -8,8 +8,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-
-	"github.com/weirhq/weir/plugins/pb"
 )
 
 // PluginName is the name the handler is dispensed under in the go-plugin
@@ -54,7 +52,7 @@ var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
 
 // GRPCServer registers the Handler service serving p.Impl on s.
 func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	pb.RegisterHandlerServer(s, &grpcServer{impl: p.Impl})
+	s.RegisterService(&serviceDesc, &grpcServer{impl: p.Impl})
 	return nil
 }
 
@@ -97,6 +95,7 @@ func Serve(h Handler) {
 }
 
 func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+	opts = append(opts, serverTransportOptions()...)
 	opts = append(opts,
 		// Batches decode by hand (wire.go); everything else as usual.
 		grpc.ForceServerCodecV2(wireCodec{}),

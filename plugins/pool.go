@@ -425,10 +425,10 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		SyncStderr: syncStderr,
 		SyncStdout: syncStdout,
 		Logger:     newHclogAdapter(inst.log, filepath.Base(p.exe)),
-		GRPCDialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(
+		GRPCDialOptions: append(dialTransportOptions(), grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(p.cfg.MaxReplyBytes),
 			grpc.MaxCallSendMsgSize(MaxMessageSize),
-		)},
+		)),
 	})
 	logs := []*lineLogger{stderr, syncStderr, syncStdout}
 	fail := func(err error) (Info, error) {

@@ -44,22 +44,27 @@ var protoCodec = encoding.GetCodecV2(proto.Name)
 func (wireCodec) Name() string { return proto.Name }
 
 func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if w, ok := v.(*wireBatch); ok {
-		out := mem.BufferSlice{mem.SliceBuffer(w.head)}
-		if len(w.recs) > 0 {
-			out = append(out, mem.SliceBuffer(w.recs))
+	switch m := v.(type) {
+	case *wireBatch:
+		out := mem.BufferSlice{mem.SliceBuffer(m.head)}
+		if len(m.recs) > 0 {
+			out = append(out, mem.SliceBuffer(m.recs))
 		}
 		return out, nil
+	case *handleReply:
+		return encodeResult(m.res, mem.DefaultBufferPool())
 	}
 	return protoCodec.Marshal(v)
 }
 
 func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
-	case *pb.Batch:
-		return decodeBatch(data.Materialize(), m)
-	case *pb.Result:
-		return decodeResult(data.Materialize(), m)
+	case *handleRequest:
+		return decodeBatch(data.Materialize(), &m.batch)
+	case *wireReply:
+		var err error
+		m.bad, err = decodeResult(data.Materialize(), m.n, &m.res)
+		return err
 	}
 	return protoCodec.Unmarshal(data, v)
 }
@@ -72,17 +77,21 @@ type wireBatch struct {
 	n    int // records in recs
 }
 
+// wireReply is a Result as the host decodes it (decodeResult), for a
+// batch of n records; bad is set when it breaks the protocol.
+type wireReply struct {
+	n   int
+	res Result
+	bad error
+}
+
 // recsBufs recycles the records buffers of calls that completed.
 var recsBufs sync.Pool
 
 // encodeRecords returns the records of b encoded as Batch field 6. Its
 // buffer goes back to recsBufs through release.
 func encodeRecords(b *Batch) *wireBatch {
-	size := 0
-	for i := range b.Records {
-		n := recordSize(&b.Records[i])
-		size += protowire.SizeTag(6) + protowire.SizeBytes(n)
-	}
+	size := maxRecordsSize(b.Records)
 	var buf []byte
 	if p, ok := recsBufs.Get().(*[]byte); ok && cap(*p) >= size {
 		buf = (*p)[:0]
@@ -91,11 +100,37 @@ func encodeRecords(b *Batch) *wireBatch {
 	}
 	for i := range b.Records {
 		r := &b.Records[i]
-		buf = protowire.AppendTag(buf, 6, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(recordSize(r)))
+		buf = append(buf, byte(6<<3|protowire.BytesType))
+		buf = appendVarint(buf, uint64(recordSize(r)))
 		buf = appendRecord(buf, r)
 	}
 	return &wireBatch{recs: buf, n: len(b.Records)}
+}
+
+// maxRecordsSize bounds the size of recs encoded as Batch field 6 from
+// above, cheaply: it takes every varint and length as the largest.
+func maxRecordsSize(recs []record.Record) int {
+	const (
+		maxVarint = 1 + 10 // a varint field (a one-byte tag)
+		maxLen    = 1 + 10 // the tag and length of a bytes field
+	)
+	n := len(recs) * (maxLen + 2*maxLen + 2*maxVarint + maxLen) // the record, key, value, timestamp, offset, sequence
+	for i := range recs {
+		r := &recs[i]
+		n += len(r.Key) + len(r.Value) + len(r.Position.Seq) + len(r.Headers)*3*maxLen
+		for j := range r.Headers {
+			n += len(r.Headers[j].Key) + len(r.Headers[j].Value)
+		}
+	}
+	return n
+}
+
+// appendVarint is protowire.AppendVarint with the one-byte case inline.
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 0x80 {
+		return append(b, byte(v))
+	}
+	return protowire.AppendVarint(b, v)
 }
 
 // setHead encodes b's fields other than its records into w.
@@ -132,12 +167,15 @@ func marshalBatch(b *Batch) []byte {
 	return append(w.head, w.recs...)
 }
 
+// The appenders below write fields numbered below 16 (one-byte tags).
+
 func appendString(buf []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return buf
 	}
-	buf = protowire.AppendTag(buf, num, protowire.BytesType)
-	return protowire.AppendString(buf, s)
+	buf = append(buf, byte(num)<<3|byte(protowire.BytesType))
+	buf = appendVarint(buf, uint64(len(s)))
+	return append(buf, s...)
 }
 
 func sizeString(s string) int {
@@ -152,8 +190,9 @@ func appendOptBytes(buf []byte, num protowire.Number, b []byte) []byte {
 	if b == nil {
 		return buf
 	}
-	buf = protowire.AppendTag(buf, num, protowire.BytesType)
-	return protowire.AppendBytes(buf, b)
+	buf = append(buf, byte(num)<<3|byte(protowire.BytesType))
+	buf = appendVarint(buf, uint64(len(b)))
+	return append(buf, b...)
 }
 
 func sizeOptBytes(b []byte) int {
@@ -191,18 +230,18 @@ func appendRecord(buf []byte, r *record.Record) []byte {
 	buf = appendOptBytes(buf, 2, r.Value)
 	for j := range r.Headers {
 		h := &r.Headers[j]
-		buf = protowire.AppendTag(buf, 3, protowire.BytesType)
-		buf = protowire.AppendVarint(buf, uint64(headerSize(h.Key, h.Value)))
+		buf = append(buf, byte(3<<3|protowire.BytesType))
+		buf = appendVarint(buf, uint64(headerSize(h.Key, h.Value)))
 		buf = appendString(buf, 1, h.Key)
 		buf = appendOptBytes(buf, 2, h.Value)
 	}
 	if ts := unixNano(r.Timestamp); ts != 0 {
-		buf = protowire.AppendTag(buf, 4, protowire.VarintType)
+		buf = append(buf, byte(4<<3|protowire.VarintType))
 		buf = protowire.AppendVarint(buf, uint64(ts))
 	}
 	if o := r.Position.Offset; o != 0 {
-		buf = protowire.AppendTag(buf, 5, protowire.VarintType)
-		buf = protowire.AppendVarint(buf, uint64(o))
+		buf = append(buf, byte(5<<3|protowire.VarintType))
+		buf = appendVarint(buf, uint64(o))
 	}
 	return appendString(buf, 6, r.Position.Seq)
 }
@@ -223,116 +262,87 @@ type field struct {
 	b   []byte
 }
 
-// next decodes the field at the start of buf and returns it and the rest.
-// One-byte tags and lengths, the common case, take a fast path.
-func next(buf []byte) (field, []byte, error) {
-	var f field
+// reader walks the fields of a message.
+type reader struct {
+	buf []byte // what is left
+	f   field  // the field next decoded
+}
+
+// next decodes the field at the start of r.buf into r.f, returns it, and
+// advances past it. One-byte tags with varints or lengths of one or two
+// bytes, the common case, take a fast path.
+func (r *reader) next() (*field, error) {
+	buf, f := r.buf, &r.f
 	if len(buf) >= 2 && buf[0] < 0x80 && buf[0] >= 8 {
 		f.num, f.typ = protowire.Number(buf[0]>>3), protowire.Type(buf[0]&7)
-		switch {
-		case f.typ == protowire.BytesType && buf[1] < 0x80:
-			end := 2 + int(buf[1])
-			if end <= len(buf) {
-				f.b = buf[2:end:end]
-				return f, buf[end:], nil
+		switch f.typ {
+		case protowire.BytesType:
+			n, start := uint64(buf[1]), uint64(2)
+			if n >= 0x80 {
+				if len(buf) < 3 || buf[2] >= 0x80 {
+					break // a longer length
+				}
+				n, start = n&0x7f|uint64(buf[2])<<7, 3
 			}
-		case f.typ == protowire.VarintType && buf[1] < 0x80:
-			f.v = uint64(buf[1])
-			return f, buf[2:], nil
+			if end := start + n; end <= uint64(len(buf)) {
+				f.b = buf[start:end:end]
+				r.buf = buf[end:]
+				return f, nil
+			}
+		case protowire.VarintType:
+			if v, n := protowire.ConsumeVarint(buf[1:]); n > 0 {
+				f.v = v
+				r.buf = buf[1+n:]
+				return f, nil
+			}
 		}
 	}
+	return r.nextSlow()
+}
+
+// nextSlow is next for any field.
+func (r *reader) nextSlow() (*field, error) {
+	buf := r.buf
 	num, typ, n := protowire.ConsumeTag(buf)
 	if n < 0 {
-		return field{}, nil, wireErr("bad tag: %v", protowire.ParseError(n))
+		return nil, wireErr("bad tag: %v", protowire.ParseError(n))
+	}
+	if num > protowire.MaxValidNumber {
+		// ConsumeTag lets these through; the protobuf runtime does not.
+		return nil, wireErr("bad tag: field number %d out of range", num)
 	}
 	buf = buf[n:]
-	f = field{num: num, typ: typ}
+	r.f = field{num: num, typ: typ}
 	switch typ {
 	case protowire.VarintType:
-		f.v, n = protowire.ConsumeVarint(buf)
+		r.f.v, n = protowire.ConsumeVarint(buf)
 	case protowire.BytesType:
-		f.b, n = protowire.ConsumeBytes(buf)
+		r.f.b, n = protowire.ConsumeBytes(buf)
 		if n >= 0 {
-			f.b = f.b[:len(f.b):len(f.b)]
+			r.f.b = r.f.b[:len(r.f.b):len(r.f.b)]
 		}
 	default:
 		n = protowire.ConsumeFieldValue(num, typ, buf)
 	}
 	if n < 0 {
-		return field{}, nil, wireErr("field %d: %v", num, protowire.ParseError(n))
+		return nil, wireErr("field %d: %v", num, protowire.ParseError(n))
 	}
-	return f, buf[n:], nil
+	r.buf = buf[n:]
+	return &r.f, nil
 }
 
 // is reports whether f is field num with wire type typ. A known field with
 // another wire type is skipped like an unknown one, as the protobuf
 // runtime does.
-func (f field) is(num protowire.Number, typ protowire.Type) bool {
+func (f *field) is(num protowire.Number, typ protowire.Type) bool {
 	return f.num == num && f.typ == typ
 }
 
-func (f field) str(msg string) (string, error) {
+func (f *field) str(msg string) (string, error) {
 	if !utf8.Valid(f.b) {
 		return "", wireErr("%s field %d: invalid UTF-8", msg, f.num)
 	}
 	return string(f.b), nil
-}
-
-// countFields counts the bytes fields numbered num at the top level of buf,
-// and the bytes fields numbered sub inside them. It only walks tags and lengths.
-func countFields(buf []byte, num, sub protowire.Number) (n, nsub int, err error) {
-	for len(buf) > 0 {
-		var f field
-		if f, buf, err = next(buf); err != nil {
-			return 0, 0, err
-		}
-		if !f.is(num, protowire.BytesType) {
-			continue
-		}
-		n++
-		for in := f.b; len(in) > 0; {
-			var g field
-			if g, in, err = next(in); err != nil {
-				return 0, 0, err
-			}
-			if g.is(sub, protowire.BytesType) {
-				nsub++
-			}
-		}
-	}
-	return n, nsub, nil
-}
-
-// headerAlloc hands out the headers of a message from one preallocated
-// []pb.Header and its []*pb.Header, in order: the headers of one record (or
-// output) are a run of them.
-type headerAlloc struct {
-	vals []pb.Header
-	ptrs []*pb.Header
-	used int
-}
-
-func newHeaderAlloc(n int) headerAlloc {
-	if n == 0 {
-		return headerAlloc{}
-	}
-	return headerAlloc{vals: make([]pb.Header, n), ptrs: make([]*pb.Header, n)}
-}
-
-// add decodes the header in buf as the next one.
-func (a *headerAlloc) add(buf []byte) error {
-	h := &a.vals[a.used]
-	a.ptrs[a.used] = h
-	a.used++
-	return decodeHeader(buf, h)
-}
-
-// since returns the headers added since used was start (nil if none).
-func (a *headerAlloc) since(start int) []*pb.Header {
-	if a.used == start {
-		return nil
-	}
-	return a.ptrs[start:a.used:a.used]
 }
 
 // Wire types of the known fields; a field with another is skipped.
@@ -341,155 +351,268 @@ const (
 	varintT = protowire.VarintType
 )
 
-func decodeHeader(buf []byte, h *pb.Header) error {
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+// decodeHeader decodes a Header message (key, value aliasing buf).
+func decodeHeader(buf []byte) (key string, value []byte, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
-			return err
+			return "", nil, err
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
-			if h.Key, err = f.str("Header"); err != nil {
-				return err
+			if key, err = f.str("Header"); err != nil {
+				return "", nil, err
 			}
 		case f.is(2, bytesT):
-			h.Value = f.b
+			value = f.b
 		}
 	}
-	return nil
+	return key, value, nil
 }
 
-// decodeBatch decodes a Batch into m (which must be empty), aliasing buf.
-func decodeBatch(buf []byte, m *pb.Batch) error {
-	nrec, nhdr, err := countFields(buf, 6, 3)
+// decodeBatch decodes a Batch into b (which must be zero), aliasing buf:
+// the plugin side's decoder, straight into the batch the handler gets. One
+// pass over the records' fields (a first one only counts the records, from
+// the top-level tags and lengths); the records are one slab, their headers
+// a few (headerRuns).
+func decodeBatch(buf []byte, b *Batch) error {
+	n, err := countSub(buf, 6)
 	if err != nil {
 		return fmt.Errorf("decoding a batch: %w", err)
 	}
-	var recs []pb.Record
-	if nrec > 0 {
-		recs = make([]pb.Record, nrec)
-		m.Records = make([]*pb.Record, 0, nrec)
-	}
-	ha := newHeaderAlloc(nhdr)
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	b.Records = make([]record.Record, 0, n)
+	var (
+		hs       headerRuns
+		part     record.Partition
+		late     bool // the stream or partition came after a record
+		deadline int64
+	)
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
-			m.Pipeline, err = f.str("Batch")
+			b.Pipeline, err = f.str("Batch")
 		case f.is(2, bytesT):
-			m.Stream, err = f.str("Batch")
+			part.Stream, err = f.str("Batch")
+			late = late || len(b.Records) > 0
 		case f.is(3, bytesT):
-			m.Partition, err = f.str("Batch")
+			part.ID, err = f.str("Batch")
+			late = late || len(b.Records) > 0
 		case f.is(4, varintT):
-			m.Attempt = uint32(f.v)
+			b.Attempt = int(uint32(f.v))
 		case f.is(5, varintT):
-			m.DeadlineUnixNano = int64(f.v)
+			deadline = int64(f.v)
 		case f.is(6, bytesT):
-			r := &recs[len(m.Records)]
-			err = decodeRecord(f.b, r, &ha)
-			m.Records = append(m.Records, r)
+			b.Records = b.Records[:len(b.Records)+1]
+			r := &b.Records[len(b.Records)-1]
+			r.Partition = part
+			err = decodeRecord(f.b, r, &hs, n-len(b.Records)+1, len(rd.buf))
 		}
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
 		}
 	}
+	if late {
+		for i := range b.Records {
+			b.Records[i].Partition = part
+		}
+	}
+	b.Stream, b.Partition = part.Stream, part.ID
+	b.Deadline = fromUnixNano(deadline)
 	return nil
 }
 
-func decodeRecord(buf []byte, r *pb.Record, ha *headerAlloc) error {
-	start := ha.used
-	defer func() { r.Headers = ha.since(start) }()
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+// headerRuns hands out the headers of a batch's records, each record's a
+// run of one slab. A slab that fills up is replaced by a larger one (the run
+// being decoded moves to it): twice as large, or, when the first header of a
+// record finds it full, large enough for that record's headers times the
+// records left, so the records of a batch whose records all have the same
+// number of headers share one slab.
+type headerRuns struct {
+	slab  []record.Header
+	start int // of the current run
+}
+
+// begin starts the run of the next record.
+func (h *headerRuns) begin() { h.start = len(h.slab) }
+
+// full reports whether the next add allocates.
+func (h *headerRuns) full() bool { return len(h.slab) == cap(h.slab) }
+
+// grow makes room for n more headers at least.
+func (h *headerRuns) grow(n int) {
+	run := h.slab[h.start:]
+	slab := make([]record.Header, len(run), max(len(run)+n, 2*cap(h.slab), 16))
+	copy(slab, run)
+	h.slab, h.start = slab, 0
+}
+
+func (h *headerRuns) add(hd record.Header) {
+	if h.full() {
+		h.grow(1)
+	}
+	h.slab = append(h.slab, hd)
+}
+
+// run returns the headers added since begin (nil if none).
+func (h *headerRuns) run() []record.Header {
+	if len(h.slab) == h.start {
+		return nil
+	}
+	return h.slab[h.start:len(h.slab):len(h.slab)]
+}
+
+// decodeRecord decodes the Record in buf into r, its headers into hs;
+// left is the number of records of the batch from this one on, after the
+// number of bytes of the batch after it (a bound on the headers they hold).
+func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int) error {
+	hs.begin()
+	var ts int64
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		// The key and value with a length of one byte, the timestamp and
+		// the offset, inline; anything else through next.
+		if b := rd.buf; len(b) >= 2 {
+			switch b[0] {
+			case 1<<3 | byte(bytesT), 2<<3 | byte(bytesT):
+				if end := 2 + int(b[1]); b[1] < 0x80 && end <= len(b) {
+					if b[0] == 1<<3|byte(bytesT) {
+						r.Key = b[2:end:end]
+					} else {
+						r.Value = b[2:end:end]
+					}
+					rd.buf = b[end:]
+					continue
+				}
+			case 4<<3 | byte(varintT), 5<<3 | byte(varintT):
+				if v, n := protowire.ConsumeVarint(b[1:]); n > 0 {
+					if b[0] == 4<<3|byte(varintT) {
+						ts = int64(v)
+					} else {
+						r.Position.Offset = int64(v)
+					}
+					rd.buf = b[1+n:]
+					continue
+				}
+			}
+		}
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
 			r.Key = f.b
 		case f.is(2, bytesT):
 			r.Value = f.b
 		case f.is(3, bytesT):
-			if err := ha.add(f.b); err != nil {
+			if hs.run() == nil && hs.full() {
+				n, _ := countSub(buf, 3)
+				hs.grow(min(n*left, n+after/2))
+			}
+			k, v, err := decodeHeader(f.b)
+			if err != nil {
 				return err
 			}
+			hs.add(record.Header{Key: k, Value: v})
 		case f.is(4, varintT):
-			r.TimestampUnixNano = int64(f.v)
+			ts = int64(f.v)
 		case f.is(5, varintT):
-			r.Offset = int64(f.v)
+			r.Position.Offset = int64(f.v)
 		case f.is(6, bytesT):
-			if r.Sequence, err = f.str("Record"); err != nil {
+			if r.Position.Seq, err = f.str("Record"); err != nil {
 				return err
 			}
 		}
 	}
+	r.Headers = hs.run()
+	r.Timestamp = fromUnixNano(ts)
 	return nil
 }
 
-// decodeResult decodes a Result into m (which must be empty), aliasing buf.
-// Sink names repeat: a run of one name is allocated once.
-func decodeResult(buf []byte, m *pb.Result) error {
-	nout, nhdr, err := countFields(buf, 1, 5)
+// decodeResult decodes a Result into res (host side), aliasing buf:
+// straight into the Go types, with a first pass that only counts outputs
+// and failures from the top-level tags and lengths. A malformed message is
+// an error (the protobuf runtime refuses the same ones). One that is well
+// formed but breaks the protocol for a batch of n records (an index out of
+// range, an output without a sink) is decoded whole, and bad is the
+// ClassBadReply error of its first violation, outputs before failures, as
+// resultFromPB reports it.
+func decodeResult(buf []byte, n int, res *Result) (bad, err error) {
+	nout, nfail, err := countTop(buf, 1, 2)
 	if err != nil {
-		return fmt.Errorf("decoding a result: %w", err)
+		return nil, fmt.Errorf("decoding a result: %w", err)
 	}
-	nfail, err := countSub(buf, 2)
-	if err != nil {
-		return fmt.Errorf("decoding a result: %w", err)
-	}
-	var outs []pb.Output
 	if nout > 0 {
-		outs = make([]pb.Output, nout)
-		m.Outputs = make([]*pb.Output, 0, nout)
+		res.Outputs = make([]Output, 0, nout)
 	}
-	var fails []pb.Failure
 	if nfail > 0 {
-		fails = make([]pb.Failure, nfail)
-		m.Failures = make([]*pb.Failure, 0, nfail)
+		res.Failures = make([]Failure, 0, nfail)
 	}
-	ha := newHeaderAlloc(nhdr)
-	var lastSink string
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	var (
+		hs              headerRuns
+		lastSink        string
+		badOut, badFail error
+	)
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
-			return fmt.Errorf("decoding a result: %w", err)
+			return nil, fmt.Errorf("decoding a result: %w", err)
 		}
-		buf = rest
 		switch {
 		case f.is(1, bytesT):
-			o := &outs[len(m.Outputs)]
-			err = decodeOutput(f.b, o, &ha, &lastSink)
-			m.Outputs = append(m.Outputs, o)
+			i := len(res.Outputs)
+			res.Outputs = res.Outputs[:i+1]
+			o := &res.Outputs[i]
+			if err := decodeOutput(f.b, o, &hs, &lastSink, nout-i, len(rd.buf)); err != nil {
+				return nil, fmt.Errorf("decoding a result: %w", err)
+			}
+			if badOut == nil {
+				if o.Index >= n {
+					badOut = badReply("output %d: index %d out of range (batch of %d records)", i, o.Index, n)
+				} else if o.Sink == "" {
+					badOut = badReply("output %d (record %d): no sink", i, o.Index)
+				}
+			}
 		case f.is(2, bytesT):
-			fl := &fails[len(m.Failures)]
-			err = decodeFailure(f.b, fl)
-			m.Failures = append(m.Failures, fl)
-		}
-		if err != nil {
-			return fmt.Errorf("decoding a result: %w", err)
+			i := len(res.Failures)
+			res.Failures = res.Failures[:i+1]
+			fl := &res.Failures[i]
+			if err := decodeFailure(f.b, fl); err != nil {
+				return nil, fmt.Errorf("decoding a result: %w", err)
+			}
+			if badFail == nil && fl.Index >= n {
+				badFail = badReply("failure %d: index %d out of range (batch of %d records)", i, fl.Index, n)
+			}
 		}
 	}
-	return nil
+	if badOut != nil {
+		return badOut, nil
+	}
+	return badFail, nil
 }
 
-func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) error {
-	start := ha.used
-	defer func() { o.Headers = ha.since(start) }()
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+// decodeOutput decodes the Output in buf into o, its headers into hs; a
+// sink name equal to *lastSink shares its string. left and after are
+// decodeRecord's.
+func decodeOutput(buf []byte, o *Output, hs *headerRuns, lastSink *string, left, after int) error {
+	hs.begin()
+	var ts int64
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, varintT):
-			o.Index = uint32(f.v)
+			o.Index = int(uint32(f.v))
 		case f.is(2, bytesT):
 			if string(f.b) == *lastSink {
 				o.Sink = *lastSink
@@ -504,26 +627,34 @@ func decodeOutput(buf []byte, o *pb.Output, ha *headerAlloc, lastSink *string) e
 		case f.is(4, bytesT):
 			o.Value = f.b
 		case f.is(5, bytesT):
-			if err := ha.add(f.b); err != nil {
+			if hs.run() == nil && hs.full() {
+				n, _ := countSub(buf, 5)
+				hs.grow(min(n*left, n+after/2))
+			}
+			k, v, err := decodeHeader(f.b)
+			if err != nil {
 				return err
 			}
+			hs.add(record.Header{Key: k, Value: v})
 		case f.is(6, varintT):
-			o.TimestampUnixNano = int64(f.v)
+			ts = int64(f.v)
 		}
 	}
+	o.Headers = hs.run()
+	o.Timestamp = fromUnixNano(ts)
 	return nil
 }
 
-func decodeFailure(buf []byte, fl *pb.Failure) error {
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+func decodeFailure(buf []byte, fl *Failure) error {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
 			return err
 		}
-		buf = rest
 		switch {
 		case f.is(1, varintT):
-			fl.Index = uint32(f.v)
+			fl.Index = int(uint32(f.v))
 		case f.is(2, bytesT):
 			if fl.Message, err = f.str("Failure"); err != nil {
 				return err
@@ -531,24 +662,157 @@ func decodeFailure(buf []byte, fl *pb.Failure) error {
 		case f.is(3, varintT):
 			fl.Retryable = f.v != 0
 		case f.is(4, varintT):
-			fl.Class = pb.ErrorClass(int32(f.v)) // an enum is an int32 varint
+			fl.Class = classFromPB(pb.ErrorClass(int32(f.v))) // an enum is an int32 varint
 		}
 	}
 	return nil
 }
 
+// countTop counts the bytes fields numbered a and those numbered b at the
+// top level of buf.
+func countTop(buf []byte, a, b protowire.Number) (na, nb int, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
+		if err != nil {
+			return 0, 0, err
+		}
+		switch {
+		case f.is(a, bytesT):
+			na++
+		case f.is(b, bytesT):
+			nb++
+		}
+	}
+	return na, nb, nil
+}
+
 // countSub counts the bytes fields numbered num at the top level of buf.
 func countSub(buf []byte, num protowire.Number) (int, error) {
 	n := 0
-	for len(buf) > 0 {
-		f, rest, err := next(buf)
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
 		if err != nil {
 			return 0, err
 		}
-		buf = rest
 		if f.is(num, bytesT) {
 			n++
 		}
 	}
 	return n, nil
+}
+
+// encodeResult encodes r as a Result message (plugin side), exactly as the
+// protobuf runtime encodes resultToPB(r): a negative index is sent as 0,
+// and a string field that is not valid UTF-8 fails the encoding as it does
+// there. The buffer comes from pool when it is large enough to be worth
+// pooling; gRPC frees it once it is written.
+func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
+	if r == nil || len(r.Outputs)+len(r.Failures) == 0 {
+		return nil, nil
+	}
+	size := 0
+	for i := range r.Outputs {
+		o := &r.Outputs[i]
+		if !utf8.ValidString(o.Sink) {
+			return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+		}
+		for j := range o.Headers {
+			if !utf8.ValidString(o.Headers[j].Key) {
+				return nil, wireErr("output %d: header %d key: invalid UTF-8", i, j)
+			}
+		}
+		size += 1 + protowire.SizeBytes(outputSize(o))
+	}
+	for i := range r.Failures {
+		f := &r.Failures[i]
+		if !utf8.ValidString(f.Message) {
+			return nil, wireErr("failure %d: message: invalid UTF-8", i)
+		}
+		size += 1 + protowire.SizeBytes(failureSize(f))
+	}
+	var (
+		buf []byte
+		ref *[]byte
+	)
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		buf = make([]byte, 0, size)
+	} else {
+		ref = pool.Get(size)
+		buf = (*ref)[:0]
+	}
+	for i := range r.Outputs {
+		o := &r.Outputs[i]
+		buf = append(buf, 1<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(outputSize(o)))
+		buf = appendOutput(buf, o)
+	}
+	for i := range r.Failures {
+		f := &r.Failures[i]
+		buf = append(buf, 2<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(failureSize(f)))
+		buf = appendFailure(buf, f)
+	}
+	if ref == nil {
+		return mem.BufferSlice{mem.SliceBuffer(buf)}, nil
+	}
+	*ref = buf
+	return mem.BufferSlice{mem.NewBuffer(ref, pool)}, nil
+}
+
+func outputSize(o *Output) int {
+	n := sizeVarintField(uint64(clampUint32(o.Index))) + sizeString(o.Sink) + sizeOptBytes(o.Key) + sizeOptBytes(o.Value)
+	for j := range o.Headers {
+		h := &o.Headers[j]
+		n += 1 + protowire.SizeBytes(headerSize(h.Key, h.Value))
+	}
+	return n + sizeVarintField(uint64(unixNano(o.Timestamp)))
+}
+
+func appendOutput(buf []byte, o *Output) []byte {
+	if i := clampUint32(o.Index); i != 0 {
+		buf = append(buf, 1<<3|byte(protowire.VarintType))
+		buf = appendVarint(buf, uint64(i))
+	}
+	buf = appendString(buf, 2, o.Sink)
+	buf = appendOptBytes(buf, 3, o.Key)
+	buf = appendOptBytes(buf, 4, o.Value)
+	for j := range o.Headers {
+		h := &o.Headers[j]
+		buf = append(buf, 5<<3|byte(protowire.BytesType))
+		buf = appendVarint(buf, uint64(headerSize(h.Key, h.Value)))
+		buf = appendString(buf, 1, h.Key)
+		buf = appendOptBytes(buf, 2, h.Value)
+	}
+	if ts := unixNano(o.Timestamp); ts != 0 {
+		buf = append(buf, 6<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, uint64(ts))
+	}
+	return buf
+}
+
+func failureSize(f *Failure) int {
+	n := sizeVarintField(uint64(clampUint32(f.Index))) + sizeString(f.Message)
+	if f.Retryable {
+		n += 2
+	}
+	// An enum is an int32 varint: a negative one takes ten bytes.
+	return n + sizeVarintField(uint64(int64(int32(f.Class))))
+}
+
+func appendFailure(buf []byte, f *Failure) []byte {
+	if i := clampUint32(f.Index); i != 0 {
+		buf = append(buf, 1<<3|byte(protowire.VarintType))
+		buf = appendVarint(buf, uint64(i))
+	}
+	buf = appendString(buf, 2, f.Message)
+	if f.Retryable {
+		buf = append(buf, 3<<3|byte(protowire.VarintType), 1)
+	}
+	if c := int64(int32(f.Class)); c != 0 {
+		buf = append(buf, 4<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, uint64(c))
+	}
+	return buf
 }
