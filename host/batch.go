@@ -72,6 +72,9 @@ type batchRun struct {
 	log  zerolog.Logger
 	ctx  context.Context
 	all  []*work
+	// slab holds all and the work values it points to; the lane recycles
+	// it once it has the batch's last completion (see recycle).
+	slab *workSlab
 	// parked is set once the batch gave up its lane slot (see park).
 	parked bool
 	// started is when the batch was dispatched.
@@ -85,8 +88,9 @@ type batchRun struct {
 
 func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
 	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now()}
-	r.all = make([]*work, len(items))
-	ws := make([]work, len(items)) // one allocation, not one per record
+	r.slab = getWorkSlab(len(items))
+	ws := r.slab.ws
+	r.all = r.slab.all
 	for i, it := range items {
 		ws[i].item = it
 		r.all[i] = &ws[i]
@@ -140,6 +144,39 @@ func (r *batchRun) run() {
 		c.fatal = err
 	}
 	r.lane.results <- c
+}
+
+// workSlab is the memory of a batch's work: the values and the pointers to
+// them, one allocation each whatever the batch's size, reused by later
+// batches instead of allocated and zeroed for each.
+type workSlab struct {
+	ws  []work
+	all []*work
+}
+
+var workSlabs sync.Pool // of *workSlab
+
+func getWorkSlab(n int) *workSlab {
+	if s, ok := workSlabs.Get().(*workSlab); ok && cap(s.ws) >= n {
+		s.ws, s.all = s.ws[:n], s.all[:n]
+		return s
+	}
+	return &workSlab{ws: make([]work, n), all: make([]*work, n)}
+}
+
+// recycle gives the batch's work back for reuse. The lane calls it when it
+// has taken the batch's last completion: the batch's goroutine has ended,
+// and the lane has dropped the batch from its live set, so nothing refers
+// to r.all or its values any more.
+func (r *batchRun) recycle() {
+	s := r.slab
+	if s == nil {
+		return
+	}
+	r.slab, r.all = nil, nil
+	clear(s.ws)
+	clear(s.all)
+	workSlabs.Put(s)
 }
 
 // isDone reports whether w was reported complete to the lane. A work value

@@ -6,6 +6,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -80,6 +81,16 @@ type lane struct {
 	spare    []*item       // the other of incoming's two buffers
 	wake     chan struct{} // capacity 1; a send means "look at incoming"
 
+	// waiting and waitingBytes count the records delivered and not yet
+	// dispatched (and their sizes); full is set, by the pipeline under its
+	// mu, when they reached pauseRecords or pauseBytes and the partition
+	// was paused for it (see pipeline.Deliver and laneDrained).
+	waiting      atomic.Int64
+	waitingBytes atomic.Int64
+	full         atomic.Bool
+	pauseRecords int64
+	pauseBytes   int64
+
 	// stop is closed to ask for a soft stop: no new batches, finish the
 	// in-flight ones. Cancelling hardCtx abandons them.
 	stop     chan struct{}
@@ -118,7 +129,13 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 	if pl.cfg.Ordering != config.OrderingPartition {
 		conc = pl.cfg.Handler.Instances
 	}
+	// A lane keeps a few batches' worth of records waiting, so that it
+	// never runs dry while the next fetch comes, and no more: records
+	// queued beyond that only add latency and memory (the in-flight
+	// budget still bounds the pipeline as a whole).
+	batches := int64(max(4, 2*conc))
 	return &lane{
+		pauseRecords: batches * int64(pl.cfg.Batch.MaxRecords), pauseBytes: batches * pl.cfg.Batch.MaxBytes,
 		pl: pl, part: part, gen: gen,
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
@@ -143,11 +160,12 @@ const RecordOverhead = 384
 
 // deliver appends records to the lane. It is called by the source's
 // goroutine and never blocks on processing. It returns what the records
-// count against the in-flight budget.
-func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
+// count against the in-flight budget, and whether the lane now has enough
+// records waiting that its partition should pause.
+func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 	items := make([]item, len(recs))
 	ptrs := make([]*item, len(recs))
-	var bytes int64
+	var bytes, sizes int64
 	at := now.UnixNano()
 	for i := range recs {
 		it := &items[i]
@@ -155,16 +173,25 @@ func (l *lane) deliver(recs []record.Record, now time.Time) int64 {
 		it.size = int64(recs[i].Size())
 		it.arrived = at
 		bytes += it.cost()
+		sizes += it.size
 		ptrs[i] = it
 	}
+	waiting := l.waiting.Add(int64(len(recs)))
+	waitingBytes := l.waitingBytes.Add(sizes)
 	l.mu.Lock()
 	l.incoming = append(l.incoming, ptrs...)
 	l.mu.Unlock()
+	l.poke()
+	return bytes, waiting >= l.pauseRecords || waitingBytes >= l.pauseBytes
+}
+
+// poke wakes the lane's goroutine to look at its incoming records and
+// whether it can resume.
+func (l *lane) poke() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
-	return bytes
 }
 
 // hold is the exactly-once barrier's hold on a lane: the lane finishes the
@@ -252,6 +279,7 @@ func (l *lane) run() {
 			l.abandonQueue()
 			return
 		}
+		l.maybeResume()
 		timerC = nil
 		if wait > 0 {
 			if timer == nil {
@@ -357,12 +385,33 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 			return wait
 		}
 		l.maxDispatched = max(l.maxDispatched, batch[len(batch)-1].seq)
+		l.dispatched(batch)
 		l.inflight++
 		l.workers++
 		l.batchN++
 		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch)
 	}
 	return 0
+}
+
+// dispatched takes batch's records off the lane's waiting counts.
+func (l *lane) dispatched(batch []*item) {
+	var sizes int64
+	for _, it := range batch {
+		sizes += it.size
+	}
+	l.waiting.Add(-int64(len(batch)))
+	l.waitingBytes.Add(-sizes)
+}
+
+// maybeResume resumes the lane's partition, paused for having enough
+// records waiting, once they are down to half the pause mark. The lane's
+// goroutine calls it each time round its loop: the pipeline pokes the lane
+// after pausing it, so a lane that drained meanwhile still resumes.
+func (l *lane) maybeResume() {
+	if l.full.Load() && l.waiting.Load() <= l.pauseRecords/2 && l.waitingBytes.Load() <= l.pauseBytes/2 {
+		l.pl.laneDrained(l)
+	}
 }
 
 // take removes the next batch from the queue, or returns how long until one
@@ -498,7 +547,10 @@ func (l *lane) finish(c completion) {
 	}
 	if c.done {
 		l.workers--
-		delete(l.live, c.batch)
+		if r := l.live[c.batch]; r != nil {
+			delete(l.live, c.batch)
+			r.recycle()
+		}
 	}
 	if c.fatal != nil {
 		l.pl.fail(c.fatal)

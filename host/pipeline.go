@@ -93,8 +93,15 @@ type pipeline struct {
 	// began. Otherwise it met an outage, not its own bad data.
 	successes atomic.Int64
 
+	// pauseMu serializes reconcilePauses, so that two of them cannot
+	// apply their Pause and Resume calls out of order.
+	pauseMu sync.Mutex
+
 	mu    sync.Mutex
 	lanes map[record.Partition]*lane
+	// full are the partitions whose lane has enough records waiting (see
+	// lane.deliver): they are paused until it is down to half of that.
+	full map[record.Partition]bool
 	// overBudget is set when the in-flight bytes pass max_inflight_bytes
 	// and cleared when they are back under half of it: every partition is
 	// paused meanwhile.
@@ -143,8 +150,8 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		src: d.src, handler: d.handler, info: d.info, sinks: d.sinks, dlq: d.dlq,
 		hostID: d.hostID, onEvent: d.onEvent, stats: newStats(),
 		lanes: map[record.Partition]*lane{}, paused: map[record.Partition]bool{},
-		openBreakers: map[string]bool{},
-		lagInterval:  d.lagInterval,
+		openBreakers: map[string]bool{}, full: map[record.Partition]bool{},
+		lagInterval: d.lagInterval,
 	}
 	if _, ok := d.src.(sources.OffsetReporter); ok {
 		pl.srcErr = errNotMeasured
@@ -475,6 +482,7 @@ func (pl *pipeline) detach(parts []record.Partition) []*lane {
 			delete(pl.lanes, p)
 		}
 		delete(pl.paused, p)
+		delete(pl.full, p)
 	}
 	pl.stats.Paused.Store(int64(len(pl.paused)))
 	return out
@@ -484,10 +492,12 @@ func (pl *pipeline) detach(parts []record.Partition) []*lane {
 // paused (over the in-flight budget, or any breaker open) and resumes the
 // others that are paused.
 func (pl *pipeline) reconcilePauses() {
+	pl.pauseMu.Lock()
+	defer pl.pauseMu.Unlock()
 	pl.mu.Lock()
 	var pause, resume []record.Partition
 	for p := range pl.lanes {
-		want := pl.overBudget || len(pl.openBreakers) > 0
+		want := pl.overBudget || pl.full[p] || len(pl.openBreakers) > 0
 		if want && !pl.paused[p] {
 			pl.paused[p] = true
 			pause = append(pause, p)
@@ -528,7 +538,20 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 		return
 	}
 	pl.stats.RecordsIn.Add(int64(len(recs)))
-	bytes := l.deliver(recs, time.Now())
+	bytes, full := l.deliver(recs, time.Now())
+	if full {
+		pl.mu.Lock()
+		already := pl.full[p] || pl.lanes[p] != l
+		if !already {
+			pl.full[p] = true
+			l.full.Store(true)
+		}
+		pl.mu.Unlock()
+		if !already {
+			pl.reconcilePauses()
+			l.poke() // it may have dispatched below the resume mark already
+		}
+	}
 	if pl.stats.InflightBytes.Add(bytes) > pl.cfg.MaxInflightBytes {
 		// The budget is the pipeline's: past it, no partition fetches
 		// more. Pausing only the partition that passed it would let every
@@ -541,6 +564,21 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 		if !already {
 			pl.reconcilePauses()
 		}
+	}
+}
+
+// laneDrained resumes l's partition once its lane, paused for having
+// enough records waiting, is down to half of that.
+func (pl *pipeline) laneDrained(l *lane) {
+	pl.mu.Lock()
+	changed := pl.full[l.part] && pl.lanes[l.part] == l
+	if changed {
+		delete(pl.full, l.part)
+	}
+	l.full.Store(false)
+	pl.mu.Unlock()
+	if changed {
+		pl.reconcilePauses()
 	}
 }
 

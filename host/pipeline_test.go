@@ -336,7 +336,9 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 	}
 	cfg := testPipelineConfig()
 	cfg.MaxInflightBytes = cost + 300 // the small records fit ...
-	cfg.Batch.MaxRecords = 5
+	// (and their lane does not have enough waiting to pause on its own:
+	// that is at four batches)
+	cfg.Batch.MaxRecords = 30
 	gate := make(chan struct{})
 	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
 		<-gate
@@ -362,6 +364,46 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 	}
 	if got := h.pl.stats.InflightBytes.Load(); got != 0 {
 		t.Fatalf("in-flight bytes after completion = %d", got)
+	}
+}
+
+// TestLaneWithEnoughWaitingPausesItsPartition: a lane with four batches'
+// worth of records waiting pauses its partition (and only it) well under
+// the in-flight budget, and resumes it once it has dispatched down to half
+// of that; every record completes.
+func TestLaneWithEnoughWaitingPausesItsPartition(t *testing.T) {
+	p, other := record.KafkaPartition("in", 0), record.KafkaPartition("in", 1)
+	cfg := testPipelineConfig()
+	cfg.Batch.MaxRecords = 10 // pause at 40 waiting, resume at 20
+	gate := make(chan struct{})
+	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		if b.Partition == p.ID {
+			<-gate
+		}
+		return echo(b), nil
+	}), false)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}, {Partition: other}})
+	h.pl.Deliver(other, records(other, 0, 30, 3))
+	h.pl.Deliver(p, records(p, 0, 30, 3))
+	if h.src.pauses.Load() != 0 {
+		t.Fatal("paused with 30 records waiting, under the mark of 40")
+	}
+	h.pl.Deliver(p, records(p, 30, 20, 3)) // 40 or 50 waiting, as the first batch is dispatched or not
+	h.src.mu.Lock()
+	paused, otherPaused := h.src.paused[p], h.src.paused[other]
+	h.src.mu.Unlock()
+	if !paused || otherPaused {
+		t.Fatalf("paused: %s %v, %s %v; want only the lane with 40 waiting", p, paused, other, otherPaused)
+	}
+	if got := h.pl.stats.InflightBytes.Load(); got > cfg.MaxInflightBytes/100 {
+		t.Fatalf("in-flight bytes %d: this pause is not the budget's", got)
+	}
+	close(gate)
+	h.waitCompleted(80)
+	h.src.mu.Lock()
+	defer h.src.mu.Unlock()
+	if h.src.paused[p] {
+		t.Fatal("partition still paused after its lane drained")
 	}
 }
 
