@@ -173,6 +173,23 @@ func (r *batchRun) recycle() {
 	if s == nil {
 		return
 	}
+	// Its records' deliveries may be done with too: the records of a
+	// delivery are in no queue and no other batch once every batch that
+	// took one has ended (runs of one delivery are counted at once).
+	var d *delivery
+	n := 0
+	for _, w := range r.all {
+		if w.item.d != d {
+			if d != nil {
+				d.ended(n)
+			}
+			d, n = w.item.d, 0
+		}
+		n++
+	}
+	if d != nil {
+		d.ended(n)
+	}
 	r.slab, r.all = nil, nil
 	clear(s.ws)
 	clear(s.all)

@@ -25,6 +25,8 @@ type item struct {
 	arrived int64 // Unix nanoseconds
 	// ks is the state of the record's key in its lane, under ordering key.
 	ks *keyState
+	// d is the delivery the record came in (see delivery.ended).
+	d *delivery
 }
 
 // keyState is what a lane knows of one key under ordering key. Items point
@@ -163,23 +165,24 @@ const RecordOverhead = 384
 // count against the in-flight budget, and whether the lane now has enough
 // records waiting that its partition should pause.
 func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
-	items := make([]item, len(recs))
-	ptrs := make([]*item, len(recs))
+	d := newDelivery(recs)
 	var bytes, sizes int64
 	at := now.UnixNano()
 	for i := range recs {
-		it := &items[i]
+		it := &d.items[i]
 		it.rec = &recs[i]
 		it.size = int64(recs[i].Size())
 		it.arrived = at
+		it.d = d
 		bytes += it.cost()
 		sizes += it.size
-		ptrs[i] = it
 	}
 	waiting := l.waiting.Add(int64(len(recs)))
 	waitingBytes := l.waitingBytes.Add(sizes)
 	l.mu.Lock()
-	l.incoming = append(l.incoming, ptrs...)
+	for i := range d.items {
+		l.incoming = append(l.incoming, &d.items[i])
+	}
 	l.mu.Unlock()
 	l.poke()
 	return bytes, waiting >= l.pauseRecords || waitingBytes >= l.pauseBytes

@@ -71,8 +71,9 @@ func benchPipeline(b *testing.B, ord config.Ordering) {
 		}
 		p := (sent / fetch) % parts
 		n := min(fetch, b.N-sent)
-		// The source hands the host a fresh slice per fetch (the host owns it).
-		recs := make([]record.Record, n)
+		// A slice per fetch, as the Kafka source builds it (the host owns
+		// it, and gives it back to the pool when its records are done).
+		recs := sources.GetRecords(n)[:n]
 		for i := range recs {
 			off := next[p]
 			next[p]++

@@ -61,7 +61,9 @@ type Lanes interface {
 	Lost(ctx context.Context, parts []record.Partition)
 	// Deliver hands fetched records of one partition, in order, to its lane.
 	// It never blocks on processing: backpressure is applied by the host
-	// calling Source.Pause. The host owns recs after the call.
+	// calling Source.Pause. The host owns recs after the call, and gives it
+	// to PutRecords once its records are done with: a source builds recs
+	// with GetRecords, and must not touch it again.
 	Deliver(p record.Partition, recs []record.Record)
 }
 

@@ -389,7 +389,7 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		}
 	}()
 	p := record.KafkaPartition(ftp.Topic, ftp.Partition)
-	recs := make([]record.Record, 0, len(ftp.Records))
+	recs := sources.GetRecords(len(ftp.Records)) // the host gives it back when done
 	dropped := 0
 	s.mu.Lock()
 	st := s.parts[p]

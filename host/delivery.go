@@ -1,0 +1,70 @@
+package host
+
+import (
+	"math/bits"
+	"sync"
+
+	"github.com/weirhq/weir/record"
+	"github.com/weirhq/weir/sources"
+)
+
+// delivery is one Deliver call's records in a lane: the source's slice
+// (which the host owns) and the lane items pointing into it. Both go back
+// to pools once every batch that took one of its records has ended, so a
+// steady stream of records reuses memory instead of allocating and zeroing
+// about 200 bytes a record.
+type delivery struct {
+	recs  []record.Record
+	items []item
+	// left counts its records not yet in a batch that ended. Only the
+	// lane's goroutine touches it (takeIncoming hands the items over
+	// under the lane's mutex).
+	left int
+}
+
+// maxPooledItems is the largest size class of pooled item slabs (1<<17).
+const maxPooledItemClass = 17
+
+var (
+	itemSlabs  [maxPooledItemClass + 1]sync.Pool // class c: *[]item of capacity 1<<c
+	deliveries = sync.Pool{New: func() any { return new(delivery) }}
+)
+
+// newDelivery wraps recs with items from the pool.
+func newDelivery(recs []record.Record) *delivery {
+	d := deliveries.Get().(*delivery)
+	d.recs, d.left = recs, len(recs)
+	n := len(recs)
+	c := 0
+	if n > 1 {
+		c = bits.Len(uint(n - 1))
+	}
+	if c <= maxPooledItemClass {
+		if p, ok := itemSlabs[c].Get().(*[]item); ok {
+			d.items = (*p)[:n]
+			return d
+		}
+		d.items = make([]item, n, 1<<c)
+		return d
+	}
+	d.items = make([]item, n)
+	return d
+}
+
+// ended notes that n of d's records were in a batch that has ended; when
+// none is left, d's memory goes back to the pools. The caller must not use
+// d, its items or its records afterwards.
+func (d *delivery) ended(n int) {
+	if d.left -= n; d.left > 0 {
+		return
+	}
+	sources.PutRecords(d.recs)
+	items := d.items[:cap(d.items)]
+	clear(items)
+	if c := bits.Len(uint(cap(items) - 1)); cap(items) > 0 && cap(items) == 1<<c && c <= maxPooledItemClass {
+		items = items[:0]
+		itemSlabs[c].Put(&items)
+	}
+	*d = delivery{}
+	deliveries.Put(d)
+}
