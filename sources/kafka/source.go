@@ -389,7 +389,12 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		}
 	}()
 	p := record.KafkaPartition(ftp.Topic, ftp.Partition)
-	recs := sources.GetRecords(len(ftp.Records)) // the host gives it back when done
+	// The records go to the host in slices of at most deliverChunk, from
+	// the pool the host gives them back to: one size class for every full
+	// slice, so pooled slices are reused whatever the fetches' sizes, and
+	// one held record keeps at most one chunk's worth alive.
+	var parts [][]record.Record
+	recs := sources.GetRecords(min(len(ftp.Records), deliverChunk))
 	dropped := 0
 	s.mu.Lock()
 	st := s.parts[p]
@@ -409,6 +414,10 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		}
 		st.next = r.Offset + 1
 		st.noteEpoch(r.Offset, r.LeaderEpoch)
+		if len(recs) == deliverChunk {
+			parts = append(parts, recs)
+			recs = sources.GetRecords(deliverChunk)
+		}
 		recs = append(recs, convert(p, r, &chunk))
 	}
 	s.mu.Unlock()
@@ -417,9 +426,21 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			Msg("dropped records already delivered")
 	}
 	if len(recs) > 0 {
-		s.callLanes(func() { s.lanes.Deliver(p, recs) })
+		parts = append(parts, recs)
+	} else {
+		sources.PutRecords(recs)
+	}
+	if len(parts) > 0 {
+		s.callLanes(func() {
+			for _, recs := range parts {
+				s.lanes.Deliver(p, recs)
+			}
+		})
 	}
 }
+
+// deliverChunk is the most records deliver hands the host in one slice.
+const deliverChunk = 1024
 
 // chunkSize is the most record bytes convert copies into one allocation.
 const chunkSize = 64 << 10
