@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"math/bits"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -13,8 +14,21 @@ import (
 // scans) and a fresh decompression buffer, all garbage as soon as deliver
 // has copied the records out. deliver recycles each record once converted.
 type fetchPools struct {
-	records sync.Pool // of *[]kgo.Record
-	bytes   sync.Pool // of *[]byte
+	// records pools slices by size class: class c holds capacity 1<<c, so
+	// that a batch of any size finds one that fits.
+	records [maxRecordClass + 1]sync.Pool // of *[]kgo.Record
+	bytes   sync.Pool                     // of *[]byte
+}
+
+// maxRecordClass is the largest pooled size class of kgo.Record slices
+// (1<<17 records in one Kafka record batch).
+const maxRecordClass = 17
+
+func recordClass(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	return bits.Len(uint(n - 1))
 }
 
 var (
@@ -24,16 +38,22 @@ var (
 
 // GetRecords implements kgo.PoolRecords.
 func (p *fetchPools) GetRecords(n int) []kgo.Record {
-	if s, ok := p.records.Get().(*[]kgo.Record); ok && cap(*s) >= n {
+	c := recordClass(n)
+	if c > maxRecordClass {
+		return make([]kgo.Record, 0, n)
+	}
+	if s, ok := p.records[c].Get().(*[]kgo.Record); ok {
 		return (*s)[:0]
 	}
-	return make([]kgo.Record, 0, n)
+	return make([]kgo.Record, 0, 1<<c)
 }
 
 // PutRecords implements kgo.PoolRecords. Each record was zeroed by its
 // Recycle.
 func (p *fetchPools) PutRecords(s []kgo.Record) {
-	p.records.Put(&s)
+	if c := recordClass(cap(s)); c <= maxRecordClass && cap(s) == 1<<c {
+		p.records[c].Put(&s)
+	}
 }
 
 // GetDecompressBytes implements kgo.PoolDecompressBytes: a buffer of at
