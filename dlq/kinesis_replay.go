@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"time"
 
@@ -90,6 +89,9 @@ type KinesisReplayer struct {
 // NewKinesisReplayer validates cfg, naming the bad field, and applies its
 // defaults. It connects to nothing.
 func NewKinesisReplayer(cfg KinesisReplayConfig) (*KinesisReplayer, error) {
+	if err := checkReplayOptions(cfg.Rate, cfg.MaxReplays, cfg.Filter); err != nil {
+		return nil, err
+	}
 	switch {
 	case cfg.API == nil:
 		return nil, errors.New("dlq replay: API: required")
@@ -99,13 +101,6 @@ func NewKinesisReplayer(cfg KinesisReplayConfig) (*KinesisReplayer, error) {
 		return nil, errors.New("dlq replay: Checkpoints: required: a replay of a Kinesis DLQ keeps its progress (a sequence number per shard) in Redis")
 	case cfg.To != "" && cfg.Kafka == nil:
 		return nil, fmt.Errorf("dlq replay: To: %q is a Kafka topic, and no Kafka producer is given", cfg.To)
-	case math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) || cfg.Rate < 0:
-		return nil, fmt.Errorf("dlq replay: Rate: %v must be a number of records per second, at least 0 (0: unlimited)", cfg.Rate)
-	case cfg.MaxReplays < 0:
-		return nil, fmt.Errorf("dlq replay: MaxReplays: %d must be at least 1 (0: the default, %d)", cfg.MaxReplays, DefaultMaxReplays)
-	case !cfg.Filter.Since.IsZero() && !cfg.Filter.Until.IsZero() && !cfg.Filter.Since.Before(cfg.Filter.Until):
-		return nil, fmt.Errorf("dlq replay: Filter.Since (%s) must be before Filter.Until (%s)",
-			formatTime(cfg.Filter.Since), formatTime(cfg.Filter.Until))
 	case cfg.LockTTL < 0:
 		return nil, fmt.Errorf("dlq replay: LockTTL: %v is negative", cfg.LockTTL)
 	}

@@ -97,6 +97,20 @@ func (f Filter) String() string {
 	return strings.Join(parts, " ")
 }
 
+// checkReplayOptions checks the options every replay shares: the rate, the
+// replay limit and the filter's time range.
+func checkReplayOptions(rate float64, maxReplays int, f Filter) error {
+	switch {
+	case math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0:
+		return fmt.Errorf("dlq replay: Rate: %v must be a number of records per second, at least 0 (0: unlimited)", rate)
+	case maxReplays < 0:
+		return fmt.Errorf("dlq replay: MaxReplays: %d must be at least 1 (0: the default, %d)", maxReplays, DefaultMaxReplays)
+	case !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until):
+		return fmt.Errorf("dlq replay: Filter.Since (%s) must be before Filter.Until (%s)", formatTime(f.Since), formatTime(f.Until))
+	}
+	return nil
+}
+
 // DefaultGroup is the consumer group of a replay of topic that selects with
 // f and sends to to ("": the records' original topics). With no filter and
 // no destination it is "weir-replay.<topic>"; otherwise a hash of the filter
@@ -198,14 +212,10 @@ func NewReplayer(cfg ReplayConfig) (*Replayer, error) {
 			return nil, fmt.Errorf("dlq replay: ToBrokers[%d]: must not be empty", i)
 		}
 	}
+	if err := checkReplayOptions(cfg.Rate, cfg.MaxReplays, cfg.Filter); err != nil {
+		return nil, err
+	}
 	switch {
-	case math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) || cfg.Rate < 0:
-		return nil, fmt.Errorf("dlq replay: Rate: %v must be a number of records per second, at least 0 (0: unlimited)", cfg.Rate)
-	case cfg.MaxReplays < 0:
-		return nil, fmt.Errorf("dlq replay: MaxReplays: %d must be at least 1 (0: the default, %d)", cfg.MaxReplays, DefaultMaxReplays)
-	case !cfg.Filter.Since.IsZero() && !cfg.Filter.Until.IsZero() && !cfg.Filter.Since.Before(cfg.Filter.Until):
-		return nil, fmt.Errorf("dlq replay: Filter.Since (%s) must be before Filter.Until (%s)",
-			formatTime(cfg.Filter.Since), formatTime(cfg.Filter.Until))
 	case cfg.To == cfg.Topic && len(cfg.ToBrokers) == 0:
 		return nil, fmt.Errorf("dlq replay: To: %q is the DLQ topic itself", cfg.To)
 	}

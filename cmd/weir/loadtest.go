@@ -123,6 +123,23 @@ to --output-topic for the outputs to be verified.`,
 	return cmd
 }
 
+// printReport writes rep to the command's output as one JSON object, or as
+// a table after a blank line; the command then exits 1 unless ok.
+func printReport(cmd *cobra.Command, rep interface{ WriteTable(io.Writer) }, asJSON, ok bool) error {
+	if asJSON {
+		if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(cmd.OutOrStdout())
+		rep.WriteTable(cmd.OutOrStdout())
+	}
+	if !ok {
+		return exitError{1}
+	}
+	return nil
+}
+
 func newMemoryCmd() *cobra.Command {
 	var (
 		o      harness.MemoryOptions
@@ -160,18 +177,7 @@ budget or nothing was committed.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout())
-				rep.WriteTable(cmd.OutOrStdout())
-			}
-			if !rep.WithinBudget {
-				return exitError{1}
-			}
-			return nil
+			return printReport(cmd, rep, asJSON, rep.WithinBudget)
 		},
 	}
 	f := cmd.Flags()
@@ -256,18 +262,7 @@ the last record complete.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				if err := json.NewEncoder(cmd.OutOrStdout()).Encode(rep); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintln(cmd.OutOrStdout())
-				rep.WriteTable(cmd.OutOrStdout())
-			}
-			if !rep.OK {
-				return exitError{1}
-			}
-			return nil
+			return printReport(cmd, rep, asJSON, rep.OK)
 		},
 	}
 	f := cmd.Flags()
