@@ -150,14 +150,14 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 
 // RecordOverhead is what the host holds in memory per record besides its
 // key, value and headers (record.Size): the record in its delivery (152
-// bytes) and its lane item (40), the queue's pointers, its slot in the
+// bytes) and its lane item (48), the queue's pointers, its slot in the
 // commit tracker (33, more while the ring is larger than the backlog), the
-// part of a delivery or a 64 KiB chunk of record bytes kept alive by the
-// records of it not yet complete, and the Kafka client's decoded copy while
-// a fetch waits to be delivered; measured with `weir loadtest memory` and
-// rounded up. A record counts against max_inflight_bytes with its size plus this,
-// so that the budget bounds memory for small records too: a 100-byte record
-// costs the host several times its 100 bytes.
+// part of a delivery or of a 64 KiB chunk of record bytes kept alive by its
+// records not yet complete, and the Kafka client's decoded copy while a
+// fetch waits to be delivered; measured with `weir loadtest memory` and
+// rounded up. A record counts against max_inflight_bytes with its size plus
+// this, so that the budget bounds memory for small records too: a 100-byte
+// record costs the host several times its 100 bytes.
 const RecordOverhead = 384
 
 // deliver appends records to the lane. It is called by the source's

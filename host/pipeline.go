@@ -303,6 +303,7 @@ func (pl *pipeline) Assign(_ context.Context, claims []sources.Claim) {
 		}
 		l := newLane(pl, c.Partition, c.Generation)
 		pl.lanes[c.Partition] = l
+		delete(pl.full, c.Partition) // the old lane's, if it was replaced
 		if pl.holding != nil {
 			l.holds <- hold{idle: make(chan struct{}), release: pl.holding}
 		}
@@ -394,6 +395,7 @@ func (pl *pipeline) Rewind(_ context.Context, parts []record.Partition) {
 		l := newLane(pl, p, old.gen)
 		pl.mu.Lock()
 		pl.lanes[p] = l
+		delete(pl.full, p) // the old lane's: the new one starts empty
 		if pl.holding != nil {
 			l.holds <- hold{idle: make(chan struct{}), release: pl.holding}
 		}

@@ -407,6 +407,34 @@ func TestLaneWithEnoughWaitingPausesItsPartition(t *testing.T) {
 	}
 }
 
+// TestRewindResumesAFullLanesPartition: under exactly-once an aborted
+// transaction rewinds a lane, replacing it with an empty one; if the old
+// lane had paused its partition for having enough waiting, the new lane
+// must not inherit that pause (nothing would ever lift it).
+func TestRewindResumesAFullLanesPartition(t *testing.T) {
+	p := record.KafkaPartition("in", 0)
+	cfg := testPipelineConfig()
+	cfg.Batch.MaxRecords = 10 // pause at 40 waiting
+	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+		<-ctx.Done() // never finishes: the lane stays full until it is rewound
+		return nil, ctx.Err()
+	}), false)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+	h.pl.Deliver(p, records(p, 0, 60, 3))
+	h.src.mu.Lock()
+	paused := h.src.paused[p]
+	h.src.mu.Unlock()
+	if !paused {
+		t.Fatal("a lane with 50 or 60 records waiting did not pause its partition")
+	}
+	h.pl.Rewind(context.Background(), []record.Partition{p})
+	h.src.mu.Lock()
+	defer h.src.mu.Unlock()
+	if h.src.paused[p] {
+		t.Fatal("the rewound lane's partition is still paused: the new, empty lane inherited the old one's pause")
+	}
+}
+
 func TestFailures(t *testing.T) {
 	p := record.KafkaPartition("in", 0)
 	t.Run("non-retryable goes to the DLQ with its envelope, others proceed", func(t *testing.T) {
