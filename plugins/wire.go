@@ -459,6 +459,23 @@ func (h *headerRuns) add(hd record.Header) {
 	h.slab = append(h.slab, hd)
 }
 
+// decode adds the header in b, field num of the message buf. The first
+// header of a message whose slab is full grows the slab for this message's
+// headers (counted in buf) times left, the messages from this one on,
+// bounded by half of after, the bytes that follow.
+func (h *headerRuns) decode(buf []byte, num protowire.Number, b []byte, left, after int) error {
+	if h.run() == nil && h.full() {
+		n, _ := countSub(buf, num)
+		h.grow(min(n*left, n+after/2))
+	}
+	k, v, err := decodeHeader(b)
+	if err != nil {
+		return err
+	}
+	h.add(record.Header{Key: k, Value: v})
+	return nil
+}
+
 // run returns the headers added since begin (nil if none).
 func (h *headerRuns) run() []record.Header {
 	if len(h.slab) == h.start {
@@ -511,15 +528,9 @@ func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int)
 		case f.is(2, bytesT):
 			r.Value = f.b
 		case f.is(3, bytesT):
-			if hs.run() == nil && hs.full() {
-				n, _ := countSub(buf, 3)
-				hs.grow(min(n*left, n+after/2))
-			}
-			k, v, err := decodeHeader(f.b)
-			if err != nil {
+			if err := hs.decode(buf, 3, f.b, left, after); err != nil {
 				return err
 			}
-			hs.add(record.Header{Key: k, Value: v})
 		case f.is(4, varintT):
 			ts = int64(f.v)
 		case f.is(5, varintT):
@@ -627,15 +638,9 @@ func decodeOutput(buf []byte, o *Output, hs *headerRuns, lastSink *string, left,
 		case f.is(4, bytesT):
 			o.Value = f.b
 		case f.is(5, bytesT):
-			if hs.run() == nil && hs.full() {
-				n, _ := countSub(buf, 5)
-				hs.grow(min(n*left, n+after/2))
-			}
-			k, v, err := decodeHeader(f.b)
-			if err != nil {
+			if err := hs.decode(buf, 5, f.b, left, after); err != nil {
 				return err
 			}
-			hs.add(record.Header{Key: k, Value: v})
 		case f.is(6, varintT):
 			ts = int64(f.v)
 		}
