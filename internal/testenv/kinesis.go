@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -40,7 +41,10 @@ func Kinesis(t testing.TB) string {
 	}
 	cmd := exec.Command(node, filepath.Join(dir, "serve.js"), "0", "--exit-with-stdin")
 	cmd.Dir = dir
-	cmd.SysProcAttr = sysProcAttr()
+	// No Pdeathsig here: the kernel sends it when the thread that started
+	// the child exits, not the process, and kinesalite twice died mid-test
+	// under load in CI with nothing else to explain it. --exit-with-stdin
+	// ends it when this process goes, however it goes.
 	stdin, err := cmd.StdinPipe() // kinesalite exits when it closes
 	if err != nil {
 		t.Fatalf("testenv: kinesalite stdin: %v", err)
@@ -56,6 +60,10 @@ func Kinesis(t testing.TB) string {
 	}
 	done := make(chan struct{})
 	port := make(chan string, 1)
+	var (
+		mu       sync.Mutex
+		stopping bool // set by the cleanup: an exit after it is expected
+	)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -65,10 +73,20 @@ func Kinesis(t testing.TB) string {
 			}
 		}
 		_, _ = io.Copy(io.Discard, stdout)
-		_ = cmd.Wait()
+		err := cmd.Wait()
+		mu.Lock()
+		if !stopping {
+			// It died under the test: say how, so the failure that
+			// follows (connection refused) can be told from a weir bug.
+			t.Logf("testenv: kinesalite exited during the test (%v): %s", err, stderr.String())
+		}
+		mu.Unlock()
 		close(done)
 	}()
 	t.Cleanup(func() {
+		mu.Lock()
+		stopping = true
+		mu.Unlock()
 		_ = stdin.Close()
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
