@@ -19,6 +19,9 @@ import (
 // gRPC, registered with serviceDesc.
 type grpcServer struct {
 	impl Handler
+	// batches is the process's batch file, if the host passed one and the
+	// server's codec reads it (Serve's server).
+	batches *batchReader
 }
 
 // serviceDesc is the Handler service of handler.proto (pb.Handler_ServiceDesc)
@@ -105,6 +108,7 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 		Name:            info.Name,
 		Version:         info.Version,
 		ProtocolVersion: clampUint32(info.ProtocolVersion),
+		ReadsBatchFile:  s.batches != nil,
 	}, nil
 }
 

@@ -34,8 +34,12 @@ import (
 // what it rejects: truncated input, a wrong wire type for a known field,
 // invalid UTF-8 in a string field.
 
-// wireCodec is the gRPC codec of both sides of the handler connection.
-type wireCodec struct{}
+// wireCodec is the gRPC codec of both sides of the handler connection. On a
+// handler process's side, batches reads the records a batch has in the
+// batch file (nil if the process has none).
+type wireCodec struct {
+	batches *batchReader
+}
 
 // protoCodec is gRPC's default codec, for every other message.
 var protoCodec = encoding.GetCodecV2(proto.Name)
@@ -47,7 +51,7 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *wireBatch:
 		out := mem.BufferSlice{mem.SliceBuffer(m.head)}
-		if len(m.recs) > 0 {
+		if len(m.recs) > 0 && !m.shared {
 			out = append(out, mem.SliceBuffer(m.recs))
 		}
 		return out, nil
@@ -57,10 +61,14 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	return protoCodec.Marshal(v)
 }
 
-func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *handleRequest:
-		return decodeBatch(data.Materialize(), &m.batch)
+		buf, err := c.batches.inline(data.Materialize())
+		if err != nil {
+			return err
+		}
+		return decodeBatch(buf, &m.batch)
 	case *wireReply:
 		var err error
 		m.bad, err = decodeResult(data.Materialize(), m.n, &m.res)
@@ -70,11 +78,13 @@ func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // wireBatch is a Batch encoded for the wire: head holds fields 1 to 5,
-// recs the records (field 6).
+// recs the records (field 6). If shared is set, the records were written to
+// the batch file and head ends with field 7 saying where; recs is not sent.
 type wireBatch struct {
-	head []byte
-	recs []byte
-	n    int // records in recs
+	head   []byte
+	recs   []byte
+	n      int // records in recs
+	shared bool
 }
 
 // wireReply is a Result as the host decodes it (decodeResult), for a

@@ -168,8 +168,12 @@ type DescribeResponse struct {
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// The protocol version the handler speaks; must equal the host's (1).
 	ProtocolVersion uint32 `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True if the handler opened the batch file the host passed it (see
+	// SharedRecords) and reads records from it. A handler that leaves it
+	// false gets every batch's records inline (Batch.records).
+	ReadsBatchFile bool `protobuf:"varint,4,opt,name=reads_batch_file,json=readsBatchFile,proto3" json:"reads_batch_file,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -221,6 +225,13 @@ func (x *DescribeResponse) GetProtocolVersion() uint32 {
 		return x.ProtocolVersion
 	}
 	return 0
+}
+
+func (x *DescribeResponse) GetReadsBatchFile() bool {
+	if x != nil {
+		return x.ReadsBatchFile
+	}
+	return false
 }
 
 type Header struct {
@@ -383,8 +394,12 @@ type Batch struct {
 	// epoch; 0 for none.
 	DeadlineUnixNano int64     `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
 	Records          []*Record `protobuf:"bytes,6,rep,name=records,proto3" json:"records,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set, instead of records, only for a handler that said it reads the
+	// batch file (DescribeResponse.reads_batch_file): the records are in the
+	// file, encoded exactly as field 6 would be inline.
+	SharedRecords *SharedRecords `protobuf:"bytes,7,opt,name=shared_records,json=sharedRecords,proto3" json:"shared_records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -459,6 +474,76 @@ func (x *Batch) GetRecords() []*Record {
 	return nil
 }
 
+func (x *Batch) GetSharedRecords() *SharedRecords {
+	if x != nil {
+		return x.SharedRecords
+	}
+	return nil
+}
+
+// SharedRecords locates a batch's records in the batch file: a memory file
+// (Linux memfd) the host creates for each handler process and passes to it
+// as file descriptor WEIR_BATCH_FD (3), sized for as many batches as the
+// process serves calls at once. The host writes a call's records there
+// before the call and does not reuse that part of the file until the call
+// has returned. The bytes are a concatenation of Batch field 6 (tag, length,
+// Record), so that appending them to the rest of the Batch gives the batch
+// as if sent inline. Records cross the process boundary as one copy into and
+// one out of shared memory, instead of through TLS and HTTP/2 framing.
+type SharedRecords struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the records start in the file, in bytes.
+	Offset uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// How many bytes they take.
+	Length        uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedRecords) Reset() {
+	*x = SharedRecords{}
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedRecords) ProtoMessage() {}
+
+func (x *SharedRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedRecords.ProtoReflect.Descriptor instead.
+func (*SharedRecords) Descriptor() ([]byte, []int) {
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SharedRecords) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SharedRecords) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // Output is one message the handler emits.
 type Output struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -477,7 +562,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +574,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +587,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{5}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Output) GetIndex() uint32 {
@@ -563,7 +648,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +660,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +673,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Failure) GetIndex() uint32 {
@@ -631,7 +716,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +728,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +741,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Result) GetOutputs() []*Output {
@@ -686,7 +771,7 @@ type BatchError struct {
 
 func (x *BatchError) Reset() {
 	*x = BatchError{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +783,7 @@ func (x *BatchError) String() string {
 func (*BatchError) ProtoMessage() {}
 
 func (x *BatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +796,7 @@ func (x *BatchError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
 func (*BatchError) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BatchError) GetClass() ErrorClass {
@@ -741,11 +826,12 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweir/handler/v1/handler.proto\x12\x0fweir.handler.v1\"E\n" +
 	"\x0fDescribeRequest\x122\n" +
-	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"k\n" +
+	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\x95\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
-	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\"?\n" +
+	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12(\n" +
+	"\x10reads_batch_file\x18\x04 \x01(\bR\x0ereadsBatchFile\"?\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
@@ -758,14 +844,18 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\tR\bsequenceB\x06\n" +
 	"\x04_keyB\b\n" +
-	"\x06_value\"\xd4\x01\n" +
+	"\x06_value\"\x9b\x02\n" +
 	"\x05Batch\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\tR\tpartition\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\rR\aattempt\x12,\n" +
 	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x121\n" +
-	"\arecords\x18\x06 \x03(\v2\x17.weir.handler.v1.RecordR\arecords\"\xd9\x01\n" +
+	"\arecords\x18\x06 \x03(\v2\x17.weir.handler.v1.RecordR\arecords\x12E\n" +
+	"\x0eshared_records\x18\a \x01(\v2\x1e.weir.handler.v1.SharedRecordsR\rsharedRecords\"?\n" +
+	"\rSharedRecords\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\"\xd9\x01\n" +
 	"\x06Output\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04sink\x18\x02 \x01(\tR\x04sink\x12\x15\n" +
@@ -814,7 +904,7 @@ func file_weir_handler_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_handler_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(ErrorClass)(0),          // 0: weir.handler.v1.ErrorClass
 	(*DescribeRequest)(nil),  // 1: weir.handler.v1.DescribeRequest
@@ -822,28 +912,30 @@ var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(*Header)(nil),           // 3: weir.handler.v1.Header
 	(*Record)(nil),           // 4: weir.handler.v1.Record
 	(*Batch)(nil),            // 5: weir.handler.v1.Batch
-	(*Output)(nil),           // 6: weir.handler.v1.Output
-	(*Failure)(nil),          // 7: weir.handler.v1.Failure
-	(*Result)(nil),           // 8: weir.handler.v1.Result
-	(*BatchError)(nil),       // 9: weir.handler.v1.BatchError
+	(*SharedRecords)(nil),    // 6: weir.handler.v1.SharedRecords
+	(*Output)(nil),           // 7: weir.handler.v1.Output
+	(*Failure)(nil),          // 8: weir.handler.v1.Failure
+	(*Result)(nil),           // 9: weir.handler.v1.Result
+	(*BatchError)(nil),       // 10: weir.handler.v1.BatchError
 }
 var file_weir_handler_v1_handler_proto_depIdxs = []int32{
-	3, // 0: weir.handler.v1.Record.headers:type_name -> weir.handler.v1.Header
-	4, // 1: weir.handler.v1.Batch.records:type_name -> weir.handler.v1.Record
-	3, // 2: weir.handler.v1.Output.headers:type_name -> weir.handler.v1.Header
-	0, // 3: weir.handler.v1.Failure.class:type_name -> weir.handler.v1.ErrorClass
-	6, // 4: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
-	7, // 5: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
-	0, // 6: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
-	1, // 7: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
-	5, // 8: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
-	2, // 9: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
-	8, // 10: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: weir.handler.v1.Record.headers:type_name -> weir.handler.v1.Header
+	4,  // 1: weir.handler.v1.Batch.records:type_name -> weir.handler.v1.Record
+	6,  // 2: weir.handler.v1.Batch.shared_records:type_name -> weir.handler.v1.SharedRecords
+	3,  // 3: weir.handler.v1.Output.headers:type_name -> weir.handler.v1.Header
+	0,  // 4: weir.handler.v1.Failure.class:type_name -> weir.handler.v1.ErrorClass
+	7,  // 5: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
+	8,  // 6: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
+	0,  // 7: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
+	1,  // 8: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
+	5,  // 9: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
+	2,  // 10: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
+	9,  // 11: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_weir_handler_v1_handler_proto_init() }
@@ -853,14 +945,14 @@ func file_weir_handler_v1_handler_proto_init() {
 	}
 	file_weir_handler_v1_handler_proto_msgTypes[2].OneofWrappers = []any{}
 	file_weir_handler_v1_handler_proto_msgTypes[3].OneofWrappers = []any{}
-	file_weir_handler_v1_handler_proto_msgTypes[5].OneofWrappers = []any{}
+	file_weir_handler_v1_handler_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_handler_v1_handler_proto_rawDesc), len(file_weir_handler_v1_handler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
