@@ -13,9 +13,11 @@ import (
 )
 
 // The batch file carries a batch's records from the host to a Go handler
-// process outside the gRPC connection: the host writes the records of a
-// call into its own part of a memory file both processes hold, and the call
-// says where they are (Batch.shared_records, see handler.proto). Over the
+// process outside the gRPC connection, and the handler's result back: the
+// host writes the records of a call into its own part of a memory file both
+// processes hold, and the call says where they are (Batch.shared_records,
+// see handler.proto) and where the handler may write its result, which the
+// host reads once the call has returned. Over the
 // connection, a batch of 100-byte records costs more in TLS encryption, in
 // HTTP/2 framing and in the wake-ups of both sides per 16 KiB frame than
 // encoding and decoding it does; through the file it is one copy in and one
@@ -25,11 +27,13 @@ import (
 // it.
 //
 // Each of a process's concurrent calls has a slot of the file to itself
-// until the call returns. A call that returns without a reply (a timeout,
-// an abandoned call, a crash) breaks the process, which gets no other call
-// before it is replaced, so a slot is never rewritten while its handler may
-// still read it. The host only writes the file and the handler only reads
-// it: what either does to it cannot corrupt the other's memory.
+// until the call returns: the records, then as much room for the result. A
+// call that returns without a reply (a timeout, an abandoned call, a crash)
+// breaks the process, which gets no other call before it is replaced, so a
+// slot is never rewritten while its handler may still read it. Neither side
+// maps the file: each copies what it writes in and what it reads out, and
+// the host checks a result read from the file as it checks any reply, so
+// what the handler does to the file cannot corrupt the host's memory.
 
 // EnvBatchFD names the file descriptor of the batch file in a handler
 // process's environment.
@@ -37,13 +41,17 @@ const EnvBatchFD = "WEIR_BATCH_FD"
 
 // DefaultBatchFileSlot is the default PoolConfig.BatchFileSlot: room for the
 // records of a batch of batch.max_bytes (1 MiB by default) several times
-// over. A batch whose records take more is sent inline.
+// over, and as much for its result. A batch whose records take more is sent
+// inline, and so is a result that takes more.
 const DefaultBatchFileSlot = 4 << 20
 
 // batchFile is the host's side of a handler process's batch file.
 type batchFile struct {
 	f        *os.File
-	slotSize int
+	slotSize int // of the records, and of the result after them
+	// replyCap is the room for a result: slotSize, or the pool's
+	// MaxReplyBytes if smaller.
+	replyCap int
 
 	mu   sync.Mutex
 	free []int // slot numbers; the last one freed is taken first
@@ -74,11 +82,16 @@ func (bf *batchFile) put(slot int) {
 
 // write copies recs into slot and returns where they are.
 func (bf *batchFile) write(slot int, recs []byte) (offset int64, err error) {
-	offset = int64(slot) * int64(bf.slotSize)
+	offset = int64(slot) * 2 * int64(bf.slotSize)
 	if _, err := bf.f.WriteAt(recs, offset); err != nil {
 		return 0, fmt.Errorf("writing a batch to the batch file: %w", err)
 	}
 	return offset, nil
+}
+
+// replyAt is where the result of slot's call may be written.
+func (bf *batchFile) replyAt(slot int) int64 {
+	return int64(slot)*2*int64(bf.slotSize) + int64(bf.slotSize)
 }
 
 // Close closes the host's descriptor of the file; the memory goes once the
@@ -91,22 +104,47 @@ func (bf *batchFile) Close() error {
 	return bf.f.Close()
 }
 
-// appendSharedRecords appends Batch field 7, the SharedRecords at offset
-// with length bytes, to buf.
-func appendSharedRecords(buf []byte, offset int64, length int) []byte {
-	size := 1 + protowire.SizeVarint(uint64(offset)) + 1 + protowire.SizeVarint(uint64(length))
+// shared is a SharedRecords message.
+type shared struct {
+	offset, length        uint64
+	replyOffset, replyCap uint64
+}
+
+// appendSharedRecords appends Batch field 7, s, to buf.
+func appendSharedRecords(buf []byte, s shared) []byte {
+	vs := [4]uint64{s.offset, s.length, s.replyOffset, s.replyCap}
+	size := 0
+	for _, v := range vs {
+		size += 1 + protowire.SizeVarint(v)
+	}
 	buf = append(buf, byte(7<<3|protowire.BytesType))
 	buf = appendVarint(buf, uint64(size))
+	for i, v := range vs {
+		buf = append(buf, byte(i+1)<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, v)
+	}
+	return buf
+}
+
+// appendSharedResult appends Result field 3, a SharedResult of length
+// bytes, to buf.
+func appendSharedResult(buf []byte, length int) []byte {
+	buf = append(buf, byte(3<<3|protowire.BytesType))
+	buf = appendVarint(buf, uint64(1+protowire.SizeVarint(uint64(length))))
 	buf = append(buf, byte(1<<3|protowire.VarintType))
-	buf = protowire.AppendVarint(buf, uint64(offset))
-	buf = append(buf, byte(2<<3|protowire.VarintType))
 	return protowire.AppendVarint(buf, uint64(length))
 }
 
 // batchReader is a handler process's side of its batch file.
 type batchReader struct {
-	f    io.ReaderAt
+	f    file
 	size int64
+}
+
+// file is what a handler process does with its batch file.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
 }
 
 // openBatchFile opens the batch file the host passed, if it did (EnvBatchFD
@@ -135,25 +173,35 @@ var errNoBatchFile = errors.New("the batch's records are in a batch file this ha
 
 // inline returns buf, a Batch, with its shared records read from the batch
 // file and appended: the batch as if sent inline (field 7 stays, and batch
-// decoders skip it). A batch without shared records is returned as is.
-func (r *batchReader) inline(buf []byte) ([]byte, error) {
-	off, n, found, err := sharedRecords(buf)
+// decoders skip it), and where its result may go. A batch without shared
+// records is returned as is.
+func (r *batchReader) inline(buf []byte) ([]byte, shared, error) {
+	s, found, err := sharedRecords(buf)
 	if err != nil || !found {
-		return buf, err
+		return buf, shared{}, err
 	}
 	if r == nil {
-		return nil, errNoBatchFile
+		return nil, shared{}, errNoBatchFile
 	}
-	if off > uint64(r.size) || n > uint64(r.size)-off || n > MaxMessageSize {
-		return nil, wireErr("shared records at %d, %d bytes, are outside the batch file of %d bytes", off, n, r.size)
+	if !r.within(s.offset, s.length) || s.length > MaxMessageSize {
+		return nil, shared{}, wireErr("shared records at %d, %d bytes, are outside the batch file of %d bytes", s.offset, s.length, r.size)
 	}
+	if !r.within(s.replyOffset, s.replyCap) {
+		s.replyCap = 0 // the result goes inline
+	}
+	off, n := s.offset, s.length
 	out := make([]byte, len(buf)+int(n))
 	copy(out, buf)
 	if _, err := r.f.ReadAt(out[len(buf):], int64(off)); err != nil {
-		return nil, fmt.Errorf("reading the batch's records from the batch file: %w", err)
+		return nil, shared{}, fmt.Errorf("reading the batch's records from the batch file: %w", err)
 	}
 	batchFileReads.Add(1)
-	return out, nil
+	return out, s, nil
+}
+
+// within reports whether n bytes at off are inside the file.
+func (r *batchReader) within(off, n uint64) bool {
+	return off <= uint64(r.size) && n <= uint64(r.size)-off
 }
 
 // batchFileReads counts the batches this process read from its batch file
@@ -161,12 +209,12 @@ func (r *batchReader) inline(buf []byte) ([]byte, error) {
 var batchFileReads atomic.Int64
 
 // sharedRecords finds Batch field 7 in buf and decodes it.
-func sharedRecords(buf []byte) (offset, length uint64, found bool, err error) {
+func sharedRecords(buf []byte) (s shared, found bool, err error) {
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
-			return 0, 0, false, fmt.Errorf("decoding a batch: %w", err)
+			return shared{}, false, fmt.Errorf("decoding a batch: %w", err)
 		}
 		if !f.is(7, bytesT) {
 			continue
@@ -176,15 +224,64 @@ func sharedRecords(buf []byte) (offset, length uint64, found bool, err error) {
 		for len(sub.buf) > 0 {
 			g, err := sub.next()
 			if err != nil {
-				return 0, 0, false, fmt.Errorf("decoding a batch's shared records: %w", err)
+				return shared{}, false, fmt.Errorf("decoding a batch's shared records: %w", err)
 			}
 			switch {
 			case g.is(1, varintT):
-				offset = g.v
+				s.offset = g.v
 			case g.is(2, varintT):
-				length = g.v
+				s.length = g.v
+			case g.is(3, varintT):
+				s.replyOffset = g.v
+			case g.is(4, varintT):
+				s.replyCap = g.v
 			}
 		}
 	}
-	return offset, length, found, nil
+	return s, found, nil
 }
+
+// sharedResult finds Result field 3 in buf and returns its length; others
+// is set if buf has outputs or failures too.
+func sharedResult(buf []byte) (length uint64, found, others bool, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
+		if err != nil {
+			return 0, false, false, fmt.Errorf("decoding a result: %w", err)
+		}
+		switch {
+		case f.is(1, bytesT), f.is(2, bytesT):
+			others = true
+		case f.is(3, bytesT):
+			found = true
+			sub := reader{buf: f.b}
+			for len(sub.buf) > 0 {
+				g, err := sub.next()
+				if err != nil {
+					return 0, false, false, fmt.Errorf("decoding a result's shared result: %w", err)
+				}
+				if g.is(1, varintT) {
+					length = g.v
+				}
+			}
+		}
+	}
+	return length, found, others, nil
+}
+
+// readResult reads the result of the call that had slot's reply area from
+// the batch file, into memory of its own: n bytes, which the handler said
+// it wrote there.
+func (bf *batchFile) readResult(offset int64, n int) ([]byte, error) {
+	out := make([]byte, n)
+	if _, err := bf.f.ReadAt(out, offset); err != nil {
+		return nil, fmt.Errorf("reading the result from the batch file: %w", err)
+	}
+	batchFileResults.Add(1)
+	return out, nil
+}
+
+// batchFileResults counts the results this process (a host) read from
+// batch files (a test hook).
+var batchFileResults atomic.Int64

@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/mem"
@@ -18,7 +19,7 @@ func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
 	if runtime.GOOS != "linux" {
 		t.Skip("batch files are Linux memfds")
 	}
-	bf, err := newBatchFile(2, 1<<20)
+	bf, err := newBatchFile(2, 1<<20, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if off != 1<<20 {
+	if off != 2<<20 {
 		t.Fatalf("slot 1 at %d", off)
 	}
 	// The handler's own descriptor of the file, as it would inherit it.
@@ -39,7 +40,7 @@ func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
 	}
 	t.Cleanup(func() { f.Close() })
 	st, _ := f.Stat()
-	return appendSharedRecords(w.head, off, len(w.recs)), &batchReader{f: f, size: st.Size()}
+	return appendSharedRecords(w.head, shared{offset: uint64(off), length: uint64(len(w.recs))}), &batchReader{f: f, size: st.Size()}
 }
 
 func TestSharedBatchDecodesAsInline(t *testing.T) {
@@ -76,12 +77,74 @@ func TestSharedBatchWithoutABatchFileFails(t *testing.T) {
 
 func TestSharedRecordsOutsideTheFileFail(t *testing.T) {
 	_, r := sharedBatch(t, loadBatch(3, 10))
-	for _, c := range []struct{ off, n int64 }{{2 << 20, 1}, {2<<20 - 10, 11}, {0, 3 << 20}, {1 << 62, 1 << 62}} {
-		msg := appendSharedRecords(nil, c.off, int(c.n))
+	for _, c := range []struct{ off, n uint64 }{{4 << 20, 1}, {4<<20 - 10, 11}, {0, 5 << 20}, {1 << 62, 1 << 62}} {
+		msg := appendSharedRecords(nil, shared{offset: c.off, length: c.n})
 		var got handleRequest
 		err := (wireCodec{batches: r}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(msg)}, &got)
 		if !errors.Is(err, errWire) {
-			t.Errorf("shared records at %d, %d bytes, in a file of 2 MiB: %v, want a wire error", c.off, c.n, err)
+			t.Errorf("shared records at %d, %d bytes, in a file of 4 MiB: %v, want a wire error", c.off, c.n, err)
 		}
+	}
+}
+
+// replyThroughFile is a host's wireReply for a batch of n records whose
+// call offered the reply area of slot 0 of a fresh batch file, which it
+// returns too.
+func replyThroughFile(t *testing.T, n int) (*wireReply, *batchFile) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("batch files are Linux memfds")
+	}
+	bf, err := newBatchFile(1, 1<<20, 1<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bf.Close() })
+	return &wireReply{n: n, shared: bf, replyAt: bf.replyAt(0), replyCap: bf.replyCap}, bf
+}
+
+func TestResultReadFromTheBatchFile(t *testing.T) {
+	m, bf := replyThroughFile(t, 2)
+	res := &Result{Outputs: []Output{{Index: 1, Sink: "out"}}, Failures: []Failure{{Index: 0, Message: "no", Class: ClassInvalidInput}}}
+	enc, err := encodeResult(res, mem.DefaultBufferPool())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bf.f.WriteAt(enc.Materialize(), m.replyAt); err != nil {
+		t.Fatal(err)
+	}
+	msg := appendSharedResult(nil, enc.Len())
+	if err := (wireCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(msg)}, m); err != nil || m.bad != nil {
+		t.Fatalf("Unmarshal: %v, bad reply %v", err, m.bad)
+	}
+	if len(m.res.Outputs) != 1 || m.res.Outputs[0].Sink != "out" || len(m.res.Failures) != 1 || m.res.Failures[0].Message != "no" {
+		t.Fatalf("result %+v", m.res)
+	}
+}
+
+func TestResultInTheBatchFileBreakingTheProtocol(t *testing.T) {
+	for name, c := range map[string]struct {
+		msg  []byte
+		want string
+	}{
+		"larger than offered": {appendSharedResult(nil, 1<<10+1), "more than the 1024 offered"},
+		"with outputs inline too": {append(appendSharedResult(nil, 10), 0x0a, 0x02, 0x12, 'x'),
+			"outputs or failures as well"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, _ := replyThroughFile(t, 2)
+			if err := (wireCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(c.msg)}, m); err != nil {
+				t.Fatalf("Unmarshal: %v, want a bad reply", err)
+			}
+			if e, ok := errors.AsType[*Error](m.bad); !ok || e.Class != ClassBadReply || !strings.Contains(m.bad.Error(), c.want) {
+				t.Fatalf("bad reply %v, want ClassBadReply saying %q", m.bad, c.want)
+			}
+		})
+	}
+	// Where no room was offered, a result "in the file" is refused, never
+	// taken for an empty one.
+	m := &wireReply{n: 2}
+	if err := (wireCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(appendSharedResult(nil, 0))}, m); err != nil || !errors.Is(m.bad, errBadReply) {
+		t.Fatalf("a result in a batch file not offered: err %v, bad %v; want a bad reply", err, m.bad)
 	}
 }

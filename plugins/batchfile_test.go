@@ -61,9 +61,13 @@ func TestBatchFileCarriesAGoHandlersRecords(t *testing.T) {
 		t.Skip("batch files are Linux memfds")
 	}
 	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, AutoMTLS: true})
+	results := plugins.BatchFileResults()
 	for i := 1; i <= 3; i++ {
 		if reads := viaFile(t, p, batchOfSize("b"+strconv.Itoa(i), 200, 100)); reads != i {
 			t.Fatalf("batch %d: the handler had read %d batches from its batch file, want %d", i, reads, i)
+		}
+		if got := plugins.BatchFileResults() - results; got != int64(i) {
+			t.Fatalf("batch %d: %d results came through the batch file, want %d", i, got, i)
 		}
 	}
 }

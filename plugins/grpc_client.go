@@ -93,6 +93,7 @@ func (c *grpcClient) Handle(ctx context.Context, b *Batch) (*Result, error) {
 func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, error) {
 	ctx, done := c.bind(ctx)
 	defer done()
+	resp := &wireReply{n: w.n}
 	if bf := c.batches; bf != nil && len(w.recs) > 0 {
 		if slot, ok := bf.take(len(w.recs)); ok {
 			// The slot is free again once the call has returned: with a
@@ -100,12 +101,13 @@ func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, err
 			// process is replaced before it gets another call.
 			defer bf.put(slot)
 			if off, err := bf.write(slot, w.recs); err == nil {
-				w.head = appendSharedRecords(w.head, off, len(w.recs))
+				resp.shared, resp.replyAt, resp.replyCap = bf, bf.replyAt(slot), bf.replyCap
+				w.head = appendSharedRecords(w.head, shared{offset: uint64(off), length: uint64(len(w.recs)),
+					replyOffset: uint64(resp.replyAt), replyCap: uint64(resp.replyCap)})
 				w.shared = true
 			}
 		}
 	}
-	resp := &wireReply{n: w.n}
 	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
 		return nil, c.callError(ctx, "handle", err)
 	}

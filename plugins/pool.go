@@ -417,7 +417,7 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	setProcAttr(cmd)
 	var batches *batchFile
 	if p.cfg.BatchFileSlot > 0 {
-		bf, err := newBatchFile(p.cfg.MaxConcurrency, p.cfg.BatchFileSlot)
+		bf, err := newBatchFile(p.cfg.MaxConcurrency, p.cfg.BatchFileSlot, p.cfg.MaxReplyBytes)
 		if err != nil {
 			inst.log.Debug().Err(err).Msg("no batch file: batches go inline")
 		} else {

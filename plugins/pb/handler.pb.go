@@ -483,10 +483,10 @@ func (x *Batch) GetSharedRecords() *SharedRecords {
 
 // SharedRecords locates a batch's records in the batch file: a memory file
 // (Linux memfd) the host creates for each handler process and passes to it
-// as file descriptor WEIR_BATCH_FD (3), sized for as many batches as the
-// process serves calls at once. The host writes a call's records there
-// before the call and does not reuse that part of the file until the call
-// has returned. The bytes are a concatenation of Batch field 6 (tag, length,
+// as file descriptor WEIR_BATCH_FD (3), with a part for each call the
+// process serves at once. The host writes a call's records there before the
+// call and does not reuse that part of the file until the call has
+// returned. The bytes are a concatenation of Batch field 6 (tag, length,
 // Record), so that appending them to the rest of the Batch gives the batch
 // as if sent inline. Records cross the process boundary as one copy into and
 // one out of shared memory, instead of through TLS and HTTP/2 framing.
@@ -495,7 +495,14 @@ type SharedRecords struct {
 	// Where the records start in the file, in bytes.
 	Offset uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
 	// How many bytes they take.
-	Length        uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	Length uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	// Where the handler may write its Result, encoded, instead of sending it
+	// (then it replies with a Result holding only shared_result), and how
+	// many bytes it may write there; a larger Result is sent as usual. The
+	// host reads the Result from the file once the call has returned, and
+	// checks it as it checks any reply.
+	ReplyOffset   uint64 `protobuf:"varint,3,opt,name=reply_offset,json=replyOffset,proto3" json:"reply_offset,omitempty"`
+	ReplyCapacity uint64 `protobuf:"varint,4,opt,name=reply_capacity,json=replyCapacity,proto3" json:"reply_capacity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +551,67 @@ func (x *SharedRecords) GetLength() uint64 {
 	return 0
 }
 
+func (x *SharedRecords) GetReplyOffset() uint64 {
+	if x != nil {
+		return x.ReplyOffset
+	}
+	return 0
+}
+
+func (x *SharedRecords) GetReplyCapacity() uint64 {
+	if x != nil {
+		return x.ReplyCapacity
+	}
+	return 0
+}
+
+// SharedResult says that the Result is in the batch file, at the
+// reply_offset of the call's SharedRecords.
+type SharedResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many bytes it takes.
+	Length        uint64 `protobuf:"varint,1,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedResult) Reset() {
+	*x = SharedResult{}
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedResult) ProtoMessage() {}
+
+func (x *SharedResult) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedResult.ProtoReflect.Descriptor instead.
+func (*SharedResult) Descriptor() ([]byte, []int) {
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SharedResult) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // Output is one message the handler emits.
 type Output struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -562,7 +630,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +642,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +655,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Output) GetIndex() uint32 {
@@ -648,7 +716,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +728,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +741,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Failure) GetIndex() uint32 {
@@ -707,16 +775,19 @@ func (x *Failure) GetClass() ErrorClass {
 // Result is the handler's answer to a Batch. A record without a Failure
 // succeeded, with zero or more Outputs.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outputs       []*Output              `protobuf:"bytes,1,rep,name=outputs,proto3" json:"outputs,omitempty"`
-	Failures      []*Failure             `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Outputs  []*Output              `protobuf:"bytes,1,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Failures []*Failure             `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	// Set, alone, by a handler that wrote its Result into the batch file (see
+	// SharedRecords.reply_offset).
+	SharedResult  *SharedResult `protobuf:"bytes,3,opt,name=shared_result,json=sharedResult,proto3" json:"shared_result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +799,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -741,7 +812,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Result) GetOutputs() []*Output {
@@ -754,6 +825,13 @@ func (x *Result) GetOutputs() []*Output {
 func (x *Result) GetFailures() []*Failure {
 	if x != nil {
 		return x.Failures
+	}
+	return nil
+}
+
+func (x *Result) GetSharedResult() *SharedResult {
+	if x != nil {
+		return x.SharedResult
 	}
 	return nil
 }
@@ -771,7 +849,7 @@ type BatchError struct {
 
 func (x *BatchError) Reset() {
 	*x = BatchError{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +861,7 @@ func (x *BatchError) String() string {
 func (*BatchError) ProtoMessage() {}
 
 func (x *BatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +874,7 @@ func (x *BatchError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
 func (*BatchError) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{9}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchError) GetClass() ErrorClass {
@@ -852,10 +930,14 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\aattempt\x18\x04 \x01(\rR\aattempt\x12,\n" +
 	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x121\n" +
 	"\arecords\x18\x06 \x03(\v2\x17.weir.handler.v1.RecordR\arecords\x12E\n" +
-	"\x0eshared_records\x18\a \x01(\v2\x1e.weir.handler.v1.SharedRecordsR\rsharedRecords\"?\n" +
+	"\x0eshared_records\x18\a \x01(\v2\x1e.weir.handler.v1.SharedRecordsR\rsharedRecords\"\x89\x01\n" +
 	"\rSharedRecords\x12\x16\n" +
 	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
-	"\x06length\x18\x02 \x01(\x04R\x06length\"\xd9\x01\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\x12!\n" +
+	"\freply_offset\x18\x03 \x01(\x04R\vreplyOffset\x12%\n" +
+	"\x0ereply_capacity\x18\x04 \x01(\x04R\rreplyCapacity\"&\n" +
+	"\fSharedResult\x12\x16\n" +
+	"\x06length\x18\x01 \x01(\x04R\x06length\"\xd9\x01\n" +
 	"\x06Output\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04sink\x18\x02 \x01(\tR\x04sink\x12\x15\n" +
@@ -869,10 +951,11 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x121\n" +
-	"\x05class\x18\x04 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\"q\n" +
+	"\x05class\x18\x04 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\"\xb5\x01\n" +
 	"\x06Result\x121\n" +
 	"\aoutputs\x18\x01 \x03(\v2\x17.weir.handler.v1.OutputR\aoutputs\x124\n" +
-	"\bfailures\x18\x02 \x03(\v2\x18.weir.handler.v1.FailureR\bfailures\"w\n" +
+	"\bfailures\x18\x02 \x03(\v2\x18.weir.handler.v1.FailureR\bfailures\x12B\n" +
+	"\rshared_result\x18\x03 \x01(\v2\x1d.weir.handler.v1.SharedResultR\fsharedResult\"w\n" +
 	"\n" +
 	"BatchError\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\x12\x1c\n" +
@@ -904,7 +987,7 @@ func file_weir_handler_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_handler_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(ErrorClass)(0),          // 0: weir.handler.v1.ErrorClass
 	(*DescribeRequest)(nil),  // 1: weir.handler.v1.DescribeRequest
@@ -913,10 +996,11 @@ var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(*Record)(nil),           // 4: weir.handler.v1.Record
 	(*Batch)(nil),            // 5: weir.handler.v1.Batch
 	(*SharedRecords)(nil),    // 6: weir.handler.v1.SharedRecords
-	(*Output)(nil),           // 7: weir.handler.v1.Output
-	(*Failure)(nil),          // 8: weir.handler.v1.Failure
-	(*Result)(nil),           // 9: weir.handler.v1.Result
-	(*BatchError)(nil),       // 10: weir.handler.v1.BatchError
+	(*SharedResult)(nil),     // 7: weir.handler.v1.SharedResult
+	(*Output)(nil),           // 8: weir.handler.v1.Output
+	(*Failure)(nil),          // 9: weir.handler.v1.Failure
+	(*Result)(nil),           // 10: weir.handler.v1.Result
+	(*BatchError)(nil),       // 11: weir.handler.v1.BatchError
 }
 var file_weir_handler_v1_handler_proto_depIdxs = []int32{
 	3,  // 0: weir.handler.v1.Record.headers:type_name -> weir.handler.v1.Header
@@ -924,18 +1008,19 @@ var file_weir_handler_v1_handler_proto_depIdxs = []int32{
 	6,  // 2: weir.handler.v1.Batch.shared_records:type_name -> weir.handler.v1.SharedRecords
 	3,  // 3: weir.handler.v1.Output.headers:type_name -> weir.handler.v1.Header
 	0,  // 4: weir.handler.v1.Failure.class:type_name -> weir.handler.v1.ErrorClass
-	7,  // 5: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
-	8,  // 6: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
-	0,  // 7: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
-	1,  // 8: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
-	5,  // 9: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
-	2,  // 10: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
-	9,  // 11: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 5: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
+	9,  // 6: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
+	7,  // 7: weir.handler.v1.Result.shared_result:type_name -> weir.handler.v1.SharedResult
+	0,  // 8: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
+	1,  // 9: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
+	5,  // 10: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
+	2,  // 11: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
+	10, // 12: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_weir_handler_v1_handler_proto_init() }
@@ -945,14 +1030,14 @@ func file_weir_handler_v1_handler_proto_init() {
 	}
 	file_weir_handler_v1_handler_proto_msgTypes[2].OneofWrappers = []any{}
 	file_weir_handler_v1_handler_proto_msgTypes[3].OneofWrappers = []any{}
-	file_weir_handler_v1_handler_proto_msgTypes[6].OneofWrappers = []any{}
+	file_weir_handler_v1_handler_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_handler_v1_handler_proto_rawDesc), len(file_weir_handler_v1_handler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
