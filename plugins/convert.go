@@ -215,6 +215,9 @@ func badReply(format string, args ...any) error {
 // ClassBadReply): the reference the host's hand-written decoder
 // (decodeResult) is tested against.
 func resultFromPB(p *pb.Result, n int) (*Result, error) {
+	if p.GetSharedResult() != nil {
+		return nil, errResultNotOffered
+	}
 	res := &Result{}
 	if len(p.GetOutputs()) > 0 {
 		nh := 0

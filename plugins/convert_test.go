@@ -56,7 +56,7 @@ func connect(t *testing.T, h Handler) Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newGRPCServer(nil)
+	s := newGRPCServer(nil, nil)
 	if err := (&GRPCPlugin{Impl: h}).GRPCServer(nil, s); err != nil {
 		t.Fatal(err)
 	}

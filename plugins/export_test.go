@@ -7,3 +7,11 @@ func (p *Pool) PIDs() []int { return p.pids() }
 
 // IdleCount is the number of instances waiting for a call.
 func (p *Pool) IdleCount() int { return len(p.idle) }
+
+// BatchFileReads is the number of batches this process (a handler) read
+// from its batch file.
+func BatchFileReads() int64 { return batchFileReads.Load() }
+
+// BatchFileResults is the number of results this process (a host) read
+// from batch files.
+func BatchFileResults() int64 { return batchFileResults.Load() }

@@ -32,7 +32,9 @@ func FuzzResultFromPB(f *testing.F) {
 	seed(&pb.Result{Outputs: []*pb.Output{{Index: 1, Sink: "out"}, {Index: 1, Sink: "out"}, {Index: 0}}}, 2)
 	seed(&pb.Result{Failures: []*pb.Failure{{Index: 4294967295, Class: 99}, {Index: 0, Retryable: true}}}, 2)
 	seed(&pb.Result{Failures: []*pb.Failure{{Index: 0, Class: pb.ErrorClass_ERROR_CLASS_BAD_REPLY}, {Index: 0}}}, 1)
-	f.Add([]byte("\x0a\x02\x12\xff"), uint16(1)) // a sink name that is not UTF-8
+	f.Add([]byte("\x0a\x02\x12\xff"), uint16(1))                    // a sink name that is not UTF-8
+	seed(&pb.Result{SharedResult: &pb.SharedResult{Length: 12}}, 1) // a result in a batch file not offered
+	f.Add([]byte("\x1a\x02\x08\xff"), uint16(1))                    // a shared result that is malformed
 	f.Fuzz(func(t *testing.T, data []byte, n uint16) {
 		var got Result
 		bad, err := decodeResult(bytes.Clone(data), int(n), &got)

@@ -21,6 +21,12 @@ type grpcClient struct {
 	conn   grpc.ClientConnInterface
 	// done is canceled by go-plugin when the plugin process exits.
 	done context.Context
+	// readsBatchFile is what the process said in Describe: it opened the
+	// batch file its host passed it.
+	readsBatchFile bool
+	// batches, if set (by the Pool, after Describe, before any Handle),
+	// is the process's batch file: Handle writes records there.
+	batches *batchFile
 }
 
 var _ Handler = (*grpcClient)(nil)
@@ -56,6 +62,7 @@ func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, c.callError(ctx, "describe", err)
 	}
+	c.readsBatchFile = resp.GetReadsBatchFile()
 	return Info{
 		Name:            resp.GetName(),
 		Version:         resp.GetVersion(),
@@ -80,11 +87,27 @@ func (c *grpcClient) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	return res, err
 }
 
-// handleWire is Handle of a batch already encoded.
+// handleWire is Handle of a batch already encoded (its head included). Its
+// records go through the batch file when the process has one and they fit
+// in a free slot, inline otherwise.
 func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, error) {
 	ctx, done := c.bind(ctx)
 	defer done()
 	resp := &wireReply{n: w.n}
+	if bf := c.batches; bf != nil && len(w.recs) > 0 {
+		if slot, ok := bf.take(len(w.recs)); ok {
+			// The slot is free again once the call has returned: with a
+			// reply, the handler is done with it; without one, the
+			// process is replaced before it gets another call.
+			defer bf.put(slot)
+			if off, err := bf.write(slot, w.recs); err == nil {
+				resp.shared, resp.replyAt, resp.replyCap = bf, bf.replyAt(slot), bf.replyCap
+				w.head = appendSharedRecords(w.head, shared{offset: uint64(off), length: uint64(len(w.recs)),
+					replyOffset: uint64(resp.replyAt), replyCap: uint64(resp.replyCap)})
+				w.shared = true
+			}
+		}
+	}
 	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
 		return nil, c.callError(ctx, "handle", err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -19,6 +20,9 @@ import (
 // gRPC, registered with serviceDesc.
 type grpcServer struct {
 	impl Handler
+	// batches is the process's batch file, if the host passed one and the
+	// server's codec reads it (Serve's server).
+	batches *batchReader
 }
 
 // serviceDesc is the Handler service of handler.proto (pb.Handler_ServiceDesc)
@@ -58,11 +62,11 @@ func handleMethod(srv any, ctx context.Context, dec func(any) error, interceptor
 	}
 	s := srv.(*grpcServer)
 	if interceptor == nil {
-		return s.Handle(ctx, in.get())
+		return s.handle(ctx, in)
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: pb.Handler_Handle_FullMethodName}
 	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return s.Handle(ctx, req.(*handleRequest).get())
+		return s.handle(ctx, req.(*handleRequest))
 	})
 }
 
@@ -73,6 +77,9 @@ func handleMethod(srv any, ctx context.Context, dec func(any) error, interceptor
 type handleRequest struct {
 	batch Batch
 	pb    *pb.Batch
+	// shared says where the batch's records were in the batch file, and
+	// where its result may go (replyCap 0: inline).
+	shared shared
 }
 
 // ProtoReflect makes handleRequest a proto.Message for the protobuf codec.
@@ -105,6 +112,7 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 		Name:            info.Name,
 		Version:         info.Version,
 		ProtocolVersion: clampUint32(info.ProtocolVersion),
+		ReadsBatchFile:  s.batches != nil,
 	}, nil
 }
 
@@ -114,6 +122,31 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 type handleReply struct {
 	res *Result
 	pb  *pb.Result
+	// file, if set, is the batch file, where wireCodec writes the result
+	// (at replyAt, if it takes at most replyCap bytes) instead of sending
+	// it.
+	file     file
+	replyAt  int64
+	replyCap int
+}
+
+// toBatchFile writes the encoded result out into the batch file and returns
+// the reply saying so; or out itself, if it does not fit or the write
+// fails.
+func (r *handleReply) toBatchFile(out mem.BufferSlice) mem.BufferSlice {
+	n := out.Len()
+	if n == 0 || n > r.replyCap {
+		return out
+	}
+	off := r.replyAt
+	for _, b := range out {
+		if _, err := r.file.WriteAt(b.ReadOnlyData(), off); err != nil {
+			return out
+		}
+		off += int64(b.Len())
+	}
+	out.Free()
+	return mem.BufferSlice{mem.SliceBuffer(appendSharedResult(nil, n))}
 }
 
 // ProtoReflect makes handleReply a proto.Message for the protobuf codec.
@@ -122,6 +155,16 @@ func (r *handleReply) ProtoReflect() protoreflect.Message {
 		r.pb = resultToPB(r.res)
 	}
 	return r.pb.ProtoReflect()
+}
+
+// handle is Handle of a request, whose result goes into the batch file if
+// the request offered room there.
+func (s *grpcServer) handle(ctx context.Context, in *handleRequest) (*handleReply, error) {
+	resp, err := s.Handle(ctx, in.get())
+	if err == nil && s.batches != nil && in.shared.replyCap > 0 {
+		resp.file, resp.replyAt, resp.replyCap = s.batches.f, int64(in.shared.replyOffset), int(in.shared.replyCap)
+	}
+	return resp, err
 }
 
 // Handle calls the handler with the batch and returns its result. A panic

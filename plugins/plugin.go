@@ -46,13 +46,16 @@ type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	// Impl is the handler served by GRPCServer; unused by GRPCClient.
 	Impl Handler
+	// batches is the batch file of a process served by Serve, whose gRPC
+	// server's codec reads it; nil otherwise.
+	batches *batchReader
 }
 
 var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
 
 // GRPCServer registers the Handler service serving p.Impl on s.
 func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	s.RegisterService(&serviceDesc, &grpcServer{impl: p.Impl})
+	s.RegisterService(&serviceDesc, &grpcServer{impl: p.Impl, batches: p.batches})
 	return nil
 }
 
@@ -77,12 +80,13 @@ func (p *GRPCPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, conn 
 // handlers through ServeBuiltinIfRequested.
 func Serve(h Handler) {
 	startGCTuner()
+	batches := openBatchFile()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
-			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h}},
+			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, batches: batches}},
 		},
-		GRPCServer: newGRPCServer,
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server { return newGRPCServer(batches, opts) },
 		// go-plugin's own server-side logging: only problems, as JSON lines
 		// on the process's real stderr, which the host logs.
 		Logger: hclog.New(&hclog.LoggerOptions{
@@ -94,11 +98,13 @@ func Serve(h Handler) {
 	})
 }
 
-func newGRPCServer(opts []grpc.ServerOption) *grpc.Server {
+// newGRPCServer is the gRPC server of a handler process whose batch file,
+// if the host passed one, is batches.
+func newGRPCServer(batches *batchReader, opts []grpc.ServerOption) *grpc.Server {
 	opts = append(opts, serverTransportOptions()...)
 	opts = append(opts,
 		// Batches decode by hand (wire.go); everything else as usual.
-		grpc.ForceServerCodecV2(wireCodec{}),
+		grpc.ForceServerCodecV2(wireCodec{batches: batches}),
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(maxReplyBytes()),
 	)

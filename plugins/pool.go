@@ -61,7 +61,8 @@ type PoolConfig struct {
 	// except PATH and TMPDIR (which an interpreter or a runtime needs to
 	// find programs and a place for go-plugin's socket), unless Env sets
 	// them; go-plugin adds its own protocol variables, the pool
-	// WEIR_MAX_REPLY_BYTES and, for a builtin, WEIR_BUILTIN_HANDLER.
+	// WEIR_MAX_REPLY_BYTES, WEIR_BATCH_FD (with a batch file) and, for a
+	// builtin, WEIR_BUILTIN_HANDLER.
 	Env map[string]string
 	// SHA256, if set, pins the executable: the lowercase hex SHA-256 its
 	// file must have at every start and restart (go-plugin's SecureConfig
@@ -101,6 +102,13 @@ type PoolConfig struct {
 	// A crash or timeout of one call kills the process, failing its other
 	// calls too. Default 1.
 	MaxConcurrency int
+	// BatchFileSlot is the size in bytes of each call's part of a handler
+	// process's batch file, through which a Go handler gets the records of
+	// a batch (see batchfile.go): a batch whose records take more goes
+	// inline over the connection. Default DefaultBatchFileSlot; negative:
+	// no batch file, every batch inline. A handler that does not read the
+	// file (the Python and TypeScript SDKs) gets every batch inline.
+	BatchFileSlot int
 }
 
 func (c *PoolConfig) applyDefaults() {
@@ -125,6 +133,9 @@ func (c *PoolConfig) applyDefaults() {
 	}
 	if c.MaxReplyBytes == 0 {
 		c.MaxReplyBytes = MaxMessageSize
+	}
+	if c.BatchFileSlot == 0 {
+		c.BatchFileSlot = DefaultBatchFileSlot
 	}
 	c.SHA256 = strings.ToLower(c.SHA256)
 }
@@ -280,8 +291,7 @@ func NewPool(ctx context.Context, cfg PoolConfig) (*Pool, error) {
 		p.cancel()
 		for _, inst := range p.all {
 			if inst.client != nil {
-				inst.client.Kill()
-				inst.flushLogs()
+				kill(inst, false)
 			}
 		}
 		return nil, fmt.Errorf("plugin %q: starting %s: %w", cfg.Name, exe, err)
@@ -405,6 +415,18 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	// A copy: go-plugin appends to it, and launches run concurrently.
 	cmd.Env = slices.Clone(p.env)
 	setProcAttr(cmd)
+	var batches *batchFile
+	if p.cfg.BatchFileSlot > 0 {
+		bf, err := newBatchFile(p.cfg.MaxConcurrency, p.cfg.BatchFileSlot, p.cfg.MaxReplyBytes)
+		if err != nil {
+			inst.log.Debug().Err(err).Msg("no batch file: batches go inline")
+		} else {
+			// The process's fd 3 (the first of ExtraFiles).
+			batches = bf
+			cmd.ExtraFiles = []*os.File{bf.f}
+			cmd.Env = append(cmd.Env, EnvBatchFD+"=3")
+		}
+	}
 	stderr := newLineLogger(inst.log, "stderr")
 	syncStderr := newLineLogger(inst.log, "stderr")
 	syncStdout := newLineLogger(inst.log, "stdout")
@@ -436,6 +458,7 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 			err = fmt.Errorf("%w (automatic mTLS is on, handler.mtls: a plugin whose go-plugin server does not support it, like the Python and TypeScript SDKs, needs mtls: off)", err)
 		}
 		client.Kill()
+		_ = batches.Close()
 		for _, l := range logs {
 			l.Flush()
 		}
@@ -473,6 +496,11 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	}
 	if info.ProtocolVersion != ProtocolVersion {
 		return fail(fmt.Errorf("handler %q speaks protocol version %d, this host speaks %d", info.Name, info.ProtocolVersion, ProtocolVersion))
+	}
+	if h.readsBatchFile && batches != nil {
+		h.batches = batches
+	} else {
+		_ = batches.Close()
 	}
 	inst.client, inst.h, inst.pid, inst.logs = client, h, pid, logs
 	inst.log.Debug().Int("pid", pid).Str("handler", info.Name).Str("version", info.Version).Msg("plugin instance started")
@@ -686,6 +714,9 @@ func kill(inst *instance, hard bool) {
 		}
 	}
 	inst.client.Kill()
+	if inst.h != nil {
+		_ = inst.h.batches.Close()
+	}
 	inst.flushLogs()
 }
 
@@ -723,8 +754,7 @@ func (p *Pool) restart(inst *instance, reason string, hard bool) {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			next.client.Kill()
-			next.flushLogs()
+			kill(next, false)
 			return
 		}
 		inst.client, inst.h, inst.pid, inst.logs = next.client, next.h, next.pid, next.logs
@@ -789,7 +819,7 @@ func (p *Pool) close(ctx context.Context) error {
 	p.mu.Lock()
 	snapshot := make([]instance, len(p.all))
 	for i, inst := range p.all {
-		snapshot[i] = instance{n: inst.n, client: inst.client, pid: inst.pid, logs: inst.logs}
+		snapshot[i] = instance{n: inst.n, client: inst.client, h: inst.h, pid: inst.pid, logs: inst.logs}
 	}
 	p.mu.Unlock()
 	var wg sync.WaitGroup

@@ -78,6 +78,15 @@ func testHandlers() map[string]plugins.Handler {
 			Message: record.Message{Headers: []record.Header{{Key: "\xff", Value: []byte("x")}}}})
 		return nil
 	})
+	// viafile echoes each record's value, with how many batches this
+	// process has read from its batch file so far, after a "|".
+	hs["viafile"] = sdk.New(named("viafile"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		n := []byte("|" + strconv.FormatInt(plugins.BatchFileReads(), 10))
+		for i, r := range b.Records {
+			res.Output(i, "out", r.Key, append(r.Value[:len(r.Value):len(r.Value)], n...), r.Headers...)
+		}
+		return nil
+	})
 	hs["future"] = futureHandler{}
 	return hs
 }

@@ -34,8 +34,12 @@ import (
 // what it rejects: truncated input, a wrong wire type for a known field,
 // invalid UTF-8 in a string field.
 
-// wireCodec is the gRPC codec of both sides of the handler connection.
-type wireCodec struct{}
+// wireCodec is the gRPC codec of both sides of the handler connection. On a
+// handler process's side, batches reads the records a batch has in the
+// batch file (nil if the process has none).
+type wireCodec struct {
+	batches *batchReader
+}
 
 // protoCodec is gRPC's default codec, for every other message.
 var protoCodec = encoding.GetCodecV2(proto.Name)
@@ -47,42 +51,84 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case *wireBatch:
 		out := mem.BufferSlice{mem.SliceBuffer(m.head)}
-		if len(m.recs) > 0 {
+		if len(m.recs) > 0 && !m.shared {
 			out = append(out, mem.SliceBuffer(m.recs))
 		}
 		return out, nil
 	case *handleReply:
-		return encodeResult(m.res, mem.DefaultBufferPool())
+		out, err := encodeResult(m.res, mem.DefaultBufferPool())
+		if err != nil || m.file == nil {
+			return out, err
+		}
+		return m.toBatchFile(out), nil
 	}
 	return protoCodec.Marshal(v)
 }
 
-func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *handleRequest:
-		return decodeBatch(data.Materialize(), &m.batch)
+		buf, s, err := c.batches.inline(data.Materialize())
+		if err != nil {
+			return err
+		}
+		m.shared = s
+		return decodeBatch(buf, &m.batch)
 	case *wireReply:
+		buf := data.Materialize()
+		if m.shared != nil {
+			var err error
+			if buf, err = m.fromBatchFile(buf); err != nil || m.bad != nil {
+				return err
+			}
+		}
 		var err error
-		m.bad, err = decodeResult(data.Materialize(), m.n, &m.res)
+		m.bad, err = decodeResult(buf, m.n, &m.res)
 		return err
 	}
 	return protoCodec.Unmarshal(data, v)
 }
 
 // wireBatch is a Batch encoded for the wire: head holds fields 1 to 5,
-// recs the records (field 6).
+// recs the records (field 6). If shared is set, the records were written to
+// the batch file and head ends with field 7 saying where; recs is not sent.
 type wireBatch struct {
-	head []byte
-	recs []byte
-	n    int // records in recs
+	head   []byte
+	recs   []byte
+	n      int // records in recs
+	shared bool
 }
 
 // wireReply is a Result as the host decodes it (decodeResult), for a
-// batch of n records; bad is set when it breaks the protocol.
+// batch of n records; bad is set when it breaks the protocol. If shared is
+// set, the handler may have written the result into the batch file, at
+// replyAt, at most replyCap bytes.
 type wireReply struct {
 	n   int
 	res Result
 	bad error
+
+	shared   *batchFile
+	replyAt  int64
+	replyCap int
+}
+
+// fromBatchFile returns the result the reply buf says is in the batch file,
+// read from it, or buf if it says nothing of the kind; m.bad is set if what
+// it says breaks the protocol.
+func (m *wireReply) fromBatchFile(buf []byte) ([]byte, error) {
+	n, found, others, err := sharedResult(buf)
+	switch {
+	case err != nil || !found:
+		return buf, err
+	case others:
+		m.bad = badReply("the reply has outputs or failures as well as a result in the batch file")
+	case n > uint64(m.replyCap):
+		m.bad = badReply("the result in the batch file takes %d bytes, more than the %d offered (handler.max_reply_bytes)", n, m.replyCap)
+	default:
+		return m.shared.readResult(m.replyAt, int(n))
+	}
+	return nil, nil
 }
 
 // recsBufs recycles the records buffers of calls that completed.
@@ -569,6 +615,7 @@ func decodeResult(buf []byte, n int, res *Result) (bad, err error) {
 		hs              headerRuns
 		lastSink        string
 		badOut, badFail error
+		inFile          bool
 	)
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
@@ -601,12 +648,38 @@ func decodeResult(buf []byte, n int, res *Result) (bad, err error) {
 			if badFail == nil && fl.Index >= n {
 				badFail = badReply("failure %d: index %d out of range (batch of %d records)", i, fl.Index, n)
 			}
+		case f.is(3, bytesT):
+			// A result in the batch file: wireReply.fromBatchFile reads
+			// it when the host offered room there; here it was not.
+			if err := checkMessage(f.b); err != nil {
+				return nil, fmt.Errorf("decoding a result: shared result: %w", err)
+			}
+			inFile = true
 		}
 	}
-	if badOut != nil {
+	switch {
+	case inFile:
+		return errResultNotOffered, nil
+	case badOut != nil:
 		return badOut, nil
 	}
 	return badFail, nil
+}
+
+// errResultNotOffered refuses a reply saying its result is in the batch file
+// when the call offered no room there: taken as an empty result, it would
+// pass every record of the batch as handled with no output.
+var errResultNotOffered = badReply("the result is in the batch file, where the host offered no room for it")
+
+// checkMessage checks that buf is a well-formed protobuf message.
+func checkMessage(buf []byte) error {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		if _, err := rd.next(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // decodeOutput decodes the Output in buf into o, its headers into hs; a

@@ -168,8 +168,12 @@ type DescribeResponse struct {
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// The protocol version the handler speaks; must equal the host's (1).
 	ProtocolVersion uint32 `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True if the handler opened the batch file the host passed it (see
+	// SharedRecords) and reads records from it. A handler that leaves it
+	// false gets every batch's records inline (Batch.records).
+	ReadsBatchFile bool `protobuf:"varint,4,opt,name=reads_batch_file,json=readsBatchFile,proto3" json:"reads_batch_file,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -221,6 +225,13 @@ func (x *DescribeResponse) GetProtocolVersion() uint32 {
 		return x.ProtocolVersion
 	}
 	return 0
+}
+
+func (x *DescribeResponse) GetReadsBatchFile() bool {
+	if x != nil {
+		return x.ReadsBatchFile
+	}
+	return false
 }
 
 type Header struct {
@@ -383,8 +394,12 @@ type Batch struct {
 	// epoch; 0 for none.
 	DeadlineUnixNano int64     `protobuf:"varint,5,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
 	Records          []*Record `protobuf:"bytes,6,rep,name=records,proto3" json:"records,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set, instead of records, only for a handler that said it reads the
+	// batch file (DescribeResponse.reads_batch_file): the records are in the
+	// file, encoded exactly as field 6 would be inline.
+	SharedRecords *SharedRecords `protobuf:"bytes,7,opt,name=shared_records,json=sharedRecords,proto3" json:"shared_records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Batch) Reset() {
@@ -459,6 +474,144 @@ func (x *Batch) GetRecords() []*Record {
 	return nil
 }
 
+func (x *Batch) GetSharedRecords() *SharedRecords {
+	if x != nil {
+		return x.SharedRecords
+	}
+	return nil
+}
+
+// SharedRecords locates a batch's records in the batch file: a memory file
+// (Linux memfd) the host creates for each handler process and passes to it
+// as file descriptor WEIR_BATCH_FD (3), with a part for each call the
+// process serves at once. The host writes a call's records there before the
+// call and does not reuse that part of the file until the call has
+// returned. The bytes are a concatenation of Batch field 6 (tag, length,
+// Record), so that appending them to the rest of the Batch gives the batch
+// as if sent inline. Records cross the process boundary as one copy into and
+// one out of shared memory, instead of through TLS and HTTP/2 framing.
+type SharedRecords struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the records start in the file, in bytes.
+	Offset uint64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	// How many bytes they take.
+	Length uint64 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	// Where the handler may write its Result, encoded, instead of sending it
+	// (then it replies with a Result holding only shared_result), and how
+	// many bytes it may write there; a larger Result is sent as usual. The
+	// host reads the Result from the file once the call has returned, and
+	// checks it as it checks any reply.
+	ReplyOffset   uint64 `protobuf:"varint,3,opt,name=reply_offset,json=replyOffset,proto3" json:"reply_offset,omitempty"`
+	ReplyCapacity uint64 `protobuf:"varint,4,opt,name=reply_capacity,json=replyCapacity,proto3" json:"reply_capacity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedRecords) Reset() {
+	*x = SharedRecords{}
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedRecords) ProtoMessage() {}
+
+func (x *SharedRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedRecords.ProtoReflect.Descriptor instead.
+func (*SharedRecords) Descriptor() ([]byte, []int) {
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SharedRecords) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SharedRecords) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+func (x *SharedRecords) GetReplyOffset() uint64 {
+	if x != nil {
+		return x.ReplyOffset
+	}
+	return 0
+}
+
+func (x *SharedRecords) GetReplyCapacity() uint64 {
+	if x != nil {
+		return x.ReplyCapacity
+	}
+	return 0
+}
+
+// SharedResult says that the Result is in the batch file, at the
+// reply_offset of the call's SharedRecords.
+type SharedResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many bytes it takes.
+	Length        uint64 `protobuf:"varint,1,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedResult) Reset() {
+	*x = SharedResult{}
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedResult) ProtoMessage() {}
+
+func (x *SharedResult) ProtoReflect() protoreflect.Message {
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedResult.ProtoReflect.Descriptor instead.
+func (*SharedResult) Descriptor() ([]byte, []int) {
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SharedResult) GetLength() uint64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 // Output is one message the handler emits.
 type Output struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -477,7 +630,7 @@ type Output struct {
 
 func (x *Output) Reset() {
 	*x = Output{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +642,7 @@ func (x *Output) String() string {
 func (*Output) ProtoMessage() {}
 
 func (x *Output) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[5]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +655,7 @@ func (x *Output) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Output.ProtoReflect.Descriptor instead.
 func (*Output) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{5}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Output) GetIndex() uint32 {
@@ -563,7 +716,7 @@ type Failure struct {
 
 func (x *Failure) Reset() {
 	*x = Failure{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +728,7 @@ func (x *Failure) String() string {
 func (*Failure) ProtoMessage() {}
 
 func (x *Failure) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[6]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +741,7 @@ func (x *Failure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failure.ProtoReflect.Descriptor instead.
 func (*Failure) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{6}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Failure) GetIndex() uint32 {
@@ -622,16 +775,19 @@ func (x *Failure) GetClass() ErrorClass {
 // Result is the handler's answer to a Batch. A record without a Failure
 // succeeded, with zero or more Outputs.
 type Result struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Outputs       []*Output              `protobuf:"bytes,1,rep,name=outputs,proto3" json:"outputs,omitempty"`
-	Failures      []*Failure             `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Outputs  []*Output              `protobuf:"bytes,1,rep,name=outputs,proto3" json:"outputs,omitempty"`
+	Failures []*Failure             `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	// Set, alone, by a handler that wrote its Result into the batch file (see
+	// SharedRecords.reply_offset).
+	SharedResult  *SharedResult `protobuf:"bytes,3,opt,name=shared_result,json=sharedResult,proto3" json:"shared_result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +799,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[7]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +812,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{7}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Result) GetOutputs() []*Output {
@@ -669,6 +825,13 @@ func (x *Result) GetOutputs() []*Output {
 func (x *Result) GetFailures() []*Failure {
 	if x != nil {
 		return x.Failures
+	}
+	return nil
+}
+
+func (x *Result) GetSharedResult() *SharedResult {
+	if x != nil {
+		return x.SharedResult
 	}
 	return nil
 }
@@ -686,7 +849,7 @@ type BatchError struct {
 
 func (x *BatchError) Reset() {
 	*x = BatchError{}
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +861,7 @@ func (x *BatchError) String() string {
 func (*BatchError) ProtoMessage() {}
 
 func (x *BatchError) ProtoReflect() protoreflect.Message {
-	mi := &file_weir_handler_v1_handler_proto_msgTypes[8]
+	mi := &file_weir_handler_v1_handler_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +874,7 @@ func (x *BatchError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchError.ProtoReflect.Descriptor instead.
 func (*BatchError) Descriptor() ([]byte, []int) {
-	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{8}
+	return file_weir_handler_v1_handler_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BatchError) GetClass() ErrorClass {
@@ -741,11 +904,12 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweir/handler/v1/handler.proto\x12\x0fweir.handler.v1\"E\n" +
 	"\x0fDescribeRequest\x122\n" +
-	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"k\n" +
+	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\x95\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
-	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\"?\n" +
+	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12(\n" +
+	"\x10reads_batch_file\x18\x04 \x01(\bR\x0ereadsBatchFile\"?\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
@@ -758,14 +922,22 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x1a\n" +
 	"\bsequence\x18\x06 \x01(\tR\bsequenceB\x06\n" +
 	"\x04_keyB\b\n" +
-	"\x06_value\"\xd4\x01\n" +
+	"\x06_value\"\x9b\x02\n" +
 	"\x05Batch\x12\x1a\n" +
 	"\bpipeline\x18\x01 \x01(\tR\bpipeline\x12\x16\n" +
 	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x1c\n" +
 	"\tpartition\x18\x03 \x01(\tR\tpartition\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\rR\aattempt\x12,\n" +
 	"\x12deadline_unix_nano\x18\x05 \x01(\x03R\x10deadlineUnixNano\x121\n" +
-	"\arecords\x18\x06 \x03(\v2\x17.weir.handler.v1.RecordR\arecords\"\xd9\x01\n" +
+	"\arecords\x18\x06 \x03(\v2\x17.weir.handler.v1.RecordR\arecords\x12E\n" +
+	"\x0eshared_records\x18\a \x01(\v2\x1e.weir.handler.v1.SharedRecordsR\rsharedRecords\"\x89\x01\n" +
+	"\rSharedRecords\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x04R\x06offset\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\x04R\x06length\x12!\n" +
+	"\freply_offset\x18\x03 \x01(\x04R\vreplyOffset\x12%\n" +
+	"\x0ereply_capacity\x18\x04 \x01(\x04R\rreplyCapacity\"&\n" +
+	"\fSharedResult\x12\x16\n" +
+	"\x06length\x18\x01 \x01(\x04R\x06length\"\xd9\x01\n" +
 	"\x06Output\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x12\n" +
 	"\x04sink\x18\x02 \x01(\tR\x04sink\x12\x15\n" +
@@ -779,10 +951,11 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x121\n" +
-	"\x05class\x18\x04 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\"q\n" +
+	"\x05class\x18\x04 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\"\xb5\x01\n" +
 	"\x06Result\x121\n" +
 	"\aoutputs\x18\x01 \x03(\v2\x17.weir.handler.v1.OutputR\aoutputs\x124\n" +
-	"\bfailures\x18\x02 \x03(\v2\x18.weir.handler.v1.FailureR\bfailures\"w\n" +
+	"\bfailures\x18\x02 \x03(\v2\x18.weir.handler.v1.FailureR\bfailures\x12B\n" +
+	"\rshared_result\x18\x03 \x01(\v2\x1d.weir.handler.v1.SharedResultR\fsharedResult\"w\n" +
 	"\n" +
 	"BatchError\x121\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1b.weir.handler.v1.ErrorClassR\x05class\x12\x1c\n" +
@@ -814,7 +987,7 @@ func file_weir_handler_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_weir_handler_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_weir_handler_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(ErrorClass)(0),          // 0: weir.handler.v1.ErrorClass
 	(*DescribeRequest)(nil),  // 1: weir.handler.v1.DescribeRequest
@@ -822,28 +995,32 @@ var file_weir_handler_v1_handler_proto_goTypes = []any{
 	(*Header)(nil),           // 3: weir.handler.v1.Header
 	(*Record)(nil),           // 4: weir.handler.v1.Record
 	(*Batch)(nil),            // 5: weir.handler.v1.Batch
-	(*Output)(nil),           // 6: weir.handler.v1.Output
-	(*Failure)(nil),          // 7: weir.handler.v1.Failure
-	(*Result)(nil),           // 8: weir.handler.v1.Result
-	(*BatchError)(nil),       // 9: weir.handler.v1.BatchError
+	(*SharedRecords)(nil),    // 6: weir.handler.v1.SharedRecords
+	(*SharedResult)(nil),     // 7: weir.handler.v1.SharedResult
+	(*Output)(nil),           // 8: weir.handler.v1.Output
+	(*Failure)(nil),          // 9: weir.handler.v1.Failure
+	(*Result)(nil),           // 10: weir.handler.v1.Result
+	(*BatchError)(nil),       // 11: weir.handler.v1.BatchError
 }
 var file_weir_handler_v1_handler_proto_depIdxs = []int32{
-	3, // 0: weir.handler.v1.Record.headers:type_name -> weir.handler.v1.Header
-	4, // 1: weir.handler.v1.Batch.records:type_name -> weir.handler.v1.Record
-	3, // 2: weir.handler.v1.Output.headers:type_name -> weir.handler.v1.Header
-	0, // 3: weir.handler.v1.Failure.class:type_name -> weir.handler.v1.ErrorClass
-	6, // 4: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
-	7, // 5: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
-	0, // 6: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
-	1, // 7: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
-	5, // 8: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
-	2, // 9: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
-	8, // 10: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	3,  // 0: weir.handler.v1.Record.headers:type_name -> weir.handler.v1.Header
+	4,  // 1: weir.handler.v1.Batch.records:type_name -> weir.handler.v1.Record
+	6,  // 2: weir.handler.v1.Batch.shared_records:type_name -> weir.handler.v1.SharedRecords
+	3,  // 3: weir.handler.v1.Output.headers:type_name -> weir.handler.v1.Header
+	0,  // 4: weir.handler.v1.Failure.class:type_name -> weir.handler.v1.ErrorClass
+	8,  // 5: weir.handler.v1.Result.outputs:type_name -> weir.handler.v1.Output
+	9,  // 6: weir.handler.v1.Result.failures:type_name -> weir.handler.v1.Failure
+	7,  // 7: weir.handler.v1.Result.shared_result:type_name -> weir.handler.v1.SharedResult
+	0,  // 8: weir.handler.v1.BatchError.class:type_name -> weir.handler.v1.ErrorClass
+	1,  // 9: weir.handler.v1.Handler.Describe:input_type -> weir.handler.v1.DescribeRequest
+	5,  // 10: weir.handler.v1.Handler.Handle:input_type -> weir.handler.v1.Batch
+	2,  // 11: weir.handler.v1.Handler.Describe:output_type -> weir.handler.v1.DescribeResponse
+	10, // 12: weir.handler.v1.Handler.Handle:output_type -> weir.handler.v1.Result
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_weir_handler_v1_handler_proto_init() }
@@ -853,14 +1030,14 @@ func file_weir_handler_v1_handler_proto_init() {
 	}
 	file_weir_handler_v1_handler_proto_msgTypes[2].OneofWrappers = []any{}
 	file_weir_handler_v1_handler_proto_msgTypes[3].OneofWrappers = []any{}
-	file_weir_handler_v1_handler_proto_msgTypes[5].OneofWrappers = []any{}
+	file_weir_handler_v1_handler_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_weir_handler_v1_handler_proto_rawDesc), len(file_weir_handler_v1_handler_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

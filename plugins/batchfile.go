@@ -1,0 +1,287 @@
+package plugins
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The batch file carries a batch's records from the host to a Go handler
+// process outside the gRPC connection, and the handler's result back: the
+// host writes the records of a call into its own part of a memory file both
+// processes hold, and the call says where they are (Batch.shared_records,
+// see handler.proto) and where the handler may write its result, which the
+// host reads once the call has returned. Over the
+// connection, a batch of 100-byte records costs more in TLS encryption, in
+// HTTP/2 framing and in the wake-ups of both sides per 16 KiB frame than
+// encoding and decoding it does; through the file it is one copy in and one
+// out. The connection keeps carrying everything else (the call, its
+// deadline, the reply), authenticated as before: the file is created by the
+// host for one process and passed to it at start, and nothing else can open
+// it.
+//
+// Each of a process's concurrent calls has a slot of the file to itself
+// until the call returns: the records, then as much room for the result. A
+// call that returns without a reply (a timeout, an abandoned call, a crash)
+// breaks the process, which gets no other call before it is replaced, so a
+// slot is never rewritten while its handler may still read it. Neither side
+// maps the file: each copies what it writes in and what it reads out, and
+// the host checks a result read from the file as it checks any reply, so
+// what the handler does to the file cannot corrupt the host's memory.
+
+// EnvBatchFD names the file descriptor of the batch file in a handler
+// process's environment.
+const EnvBatchFD = "WEIR_BATCH_FD"
+
+// DefaultBatchFileSlot is the default PoolConfig.BatchFileSlot: room for the
+// records of a batch of batch.max_bytes (1 MiB by default) several times
+// over, and as much for its result. A batch whose records take more is sent
+// inline, and so is a result that takes more.
+const DefaultBatchFileSlot = 4 << 20
+
+// batchFile is the host's side of a handler process's batch file.
+type batchFile struct {
+	f        *os.File
+	slotSize int // of the records, and of the result after them
+	// replyCap is the room for a result: slotSize, or the pool's
+	// MaxReplyBytes if smaller.
+	replyCap int
+
+	mu   sync.Mutex
+	free []int // slot numbers; the last one freed is taken first
+}
+
+// take reserves a slot for n bytes of records; ok is false if n does not
+// fit in a slot or every slot is taken.
+func (bf *batchFile) take(n int) (slot int, ok bool) {
+	if n > bf.slotSize {
+		return 0, false
+	}
+	bf.mu.Lock()
+	defer bf.mu.Unlock()
+	if len(bf.free) == 0 {
+		return 0, false
+	}
+	slot = bf.free[len(bf.free)-1]
+	bf.free = bf.free[:len(bf.free)-1]
+	return slot, true
+}
+
+// put gives slot back.
+func (bf *batchFile) put(slot int) {
+	bf.mu.Lock()
+	bf.free = append(bf.free, slot)
+	bf.mu.Unlock()
+}
+
+// write copies recs into slot and returns where they are.
+func (bf *batchFile) write(slot int, recs []byte) (offset int64, err error) {
+	offset = int64(slot) * 2 * int64(bf.slotSize)
+	if _, err := bf.f.WriteAt(recs, offset); err != nil {
+		return 0, fmt.Errorf("writing a batch to the batch file: %w", err)
+	}
+	return offset, nil
+}
+
+// replyAt is where the result of slot's call may be written.
+func (bf *batchFile) replyAt(slot int) int64 {
+	return int64(slot)*2*int64(bf.slotSize) + int64(bf.slotSize)
+}
+
+// Close closes the host's descriptor of the file; the memory goes once the
+// handler process has exited too. A write racing with it fails (and that
+// call sends its records inline).
+func (bf *batchFile) Close() error {
+	if bf == nil {
+		return nil
+	}
+	return bf.f.Close()
+}
+
+// shared is a SharedRecords message.
+type shared struct {
+	offset, length        uint64
+	replyOffset, replyCap uint64
+}
+
+// appendSharedRecords appends Batch field 7, s, to buf.
+func appendSharedRecords(buf []byte, s shared) []byte {
+	vs := [4]uint64{s.offset, s.length, s.replyOffset, s.replyCap}
+	size := 0
+	for _, v := range vs {
+		size += 1 + protowire.SizeVarint(v)
+	}
+	buf = append(buf, byte(7<<3|protowire.BytesType))
+	buf = appendVarint(buf, uint64(size))
+	for i, v := range vs {
+		buf = append(buf, byte(i+1)<<3|byte(protowire.VarintType))
+		buf = protowire.AppendVarint(buf, v)
+	}
+	return buf
+}
+
+// appendSharedResult appends Result field 3, a SharedResult of length
+// bytes, to buf.
+func appendSharedResult(buf []byte, length int) []byte {
+	buf = append(buf, byte(3<<3|protowire.BytesType))
+	buf = appendVarint(buf, uint64(1+protowire.SizeVarint(uint64(length))))
+	buf = append(buf, byte(1<<3|protowire.VarintType))
+	return protowire.AppendVarint(buf, uint64(length))
+}
+
+// batchReader is a handler process's side of its batch file.
+type batchReader struct {
+	f    file
+	size int64
+}
+
+// file is what a handler process does with its batch file.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
+// openBatchFile opens the batch file the host passed, if it did (EnvBatchFD
+// names a descriptor of a regular file); nil otherwise, and the handler
+// then gets its batches inline.
+func openBatchFile() *batchReader {
+	fd, err := strconv.Atoi(os.Getenv(EnvBatchFD))
+	if err != nil || fd < 3 {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), "weir-batches")
+	if f == nil {
+		return nil
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return nil
+	}
+	return &batchReader{f: f, size: st.Size()}
+}
+
+// errNoBatchFile fails a batch whose records are in a batch file this
+// process does not have: decoding it without them would hand the handler an
+// empty batch, and the host would take every record for handled.
+var errNoBatchFile = errors.New("the batch's records are in a batch file this handler process did not open")
+
+// inline returns buf, a Batch, with its shared records read from the batch
+// file and appended: the batch as if sent inline (field 7 stays, and batch
+// decoders skip it), and where its result may go. A batch without shared
+// records is returned as is.
+func (r *batchReader) inline(buf []byte) ([]byte, shared, error) {
+	s, found, err := sharedRecords(buf)
+	if err != nil || !found {
+		return buf, shared{}, err
+	}
+	if r == nil {
+		return nil, shared{}, errNoBatchFile
+	}
+	if !r.within(s.offset, s.length) || s.length > MaxMessageSize {
+		return nil, shared{}, wireErr("shared records at %d, %d bytes, are outside the batch file of %d bytes", s.offset, s.length, r.size)
+	}
+	if !r.within(s.replyOffset, s.replyCap) {
+		s.replyCap = 0 // the result goes inline
+	}
+	off, n := s.offset, s.length
+	out := make([]byte, len(buf)+int(n))
+	copy(out, buf)
+	if _, err := r.f.ReadAt(out[len(buf):], int64(off)); err != nil {
+		return nil, shared{}, fmt.Errorf("reading the batch's records from the batch file: %w", err)
+	}
+	batchFileReads.Add(1)
+	return out, s, nil
+}
+
+// within reports whether n bytes at off are inside the file.
+func (r *batchReader) within(off, n uint64) bool {
+	return off <= uint64(r.size) && n <= uint64(r.size)-off
+}
+
+// batchFileReads counts the batches this process read from its batch file
+// (a test hook).
+var batchFileReads atomic.Int64
+
+// sharedRecords finds Batch field 7 in buf and decodes it.
+func sharedRecords(buf []byte) (s shared, found bool, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
+		if err != nil {
+			return shared{}, false, fmt.Errorf("decoding a batch: %w", err)
+		}
+		if !f.is(7, bytesT) {
+			continue
+		}
+		found = true
+		sub := reader{buf: f.b}
+		for len(sub.buf) > 0 {
+			g, err := sub.next()
+			if err != nil {
+				return shared{}, false, fmt.Errorf("decoding a batch's shared records: %w", err)
+			}
+			switch {
+			case g.is(1, varintT):
+				s.offset = g.v
+			case g.is(2, varintT):
+				s.length = g.v
+			case g.is(3, varintT):
+				s.replyOffset = g.v
+			case g.is(4, varintT):
+				s.replyCap = g.v
+			}
+		}
+	}
+	return s, found, nil
+}
+
+// sharedResult finds Result field 3 in buf and returns its length; others
+// is set if buf has outputs or failures too.
+func sharedResult(buf []byte) (length uint64, found, others bool, err error) {
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		f, err := rd.next()
+		if err != nil {
+			return 0, false, false, fmt.Errorf("decoding a result: %w", err)
+		}
+		switch {
+		case f.is(1, bytesT), f.is(2, bytesT):
+			others = true
+		case f.is(3, bytesT):
+			found = true
+			sub := reader{buf: f.b}
+			for len(sub.buf) > 0 {
+				g, err := sub.next()
+				if err != nil {
+					return 0, false, false, fmt.Errorf("decoding a result's shared result: %w", err)
+				}
+				if g.is(1, varintT) {
+					length = g.v
+				}
+			}
+		}
+	}
+	return length, found, others, nil
+}
+
+// readResult reads the result of the call that had slot's reply area from
+// the batch file, into memory of its own: n bytes, which the handler said
+// it wrote there.
+func (bf *batchFile) readResult(offset int64, n int) ([]byte, error) {
+	out := make([]byte, n)
+	if _, err := bf.f.ReadAt(out, offset); err != nil {
+		return nil, fmt.Errorf("reading the result from the batch file: %w", err)
+	}
+	batchFileResults.Add(1)
+	return out, nil
+}
+
+// batchFileResults counts the results this process (a host) read from
+// batch files (a test hook).
+var batchFileResults atomic.Int64

@@ -1,0 +1,33 @@
+package plugins
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// newBatchFile creates the batch file of a process serving up to slots
+// calls at once: a memfd of slots*2*slotSize bytes (memory is used only as
+// it is written), sealed against growing and shrinking so that the handler
+// process cannot resize it. A result may take replyCap bytes of its slot.
+func newBatchFile(slots, slotSize, replyCap int) (*batchFile, error) {
+	fd, err := unix.MemfdCreate("weir-batches", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("creating the batch file: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "weir-batches")
+	if err := f.Truncate(int64(slots) * 2 * int64(slotSize)); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sizing the batch file: %w", err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sealing the batch file: %w", err)
+	}
+	free := make([]int, slots)
+	for i := range free {
+		free[i] = slots - 1 - i // slot 0 is taken first
+	}
+	return &batchFile{f: f, slotSize: slotSize, replyCap: min(replyCap, slotSize), free: free}, nil
+}

@@ -1,0 +1,114 @@
+package plugins_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/record"
+)
+
+// viaFile sends b to the viafile handler of p and checks that every output
+// echoes its record (key, value, headers); it returns how many batches the
+// handler process had read from its batch file when it handled b.
+func viaFile(t *testing.T, p *plugins.Pool, b *plugins.Batch) int {
+	t.Helper()
+	res, err := p.Handle(context.Background(), b)
+	if err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	if len(res.Outputs) != len(b.Records) {
+		t.Fatalf("%d outputs for %d records", len(res.Outputs), len(b.Records))
+	}
+	reads := -1
+	for i, o := range res.Outputs {
+		r := b.Records[i]
+		value, count, ok := bytes.Cut(o.Value, []byte("|"))
+		if o.Index != i || !bytes.Equal(o.Key, r.Key) || !bytes.Equal(value, r.Value) || !ok {
+			t.Fatalf("output %d: index %d, key %q, value %q; want record %d, key %q, value %q", i, o.Index, o.Key, o.Value, i, r.Key, r.Value)
+		}
+		if len(o.Headers) != len(r.Headers) || len(r.Headers) > 0 && !bytes.Equal(o.Headers[0].Value, r.Headers[0].Value) {
+			t.Fatalf("output %d: headers %v, want %v", i, o.Headers, r.Headers)
+		}
+		reads, _ = strconv.Atoi(string(count))
+	}
+	return reads
+}
+
+func batchOfSize(prefix string, n, size int) *plugins.Batch {
+	b := &plugins.Batch{Pipeline: "test", Stream: "s", Partition: "0", Attempt: 1}
+	for i := range n {
+		v := fmt.Sprintf("%s-%d-", prefix, i)
+		v += strings.Repeat("v", max(size-len(v), 0))
+		b.Records = append(b.Records, record.Record{
+			Key:      []byte(prefix + strconv.Itoa(i)),
+			Value:    []byte(v),
+			Headers:  []record.Header{{Key: "i", Value: []byte(strconv.Itoa(i))}},
+			Position: record.Position{Offset: int64(i)},
+		})
+	}
+	return b
+}
+
+func TestBatchFileCarriesAGoHandlersRecords(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("batch files are Linux memfds")
+	}
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, AutoMTLS: true})
+	results := plugins.BatchFileResults()
+	for i := 1; i <= 3; i++ {
+		if reads := viaFile(t, p, batchOfSize("b"+strconv.Itoa(i), 200, 100)); reads != i {
+			t.Fatalf("batch %d: the handler had read %d batches from its batch file, want %d", i, reads, i)
+		}
+		if got := plugins.BatchFileResults() - results; got != int64(i) {
+			t.Fatalf("batch %d: %d results came through the batch file, want %d", i, got, i)
+		}
+	}
+}
+
+func TestBatchFileOffSendsRecordsInline(t *testing.T) {
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, BatchFileSlot: -1})
+	if reads := viaFile(t, p, batchOfSize("b", 200, 100)); reads != 0 {
+		t.Fatalf("the handler read %d batches from a batch file it should not have", reads)
+	}
+}
+
+func TestBatchTooLargeForItsSlotGoesInline(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("batch files are Linux memfds")
+	}
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, BatchFileSlot: 8 << 10})
+	if reads := viaFile(t, p, batchOfSize("small", 10, 100)); reads != 1 {
+		t.Fatalf("small batch: %d batches read from the batch file, want 1", reads)
+	}
+	if reads := viaFile(t, p, batchOfSize("large", 200, 100)); reads != 1 {
+		t.Fatalf("a batch larger than its slot: %d batches read from the batch file, want still 1 (inline)", reads)
+	}
+	if reads := viaFile(t, p, batchOfSize("small2", 10, 100)); reads != 2 {
+		t.Fatalf("small batch after a large one: %d batches read from the batch file, want 2", reads)
+	}
+}
+
+// TestBatchFileSlotsOfConcurrentCalls sends batches of different records
+// concurrently to processes serving several calls at once: each call must
+// see its own records, never another call's slot.
+func TestBatchFileSlotsOfConcurrentCalls(t *testing.T) {
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 2, MaxConcurrency: 3})
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			for i := range 15 {
+				// Sizes vary so that a call reading another's slot
+				// would see other lengths as well as other values.
+				viaFile(t, p, batchOfSize(fmt.Sprintf("g%d-c%d", g, i), 50+g*7+i, 60+g*13))
+			}
+		})
+	}
+	wg.Wait()
+}
