@@ -458,6 +458,10 @@ func decodeBatch(buf []byte, b *Batch) error {
 			r := &b.Records[len(b.Records)-1]
 			r.Partition = part
 			err = decodeRecord(f.b, r, &hs, n-len(b.Records)+1, len(rd.buf))
+		case f.is(7, bytesT):
+			// Where the records were in the batch file (batchReader.inline
+			// has appended them): checked, as the protobuf runtime would.
+			err = checkMessage(f.b)
 		}
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
