@@ -230,6 +230,30 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		}
 	}
 
+	// The handler's processes start (spawned, handshaken, described) while
+	// the rest is set up; a step that fails before the handler is waited
+	// for below stops it once it has started.
+	type started struct {
+		rh  *rollingHandler
+		err error
+	}
+	handlerC := make(chan started, 1)
+	go func() {
+		rh, err := h.startHandler(ctx, pc, log)
+		handlerC <- started{rh, err}
+	}()
+	handlerTaken := false
+	defer func() {
+		if handlerTaken {
+			return
+		}
+		if s := <-handlerC; s.rh != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), pc.ShutdownTimeout)
+			defer cancel()
+			_ = s.rh.Close(cctx)
+		}
+	}()
+
 	// The Kafka source is made first: under exactly-once the sinks write
 	// through its transaction.
 	exactlyOnce := pc.Delivery == config.DeliveryExactlyOnce
@@ -357,10 +381,12 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 		log.Info().Str("key", pc.Idempotency.Key).Dur("ttl", pc.Idempotency.TTL).Msg("idempotency marks and checkpoints in redis")
 	}
 
-	pool, err := h.startHandler(ctx, pc, log)
-	if err != nil {
-		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, err)
+	handler := <-handlerC
+	handlerTaken = true
+	if handler.err != nil {
+		return nil, closeFn, fmt.Errorf("starting handler %s: %w", pc.Handler.Plugin, handler.err)
 	}
+	pool := handler.rh
 	closers = append(closers, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), pc.ShutdownTimeout)
 		defer cancel()
