@@ -68,3 +68,22 @@ func (d *delivery) ended(n int) {
 	*d = delivery{}
 	deliveries.Put(d)
 }
+
+// endDeliveries notes that the records of items, abandoned, are done with;
+// each delivery's run of them is counted at once.
+func endDeliveries(items []*item) {
+	var d *delivery
+	n := 0
+	for _, it := range items {
+		if it.d != d {
+			if d != nil {
+				d.ended(n)
+			}
+			d, n = it.d, 0
+		}
+		n++
+	}
+	if d != nil {
+		d.ended(n)
+	}
+}

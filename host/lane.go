@@ -152,7 +152,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 // key, value and headers (record.Size): the record in its delivery (152
 // bytes) and its lane item (48), the queue's pointers, its slot in the
 // commit tracker (33, more while the ring is larger than the backlog), the
-// part of a delivery or of a 64 KiB chunk of record bytes kept alive by its
+// part of a delivery (its records and their bytes) kept alive by its
 // records not yet complete, and the Kafka client's decoded copy while a
 // fetch waits to be delivered; measured with `weir loadtest memory` and
 // rounded up. A record counts against max_inflight_bytes with its size plus
@@ -373,6 +373,7 @@ func (l *lane) abandonQueue() {
 	for _, it := range l.queue {
 		bytes += it.cost()
 	}
+	endDeliveries(l.queue)
 	l.queue = nil
 	l.pl.release(bytes)
 }
