@@ -214,14 +214,14 @@ func (r *batchRun) complete(ws []*work) error {
 	return nil
 }
 
-// sendComplete reports ws complete to the lane.
+// sendComplete reports ws complete to the lane. The lane only reads each
+// work's item, which does not change while the batch runs; ws itself must
+// not change after the call.
 func (r *batchRun) sendComplete(ws []*work) {
-	items := make([]*item, len(ws))
-	for i, w := range ws {
-		items[i] = w.item
+	for _, w := range ws {
 		w.done = true
 	}
-	r.lane.results <- completion{items: items}
+	r.lane.results <- completion{works: ws}
 }
 
 // park gives up the batch's concurrency slot in its lane while it retries
@@ -427,6 +427,17 @@ func validateResult(res *plugins.Result, n int) error {
 // failures, and every later record of a failing record's key (so a key's
 // records complete in order).
 func (r *batchRun) outcome(todo []*work, res *plugins.Result, now time.Time, maxAttempts int, before int64) ([]*work, error) {
+	if len(res.Failures) == 0 && len(res.Outputs) == 0 {
+		// Every record succeeded, with nothing to write: the usual
+		// outcome of a filter or a handler with side effects only.
+		if err := r.complete(todo); err != nil {
+			return nil, err
+		}
+		if r.pl.guard != nil {
+			r.pl.guard.record(len(todo), 0)
+		}
+		return nil, nil
+	}
 	type status struct {
 		fail     *plugins.Failure
 		deferred bool

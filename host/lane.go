@@ -49,7 +49,9 @@ func (it *item) cost() int64 { return it.size + RecordOverhead }
 // completion is what a batch worker tells its lane: these records are
 // complete (handled, or dead-lettered), or the batch ended.
 type completion struct {
-	items []*item
+	// works are the batch's records that became complete; the lane reads
+	// only their items.
+	works []*work
 	// abandoned are records of the batch given up on a hard stop: not
 	// complete, they will be redelivered to the partition's next owner.
 	abandoned []*item
@@ -532,7 +534,8 @@ func (l *lane) finish(c completion) {
 	}
 	l.pl.release(bytes)
 	bytes = 0
-	for _, it := range c.items {
+	for _, w := range c.works {
+		it := w.item
 		if l.tracker.complete(it.seq) {
 			moved = true
 		}
@@ -545,7 +548,7 @@ func (l *lane) finish(c completion) {
 		}
 	}
 	l.tracker.trim(time.Now())
-	l.pl.completed(len(c.items), bytes)
+	l.pl.completed(len(c.works), bytes)
 	if c.freeSlot {
 		l.inflight--
 	}
