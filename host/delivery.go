@@ -59,8 +59,8 @@ func (d *delivery) ended(n int) {
 		return
 	}
 	sources.PutRecords(d.recs)
+	// Not cleared: lane.deliver overwrites each item it takes.
 	items := d.items[:cap(d.items)]
-	clear(items)
 	if c := bits.Len(uint(cap(items) - 1)); cap(items) > 0 && cap(items) == 1<<c && c <= maxPooledItemClass {
 		items = items[:0]
 		itemSlabs[c].Put(&items)

@@ -172,10 +172,8 @@ func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 	at := now.UnixNano()
 	for i := range recs {
 		it := &d.items[i]
-		it.rec = &recs[i]
-		it.size = int64(recs[i].Size())
-		it.arrived = at
-		it.d = d
+		// The whole item: pooled items are not cleared (see ended).
+		*it = item{rec: &recs[i], size: int64(recs[i].Size()), arrived: at, d: d}
 		bytes += it.cost()
 		sizes += it.size
 	}

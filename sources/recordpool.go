@@ -21,6 +21,8 @@ var recordSlices [maxPooledClass + 1]sync.Pool
 // builds the slices it delivers with it: the host gives each back
 // (PutRecords) once every record of it is complete, so that deliveries
 // reuse memory instead of allocating, and zeroing, a slice of records each.
+// Past its length the slice holds old records: build it with append, or
+// overwrite each record taken.
 func GetRecords(n int) []record.Record {
 	c := sizeClass(n)
 	if c > maxPooledClass {
@@ -42,9 +44,9 @@ func newRecords(n int) []record.Record {
 	return recs
 }
 
-// PutRecords gives recs back to the pool GetRecords draws from, dropping
-// what its records point to. Nothing may use recs, or a pointer into it,
-// afterwards. A slice GetRecords did not make is pooled too when its
+// PutRecords gives recs back to the pool GetRecords draws from, with its
+// buffer (GetBytes) if it has one. Nothing may use recs, a pointer into
+// it, or its buffer afterwards. A slice GetRecords did not make is pooled too when its
 // capacity is a size class, and dropped otherwise.
 func PutRecords(recs []record.Record) {
 	if cap(recs) > 0 {
@@ -54,8 +56,11 @@ func PutRecords(recs []record.Record) {
 	if c > maxPooledClass || cap(recs) != 1<<c {
 		return
 	}
-	recs = recs[:cap(recs)]
-	clear(recs)
+	// Not cleared: a slice of a thousand records is 150 KB of pointers,
+	// which clearing makes the garbage collector's write barriers visit
+	// while it runs. Users build slices with append, overwriting each
+	// record, and what the stale records point to is memory of the same
+	// pools.
 	recs = recs[:0]
 	recordSlices[c].Put(&recs)
 }
