@@ -63,6 +63,13 @@ type Config struct {
 	// FetchMaxBytes bounds one fetch response (kgo.FetchMaxBytes); 0 keeps
 	// franz-go's default of 50MiB.
 	FetchMaxBytes int32
+	// FetchMaxPartitionBytes bounds what one fetch brings of one partition
+	// (kgo.FetchMaxPartitionBytes), though a record batch larger than that
+	// still comes whole; 0 keeps franz-go's default of 1MiB. franz-go drops
+	// what a buffered fetch holds of a partition paused before it is
+	// polled, and fetches it again after the resume: the smaller this is,
+	// the less a pause wastes.
+	FetchMaxPartitionBytes int32
 	// TransactionalID, if set, puts the source in exactly-once mode (see
 	// txn.go): it reads only committed records, its Kafka sinks produce
 	// through TxnProducer, and progress is committed by EndTransaction,
@@ -194,6 +201,9 @@ func New(cfg Config) (*Source, error) {
 	if cfg.FetchMaxBytes > 0 {
 		opts = append(opts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
 	}
+	if cfg.FetchMaxPartitionBytes > 0 {
+		opts = append(opts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
+	}
 	if cfg.TransactionalID == "" {
 		opts = append(opts, kgo.DisableAutoCommit())
 	} else {
@@ -230,6 +240,9 @@ func (cfg *Config) validate() (kgo.Offset, error) {
 	}
 	if cfg.FetchMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("kafka source: fetch_max_bytes: %d is negative", cfg.FetchMaxBytes))
+	}
+	if cfg.FetchMaxPartitionBytes < 0 {
+		errs = append(errs, fmt.Errorf("kafka source: fetch_max_partition_bytes: %d is negative", cfg.FetchMaxPartitionBytes))
 	}
 	var start kgo.Offset
 	switch cfg.Start.Kind {
