@@ -59,12 +59,31 @@ func (d *delivery) ended(n int) {
 		return
 	}
 	sources.PutRecords(d.recs)
+	// Not cleared: lane.deliver overwrites each item it takes.
 	items := d.items[:cap(d.items)]
-	clear(items)
 	if c := bits.Len(uint(cap(items) - 1)); cap(items) > 0 && cap(items) == 1<<c && c <= maxPooledItemClass {
 		items = items[:0]
 		itemSlabs[c].Put(&items)
 	}
 	*d = delivery{}
 	deliveries.Put(d)
+}
+
+// endDeliveries notes that the records of items, abandoned, are done with;
+// each delivery's run of them is counted at once.
+func endDeliveries(items []*item) {
+	var d *delivery
+	n := 0
+	for _, it := range items {
+		if it.d != d {
+			if d != nil {
+				d.ended(n)
+			}
+			d, n = it.d, 0
+		}
+		n++
+	}
+	if d != nil {
+		d.ended(n)
+	}
 }

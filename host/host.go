@@ -267,6 +267,7 @@ func (h *Host) build(ctx context.Context, pc *config.Pipeline, conn []kgo.Opt, r
 			// conn last, so that tests' KafkaOpts win
 			Client: append(group, conn...), Topics: pc.Source.Kafka.Topics, Group: pc.Source.Kafka.Group,
 			Start: pc.Source.Kafka.Start, Logger: log, FetchMaxBytes: fetchMaxBytes(pc),
+			FetchMaxPartitionBytes: fetchMaxPartitionBytes(pc),
 		}
 		if exactlyOnce {
 			srcCfg.TransactionalID = "weir." + pc.Name + "." + h.opts.HostID

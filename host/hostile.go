@@ -85,7 +85,8 @@ func overLimits(res *plugins.Result, n int, h config.Handler) map[int]*plugins.F
 		}
 	}
 	var count []int
-	if h.MaxOutputsPerRecord > 0 {
+	if h.MaxOutputsPerRecord > 0 && len(res.Outputs) > h.MaxOutputsPerRecord {
+		// (no record can be over the limit with fewer outputs in all)
 		count = make([]int, n)
 	}
 	for _, o := range res.Outputs {

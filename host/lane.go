@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +48,9 @@ func (it *item) cost() int64 { return it.size + RecordOverhead }
 // completion is what a batch worker tells its lane: these records are
 // complete (handled, or dead-lettered), or the batch ended.
 type completion struct {
-	items []*item
+	// works are the batch's records that became complete; the lane reads
+	// only their items.
+	works []*work
 	// abandoned are records of the batch given up on a hard stop: not
 	// complete, they will be redelivered to the partition's next owner.
 	abandoned []*item
@@ -104,7 +105,14 @@ type lane struct {
 	holds chan hold
 
 	// owned by run
-	queue         []*item
+	queue []*item
+	// queueBuf is the array queue is a window of, from its start or
+	// further on: taking batches moves the window's start, and the queue
+	// moves back to the array's start rather than into a new one (see
+	// makeRoom).
+	queueBuf      []*item
+	picked        []int   // takeByKey's scratch: indexes of the batch's records
+	keyBatch      []*item // takeByKey's scratch: the batch
 	tracker       *tracker
 	keys          map[string]*keyState // under ordering key
 	scans         int64                // takeByKey passes so far
@@ -152,7 +160,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 // key, value and headers (record.Size): the record in its delivery (152
 // bytes) and its lane item (48), the queue's pointers, its slot in the
 // commit tracker (33, more while the ring is larger than the backlog), the
-// part of a delivery or of a 64 KiB chunk of record bytes kept alive by its
+// part of a delivery (its records and their bytes) kept alive by its
 // records not yet complete, and the Kafka client's decoded copy while a
 // fetch waits to be delivered; measured with `weir loadtest memory` and
 // rounded up. A record counts against max_inflight_bytes with its size plus
@@ -170,10 +178,8 @@ func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 	at := now.UnixNano()
 	for i := range recs {
 		it := &d.items[i]
-		it.rec = &recs[i]
-		it.size = int64(recs[i].Size())
-		it.arrived = at
-		it.d = d
+		// The whole item: pooled items are not cleared (see ended).
+		*it = item{rec: &recs[i], size: int64(recs[i].Size()), arrived: at, d: d}
 		bytes += it.cost()
 		sizes += it.size
 	}
@@ -342,7 +348,7 @@ func (l *lane) takeIncoming() {
 		return
 	}
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
-	l.queue = slices.Grow(l.queue, len(in))
+	l.makeRoom(len(in))
 	for _, it := range in {
 		it.seq = l.tracker.add(it.rec.Position, it.arrived)
 		if byKey {
@@ -365,6 +371,28 @@ func (l *lane) takeIncoming() {
 	l.mu.Unlock()
 }
 
+// makeRoom makes room for k more records at the end of the queue, moving
+// the queue to the start of its array when the array has room for it, and
+// to a new, larger, array otherwise.
+func (l *lane) makeRoom(k int) {
+	if cap(l.queue)-len(l.queue) >= k {
+		return
+	}
+	n := len(l.queue)
+	if cap(l.queueBuf) < n+k {
+		buf := make([]*item, n, max(2*cap(l.queueBuf), n+k))
+		copy(buf, l.queue)
+		l.queueBuf, l.queue = buf, buf
+		return
+	}
+	// The window starts at offset cap(queueBuf)-cap(queue) of the array
+	// (a nil queue: past its end).
+	start := cap(l.queueBuf) - cap(l.queue)
+	copy(l.queueBuf[:n], l.queue)
+	clear(l.queueBuf[n : start+n])
+	l.queue = l.queueBuf[:n]
+}
+
 // abandonQueue gives back the budget of records that will not be handled
 // by this lane (they will be redelivered to the partition's next owner).
 func (l *lane) abandonQueue() {
@@ -373,6 +401,7 @@ func (l *lane) abandonQueue() {
 	for _, it := range l.queue {
 		bytes += it.cost()
 	}
+	endDeliveries(l.queue)
 	l.queue = nil
 	l.pl.release(bytes)
 }
@@ -393,6 +422,7 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 		l.workers++
 		l.batchN++
 		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch)
+		clear(batch) // the batch has its own copy (see take)
 	}
 	return 0
 }
@@ -418,7 +448,7 @@ func (l *lane) maybeResume() {
 }
 
 // take removes the next batch from the queue, or returns how long until one
-// is due. A batch closes at max_records or max_bytes, or when its oldest
+// is due. The batch is valid until the lane takes incoming records. A batch closes at max_records or max_bytes, or when its oldest
 // record has waited max_wait.
 func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
@@ -442,15 +472,13 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 			return nil, wait
 		}
 	}
-	batch := make([]*item, n)
-	copy(batch, l.queue)
-	// The queue's array keeps its front until append moves it: let go of
-	// the records taken, or they (and the delivery each points into) stay
-	// reachable long after they complete.
-	clear(l.queue[:n])
+	// The batch is the queue's first n records, in place: dispatch clears
+	// them once the batch has taken them, so that the queue's array does
+	// not keep them (and the deliveries they point into) reachable.
+	batch := l.queue[:n:n]
 	l.queue = l.queue[n:]
 	if len(l.queue) == 0 {
-		l.queue = nil
+		l.queue = l.queueBuf[:0]
 	}
 	return batch, 0
 }
@@ -464,7 +492,8 @@ func (l *lane) keyScanLimit() int { return 16 * l.pl.cfg.Batch.MaxRecords }
 // records leave the queue in order.
 func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
-	var picked []int
+	picked := l.picked[:0]
+	defer func() { l.picked = picked[:0] }()
 	blocked := 0
 	l.scans++
 	bytes := int64(0)
@@ -504,10 +533,13 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 			return nil, wait
 		}
 	}
-	batch := make([]*item, 0, len(picked))
+	// The batch goes in the lane's scratch slice: dispatch clears it once
+	// the batch has taken its records.
+	batch := l.keyBatch[:0]
 	rest := l.queue[:0]
 	p := 0
-	for i, it := range l.queue {
+	last := picked[len(picked)-1]
+	for i, it := range l.queue[:last+1] {
 		if p < len(picked) && picked[p] == i {
 			batch = append(batch, it)
 			it.ks.busy++
@@ -516,8 +548,10 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 		}
 		rest = append(rest, it)
 	}
+	rest = append(rest, l.queue[last+1:]...)
 	clear(l.queue[len(rest):])
 	l.queue = rest
+	l.keyBatch = batch[:0]
 	return batch, 0
 }
 
@@ -531,7 +565,8 @@ func (l *lane) finish(c completion) {
 	}
 	l.pl.release(bytes)
 	bytes = 0
-	for _, it := range c.items {
+	for _, w := range c.works {
+		it := w.item
 		if l.tracker.complete(it.seq) {
 			moved = true
 		}
@@ -544,7 +579,7 @@ func (l *lane) finish(c completion) {
 		}
 	}
 	l.tracker.trim(time.Now())
-	l.pl.completed(len(c.items), bytes)
+	l.pl.completed(len(c.works), bytes)
 	if c.freeSlot {
 		l.inflight--
 	}

@@ -537,6 +537,7 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 	pl.mu.Unlock()
 	if l == nil {
 		pl.log.Warn().Str("partition", p.String()).Int("records", len(recs)).Msg("records for a partition without a lane; ignoring (not committed, will be redelivered)")
+		sources.PutRecords(recs)
 		return
 	}
 	pl.stats.RecordsIn.Add(int64(len(recs)))

@@ -3,12 +3,15 @@ package kafka
 import (
 	"context"
 	"errors"
+	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/weirhq/weir/record"
+	"github.com/weirhq/weir/sources"
 )
 
 func fetchOf(topic string, partition int32, err error, offsets ...int64) kgo.Fetches {
@@ -138,8 +141,8 @@ func TestConvertCopies(t *testing.T) {
 		Offset:  7,
 	}
 	p := record.KafkaPartition("t", 0)
-	var chunk []byte
-	got := convert(p, r, &chunk)
+	buf := make([]byte, 0, 64)
+	got := convert(p, r, &buf)
 	copy(fetchBuf, "XXXXXXXXXX")
 	if string(got.Key) != "key" || string(got.Value) != "value" || string(got.Headers[0].Value) != "h1" ||
 		got.Headers[1].Value == nil || got.Position.Offset != 7 || got.Partition != p {
@@ -148,17 +151,88 @@ func TestConvertCopies(t *testing.T) {
 	if cap(got.Key) != 3 {
 		t.Fatalf("key capacity %d lets an append overwrite the value", cap(got.Key))
 	}
-	if null := convert(p, &kgo.Record{}, &chunk); null.Key != nil || null.Value != nil {
+	if null := convert(p, &kgo.Record{}, &buf); null.Key != nil || null.Value != nil {
 		t.Fatalf("null key/value became %q/%q", null.Key, null.Value)
 	}
-	// Records share a chunk without overlapping; one larger than a chunk
-	// gets its own.
-	next := convert(p, &kgo.Record{Key: []byte("k2"), Value: []byte("v2")}, &chunk)
-	big := convert(p, &kgo.Record{Value: make([]byte, chunkSize+1)}, &chunk)
-	after := convert(p, &kgo.Record{Key: []byte("k3")}, &chunk)
+	// Records share the buffer without overlapping.
+	next := convert(p, &kgo.Record{Key: []byte("k2"), Value: []byte("v2")}, &buf)
 	next.Key = append(next.Key, '!')
-	if string(got.Key) != "key" || string(got.Value) != "value" || string(next.Value) != "v2" ||
-		len(big.Value) != chunkSize+1 || string(after.Key) != "k3" {
-		t.Fatalf("records sharing a chunk: %q %q %q, big %d bytes, after %q", got.Key, got.Value, next.Value, len(big.Value), after.Key)
+	if string(got.Key) != "key" || string(got.Value) != "value" || string(next.Value) != "v2" || len(buf) != 14 {
+		t.Fatalf("records sharing a buffer: %q %q %q (%d bytes used)", got.Key, got.Value, next.Value, len(buf))
+	}
+}
+
+// deliver hands the host slices of at most deliverChunk records and
+// deliverBytes bytes (a larger record alone), whose bytes are their own: a
+// slice given back, and its memory reused, leaves the others intact.
+func TestDeliverSplitsAndOwnsBytes(t *testing.T) {
+	s, err := New(Config{Topics: []string{"t"}, Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil)
+	var delivered [][]record.Record
+	rec.onDeliver = func(_ record.Partition, recs []record.Record) { delivered = append(delivered, recs) }
+	s.lanes = rec
+	p := record.KafkaPartition("t", 0)
+	rec.owned[p] = 1
+	s.parts[p] = &partState{gen: 1, next: -1}
+
+	// 3000 small records, then three of deliverBytes/2+1 bytes, one of
+	// 2*deliverBytes, and a small one.
+	var sizes []int
+	for range 3000 {
+		sizes = append(sizes, 10)
+	}
+	sizes = append(sizes, deliverBytes/2+1, deliverBytes/2+1, deliverBytes/2+1, 2*deliverBytes, 10)
+	valueOf := func(off int64, n int) []byte {
+		v := make([]byte, n)
+		for i := range v {
+			v[i] = byte('a' + (off+int64(i))%26)
+		}
+		return v
+	}
+	fp := kgo.FetchPartition{Partition: 0}
+	for i, n := range sizes {
+		off := int64(i)
+		fp.Records = append(fp.Records, &kgo.Record{Topic: "t", Offset: off, Key: []byte("k" + strconv.Itoa(i)), Value: valueOf(off, n)})
+	}
+	kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{fp}}}}}.EachPartition(s.deliver)
+
+	var counts []int
+	for _, recs := range delivered {
+		counts = append(counts, len(recs))
+		bytes := 0
+		for _, r := range recs {
+			bytes += r.Size()
+		}
+		if len(recs) > deliverChunk || (len(recs) > 1 && bytes > deliverBytes) {
+			t.Errorf("a delivery of %d records, %d bytes", len(recs), bytes)
+		}
+	}
+	// The last 952 small records and the first large one fit one slice.
+	want := []int{1024, 1024, 953, 1, 1, 1, 1}
+	if !slices.Equal(counts, want) {
+		t.Fatalf("deliveries of %v records, want %v", counts, want)
+	}
+	// Give the first slice back and scribble over whatever memory comes
+	// out of the pools next: the other slices' records are intact.
+	sources.PutRecords(delivered[0])
+	for range 4 {
+		again := sources.GetRecords(1024)
+		buf := sources.GetBytes(again, 1024*20)
+		buf = buf[:cap(buf)]
+		for i := range buf {
+			buf[i] = 'X'
+		}
+	}
+	off := int64(1024)
+	for _, recs := range delivered[1:] {
+		for _, r := range recs {
+			if r.Position.Offset != off || string(r.Key) != "k"+strconv.Itoa(int(off)) || string(r.Value) != string(valueOf(off, sizes[off])) {
+				t.Fatalf("record at %d: offset %d key %q, value changed", off, r.Position.Offset, r.Key)
+			}
+			off++
+		}
 	}
 }

@@ -63,6 +63,13 @@ type Config struct {
 	// FetchMaxBytes bounds one fetch response (kgo.FetchMaxBytes); 0 keeps
 	// franz-go's default of 50MiB.
 	FetchMaxBytes int32
+	// FetchMaxPartitionBytes bounds what one fetch brings of one partition
+	// (kgo.FetchMaxPartitionBytes), though a record batch larger than that
+	// still comes whole; 0 keeps franz-go's default of 1MiB. franz-go drops
+	// what a buffered fetch holds of a partition paused before it is
+	// polled, and fetches it again after the resume: the smaller this is,
+	// the less a pause wastes.
+	FetchMaxPartitionBytes int32
 	// TransactionalID, if set, puts the source in exactly-once mode (see
 	// txn.go): it reads only committed records, its Kafka sinks produce
 	// through TxnProducer, and progress is committed by EndTransaction,
@@ -111,6 +118,12 @@ type Source struct {
 	// mu guards parts.
 	mu    sync.Mutex
 	parts map[record.Partition]*partState
+
+	// kept and deliveries are deliver's scratch (it runs on the poll loop
+	// only): the records of a fetched partition it keeps, and their
+	// deliveries.
+	kept       []*kgo.Record
+	deliveries [][]record.Record
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -188,6 +201,9 @@ func New(cfg Config) (*Source, error) {
 	if cfg.FetchMaxBytes > 0 {
 		opts = append(opts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
 	}
+	if cfg.FetchMaxPartitionBytes > 0 {
+		opts = append(opts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
+	}
 	if cfg.TransactionalID == "" {
 		opts = append(opts, kgo.DisableAutoCommit())
 	} else {
@@ -224,6 +240,9 @@ func (cfg *Config) validate() (kgo.Offset, error) {
 	}
 	if cfg.FetchMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("kafka source: fetch_max_bytes: %d is negative", cfg.FetchMaxBytes))
+	}
+	if cfg.FetchMaxPartitionBytes < 0 {
+		errs = append(errs, fmt.Errorf("kafka source: fetch_max_partition_bytes: %d is negative", cfg.FetchMaxPartitionBytes))
 	}
 	var start kgo.Offset
 	switch cfg.Start.Kind {
@@ -389,13 +408,7 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		}
 	}()
 	p := record.KafkaPartition(ftp.Topic, ftp.Partition)
-	// The records go to the host in slices of at most deliverChunk, from
-	// the pool the host gives them back to: one size class for every full
-	// slice, so pooled slices are reused whatever the fetches' sizes, and
-	// one held record keeps at most one chunk's worth alive.
-	var parts [][]record.Record
-	recs := sources.GetRecords(min(len(ftp.Records), deliverChunk))
-	dropped := 0
+	kept := s.kept[:0]
 	s.mu.Lock()
 	st := s.parts[p]
 	if st == nil {
@@ -406,30 +419,45 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			Msg("dropping records of a partition not assigned to this consumer")
 		return
 	}
-	var chunk []byte
 	for _, r := range ftp.Records {
 		if r.Offset < st.next {
-			dropped++
 			continue
 		}
 		st.next = r.Offset + 1
 		st.noteEpoch(r.Offset, r.LeaderEpoch)
-		if len(recs) == deliverChunk {
-			parts = append(parts, recs)
-			recs = sources.GetRecords(deliverChunk)
-		}
-		recs = append(recs, convert(p, r, &chunk))
+		kept = append(kept, r)
 	}
 	s.mu.Unlock()
-	if dropped > 0 {
+	if dropped := len(ftp.Records) - len(kept); dropped > 0 {
 		s.log.Warn().Str("topic", ftp.Topic).Int32("partition", ftp.Partition).Int("records", dropped).
 			Msg("dropped records already delivered")
 	}
-	if len(recs) > 0 {
+	// The records go to the host in slices of at most deliverChunk
+	// records and deliverBytes bytes (or one record), each with its bytes
+	// in one buffer of its own: both come from pools the host gives them
+	// back to (sources.PutRecords), so a steady stream reuses memory, and
+	// one record held by a lane keeps at most one delivery's worth alive.
+	parts := s.deliveries[:0]
+	for rest := kept; len(rest) > 0; {
+		n, size := 0, 0
+		for n < len(rest) && n < deliverChunk {
+			b := recordBytes(rest[n])
+			if n > 0 && size+b > deliverBytes {
+				break
+			}
+			size += b
+			n++
+		}
+		recs := sources.GetRecords(n)
+		buf := sources.GetBytes(recs, size)
+		for _, r := range rest[:n] {
+			recs = append(recs, convert(p, r, &buf))
+		}
 		parts = append(parts, recs)
-	} else {
-		sources.PutRecords(recs)
+		rest = rest[n:]
 	}
+	clear(kept)
+	s.kept = kept[:0]
 	if len(parts) > 0 {
 		s.callLanes(func() {
 			for _, recs := range parts {
@@ -437,38 +465,40 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			}
 		})
 	}
+	clear(parts)
+	s.deliveries = parts[:0]
 }
 
 // deliverChunk is the most records deliver hands the host in one slice.
 const deliverChunk = 1024
 
-// chunkSize is the most record bytes convert copies into one allocation.
-const chunkSize = 64 << 10
+// deliverBytes is the most record bytes (keys, values, header values)
+// deliver hands the host in one slice, unless that slice is one record.
+const deliverBytes = 256 << 10
 
-// convert makes a record.Record of r, copying its key, value and header
-// values into chunk, a buffer of chunkSize shared by consecutive records
-// (a record larger than that gets one of its own). kgo slices them out of
-// the fetch response (or the decompressed batch) without copying; keeping
-// those slices would let one record held by a lane (a parked key, a slow
-// batch) pin a whole fetch, tens of megabytes that the host's in-flight
-// accounting (record.Size) cannot see. A held record pins at most its
-// chunk, and one allocation serves hundreds of small records.
-func convert(p record.Partition, r *kgo.Record, chunk *[]byte) record.Record {
+// recordBytes is what convert copies of r.
+func recordBytes(r *kgo.Record) int {
 	n := len(r.Key) + len(r.Value)
 	for _, h := range r.Headers {
 		n += len(h.Value)
 	}
-	buf := *chunk
-	if cap(buf)-len(buf) < n {
-		buf = make([]byte, 0, max(n, chunkSize))
-	}
-	take := func(b []byte) []byte {
-		if b == nil {
+	return n
+}
+
+// convert makes a record.Record of r, copying its key, value and header
+// values into buf, which has room for them: kgo slices them out of the
+// fetch response (or the decompressed batch, recycled once deliver
+// returns) without copying. A record only refers to its delivery's buffer,
+// whose lifetime the host's in-flight accounting covers (RecordOverhead).
+func convert(p record.Partition, r *kgo.Record, buf *[]byte) record.Record {
+	b := *buf
+	take := func(v []byte) []byte {
+		if v == nil {
 			return nil // keep null keys and values null
 		}
-		start := len(buf)
-		buf = append(buf, b...)
-		return buf[start:len(buf):len(buf)]
+		start := len(b)
+		b = append(b, v...)
+		return b[start:len(b):len(b)]
 	}
 	out := record.Record{
 		Key:       take(r.Key),
@@ -483,7 +513,7 @@ func convert(p record.Partition, r *kgo.Record, chunk *[]byte) record.Record {
 			out.Headers[i] = record.Header{Key: h.Key, Value: take(h.Value)}
 		}
 	}
-	*chunk = buf
+	*buf = b
 	return out
 }
 

@@ -135,6 +135,7 @@ func TestNewValidates(t *testing.T) {
 		{"bad start", Config{Topics: []string{"t"}, Group: "g", Start: Start{Kind: "middle"}}, `start: "middle"`},
 		{"time without time", Config{Topics: []string{"t"}, Group: "g", Start: Start{Kind: StartTime}}, "start.time: required"},
 		{"negative fetch bytes", Config{Topics: []string{"t"}, Group: "g", FetchMaxBytes: -1}, "fetch_max_bytes"},
+		{"negative partition fetch bytes", Config{Topics: []string{"t"}, Group: "g", FetchMaxPartitionBytes: -1}, "fetch_max_partition_bytes"},
 		{"bad client option", Config{Topics: []string{"t"}, Group: "g", Client: []kgo.Opt{kgo.RequiredAcks(kgo.LeaderAck())}}, "client options"},
 	}
 	for _, c := range cases {
@@ -436,6 +437,47 @@ func TestPauseResume(t *testing.T) {
 		if got.Position.Offset != int64(i) {
 			t.Fatalf("p0 record %d at offset %d: gap or duplicate around the pause", i, got.Position.Offset)
 		}
+	}
+}
+
+// FetchMaxPartitionBytes bounds what one poll brings of a partition (plus
+// at most one record batch, which Kafka sends whole), so that a pause drops
+// little of a buffered fetch. franz-go's default would bring up to 1 MiB.
+func TestFetchMaxPartitionBytes(t *testing.T) {
+	const topic, limit, batch = "bounded", 64 << 10, 16 << 10
+	e := startBroker(t, WithTopic(topic, 1))
+	prod, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...), kgo.DefaultProduceTopic(topic),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerBatchMaxBytes(batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	const n = 1000 // a MiB of values
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Value: make([]byte, 1024)}
+	}
+	produce(t, prod, recs...)
+
+	rec := newRecorder(nil)
+	var mu sync.Mutex
+	largest := 0
+	rec.onDeliver = func(_ record.Partition, recs []record.Record) {
+		size := 0
+		for i := range recs {
+			size += recs[i].Size()
+		}
+		mu.Lock()
+		largest = max(largest, size)
+		mu.Unlock()
+	}
+	runSource(t, Config{Client: connOpts(e), Topics: []string{topic}, Group: "g", FetchMaxPartitionBytes: limit}, rec)
+	p := record.KafkaPartition(topic, 0)
+	waitFor(t, 20*time.Second, "every record delivered", func() bool { return rec.count(p) == n })
+	mu.Lock()
+	defer mu.Unlock()
+	if largest > limit+batch {
+		t.Fatalf("one poll delivered %d bytes of the partition, want at most %d", largest, limit+batch)
 	}
 }
 
