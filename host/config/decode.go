@@ -464,6 +464,7 @@ func (d *decoder) kafka(n *yaml.Node, path string, k *Kafka) {
 		"client_id":          func(v *yaml.Node, p string) { d.str(v, p, &k.ClientID) },
 		"session_timeout":    func(v *yaml.Node, p string) { d.duration(v, p, &k.SessionTimeout) },
 		"heartbeat_interval": func(v *yaml.Node, p string) { d.duration(v, p, &k.HeartbeatInterval) },
+		"fetch_max_wait":     func(v *yaml.Node, p string) { d.duration(v, p, &k.FetchMaxWait) },
 		"tls": func(v *yaml.Node, p string) {
 			if isNull(resolve(v)) {
 				return

@@ -57,7 +57,8 @@ func Defaults() Pipeline {
 // defaultFile is a File before its YAML is decoded onto it.
 func defaultFile() File {
 	return File{
-		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second},
+		Kafka: Kafka{ClientID: "weir", SessionTimeout: 45 * time.Second, HeartbeatInterval: 3 * time.Second,
+			FetchMaxWait: 10 * time.Millisecond},
 		Redis: Redis{KeyPrefix: "weir:"},
 		Admin: Admin{Addr: DefaultAdminAddr, LagInterval: 5 * time.Second},
 	}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // kafkaFile is a valid file on a real (not embedded) cluster; extra is put
@@ -161,5 +162,37 @@ func TestRedisCAFile(t *testing.T) {
 	_, err = Parse(filepath.Join(dir, "weir.yaml"), []byte(kafkaFile("  tls: {ca_file: ca.pem}\n", "")), WithLookupEnv(noEnv))
 	if err == nil || !strings.Contains(err.Error(), "kafka.tls.ca_file: "+bad+" holds no PEM certificate") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestFetchMaxWait(t *testing.T) {
+	for name, tc := range map[string]struct {
+		kafka string
+		want  string // "" = valid
+	}{
+		"default":   {},
+		"set":       {kafka: "  fetch_max_wait: 250ms\n"},
+		"too short": {kafka: "  fetch_max_wait: 5ms\n", want: "weir.yaml:4: kafka.fetch_max_wait: 5ms is not between 10ms (the least franz-go allows) and 5s"},
+		"too long":  {kafka: "  fetch_max_wait: 1m\n", want: "weir.yaml:4: kafka.fetch_max_wait: 1m0s is not between 10ms"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := Parse("weir.yaml", []byte(kafkaFile(tc.kafka, "")), env(nil))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("error %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 10 * time.Millisecond
+			if tc.kafka != "" {
+				want = 250 * time.Millisecond
+			}
+			if f.Kafka.FetchMaxWait != want {
+				t.Fatalf("fetch_max_wait %v, want %v", f.Kafka.FetchMaxWait, want)
+			}
+		})
 	}
 }

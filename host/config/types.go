@@ -53,6 +53,13 @@ type Kafka struct {
 	// tells the group it is alive, and notices a rebalance. Default 3s;
 	// less than SessionTimeout.
 	HeartbeatInterval time.Duration
+	// FetchMaxWait (YAML: fetch_max_wait) is how long a fetch waits at the
+	// broker for records when its partitions have none. A partition the
+	// host resumes after backpressure is fetched again only once the fetch
+	// in flight returns, so this bounds how long a lane with room sits
+	// idle; an idle consumer sends a fetch this often to each broker.
+	// Default 10ms, the least franz-go allows; at most 5s.
+	FetchMaxWait time.Duration
 	// TLS (YAML: tls) connects to the brokers with TLS; nil: plaintext.
 	// It applies to every Kafka client weir makes for the file: the
 	// source, Kafka sinks and DLQ producers, on kafka.brokers and on any

@@ -104,6 +104,9 @@ func (d *decoder) checkGroupTimes(k Kafka) {
 	if k.HeartbeatInterval >= k.SessionTimeout && k.SessionTimeout > 0 {
 		d.errorAt("kafka.heartbeat_interval", "%v must be less than session_timeout (%v)", k.HeartbeatInterval, k.SessionTimeout)
 	}
+	if k.FetchMaxWait < 10*time.Millisecond || k.FetchMaxWait > 5*time.Second {
+		d.errorAt("kafka.fetch_max_wait", "%v is not between 10ms (the least franz-go allows) and 5s", k.FetchMaxWait)
+	}
 }
 
 func (d *decoder) checkAdmin(a Admin) {
