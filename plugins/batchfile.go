@@ -45,9 +45,17 @@ const EnvBatchFD = "WEIR_BATCH_FD"
 // inline, and so is a result that takes more.
 const DefaultBatchFileSlot = 4 << 20
 
+// batchCheckSize is the size of the random bytes the host writes at the
+// start of a batch file before starting its process, which the handler
+// reads back to it in Describe (DescribeResponse.batch_file_check).
+const batchCheckSize = 16
+
 // batchFile is the host's side of a handler process's batch file.
 type batchFile struct {
-	f        *os.File
+	f *os.File
+	// check is what the file starts with until the first call: the
+	// handler must answer it in Describe.
+	check    [batchCheckSize]byte
 	slotSize int // of the records, and of the result after them
 	// replyCap is the room for a result: slotSize, or the pool's
 	// MaxReplyBytes if smaller.
@@ -139,6 +147,8 @@ func appendSharedResult(buf []byte, length int) []byte {
 type batchReader struct {
 	f    file
 	size int64
+	// check is what the file started with when the process opened it.
+	check []byte
 }
 
 // file is what a handler process does with its batch file.
@@ -160,10 +170,16 @@ func openBatchFile() *batchReader {
 		return nil
 	}
 	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+	if err != nil || !st.Mode().IsRegular() || st.Size() < batchCheckSize {
 		return nil
 	}
-	return &batchReader{f: f, size: st.Size()}
+	// Read now, before the host could write a batch over it (it does
+	// only after Describe).
+	check := make([]byte, batchCheckSize)
+	if _, err := f.ReadAt(check, 0); err != nil {
+		return nil
+	}
+	return &batchReader{f: f, size: st.Size(), check: check}
 }
 
 // errNoBatchFile fails a batch whose records are in a batch file this
@@ -197,6 +213,14 @@ func (r *batchReader) inline(buf []byte) ([]byte, shared, error) {
 	}
 	batchFileReads.Add(1)
 	return out, s, nil
+}
+
+// checkBytes is what the file started with (nil without a file).
+func (r *batchReader) checkBytes() []byte {
+	if r == nil {
+		return nil
+	}
+	return r.check
 }
 
 // within reports whether n bytes at off are inside the file.

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
 
@@ -25,9 +26,19 @@ func newBatchFile(slots, slotSize, replyCap int) (*batchFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("sealing the batch file: %w", err)
 	}
+	bf := &batchFile{f: f, slotSize: slotSize, replyCap: min(replyCap, slotSize)}
+	if _, err := rand.Read(bf.check[:]); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("making the batch file's check: %w", err)
+	}
+	if _, err := f.WriteAt(bf.check[:], 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing the batch file's check: %w", err)
+	}
 	free := make([]int, slots)
 	for i := range free {
 		free[i] = slots - 1 - i // slot 0 is taken first
 	}
-	return &batchFile{f: f, slotSize: slotSize, replyCap: min(replyCap, slotSize), free: free}, nil
+	bf.free = free
+	return bf, nil
 }

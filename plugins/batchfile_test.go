@@ -112,3 +112,24 @@ func TestBatchFileSlotsOfConcurrentCalls(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A handler that says it reads its batch file but answers the wrong check
+// bytes gets its batches inline: trusted with the file, a handler that does
+// not read it would be handed batches it cannot see.
+func TestHandlerWithTheWrongBatchFileCheckGetsBatchesInline(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("batch files are Linux memfds")
+	}
+	p, logs := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1,
+		Env: map[string]string{"WEIR_TEST_WRONG_BATCH_CHECK": "1"}})
+	results := plugins.BatchFileResults()
+	if reads := viaFile(t, p, batchOfSize("b", 200, 100)); reads != 0 {
+		t.Fatalf("the handler read %d batches from its batch file, want 0", reads)
+	}
+	if got := plugins.BatchFileResults() - results; got != 0 {
+		t.Fatalf("%d results came through the batch file, want 0", got)
+	}
+	if !strings.Contains(logs.String(), "answered the wrong check bytes") {
+		t.Fatalf("no warning about the check bytes in the log:\n%s", logs)
+	}
+}

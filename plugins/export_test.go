@@ -15,3 +15,11 @@ func BatchFileReads() int64 { return batchFileReads.Load() }
 // BatchFileResults is the number of results this process (a host) read
 // from batch files.
 func BatchFileResults() int64 { return batchFileResults.Load() }
+
+// ServeWithWrongBatchFileCheck serves h as Serve does, except that it says
+// in Describe that it reads its batch file, with check bytes that are not
+// the file's, and does not read it: a handler the host must not trust with
+// one.
+func ServeWithWrongBatchFileCheck(h Handler) {
+	serve(h, &batchReader{check: make([]byte, batchCheckSize)}, nil)
+}

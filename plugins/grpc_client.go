@@ -21,9 +21,11 @@ type grpcClient struct {
 	conn   grpc.ClientConnInterface
 	// done is canceled by go-plugin when the plugin process exits.
 	done context.Context
-	// readsBatchFile is what the process said in Describe: it opened the
-	// batch file its host passed it.
+	// readsBatchFile and batchFileCheck are what the process said in
+	// Describe: it opened the batch file its host passed it, which started
+	// with batchFileCheck.
 	readsBatchFile bool
+	batchFileCheck []byte
 	// batches, if set (by the Pool, after Describe, before any Handle),
 	// is the process's batch file: Handle writes records there.
 	batches *batchFile
@@ -62,7 +64,7 @@ func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, c.callError(ctx, "describe", err)
 	}
-	c.readsBatchFile = resp.GetReadsBatchFile()
+	c.readsBatchFile, c.batchFileCheck = resp.GetReadsBatchFile(), resp.GetBatchFileCheck()
 	return Info{
 		Name:            resp.GetName(),
 		Version:         resp.GetVersion(),

@@ -113,6 +113,7 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 		Version:         info.Version,
 		ProtocolVersion: clampUint32(info.ProtocolVersion),
 		ReadsBatchFile:  s.batches != nil,
+		BatchFileCheck:  s.batches.checkBytes(),
 	}, nil
 }
 

@@ -81,12 +81,18 @@ func (p *GRPCPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, conn 
 func Serve(h Handler) {
 	startGCTuner()
 	batches := openBatchFile()
+	serve(h, batches, batches)
+}
+
+// serve serves h, saying in Describe what described says of the batch file
+// and reading batches from read.
+func serve(h Handler, described, read *batchReader) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
-			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, batches: batches}},
+			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, batches: described}},
 		},
-		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server { return newGRPCServer(batches, opts) },
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server { return newGRPCServer(read, opts) },
 		// go-plugin's own server-side logging: only problems, as JSON lines
 		// on the process's real stderr, which the host logs.
 		Logger: hclog.New(&hclog.LoggerOptions{

@@ -1,6 +1,7 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -497,9 +498,13 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 	if info.ProtocolVersion != ProtocolVersion {
 		return fail(fmt.Errorf("handler %q speaks protocol version %d, this host speaks %d", info.Name, info.ProtocolVersion, ProtocolVersion))
 	}
-	if h.readsBatchFile && batches != nil {
+	switch {
+	case h.readsBatchFile && batches != nil && bytes.Equal(h.batchFileCheck, batches.check[:]):
 		h.batches = batches
-	} else {
+	case h.readsBatchFile && batches != nil:
+		inst.log.Warn().Str("handler", info.Name).Msg("the handler says it reads its batch file but answered the wrong check bytes; its batches go inline")
+		_ = batches.Close()
+	default:
 		_ = batches.Close()
 	}
 	inst.client, inst.h, inst.pid, inst.logs = client, h, pid, logs

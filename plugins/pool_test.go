@@ -28,6 +28,10 @@ import (
 // with WEIR_BUILTIN_HANDLER, and TestMain serves that handler instead of
 // running the tests.
 func TestMain(m *testing.M) {
+	if name := os.Getenv(plugins.EnvBuiltinHandler); name != "" && os.Getenv("WEIR_TEST_WRONG_BATCH_CHECK") != "" {
+		plugins.ServeWithWrongBatchFileCheck(testHandlers()[name])
+		os.Exit(0)
+	}
 	plugins.ServeBuiltinIfRequested(testHandlers())
 	os.Exit(m.Run())
 }

@@ -172,6 +172,12 @@ type DescribeResponse struct {
 	// SharedRecords) and reads records from it. A handler that leaves it
 	// false gets every batch's records inline (Batch.records).
 	ReadsBatchFile bool `protobuf:"varint,4,opt,name=reads_batch_file,json=readsBatchFile,proto3" json:"reads_batch_file,omitempty"`
+	// With reads_batch_file: the first 16 bytes of the batch file as the
+	// handler read them when it opened it (the host writes random ones there
+	// before starting it). A handler that says it reads the file but answers
+	// other bytes gets its batches inline: it would otherwise be handed
+	// batches it cannot see.
+	BatchFileCheck []byte `protobuf:"bytes,5,opt,name=batch_file_check,json=batchFileCheck,proto3" json:"batch_file_check,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -232,6 +238,13 @@ func (x *DescribeResponse) GetReadsBatchFile() bool {
 		return x.ReadsBatchFile
 	}
 	return false
+}
+
+func (x *DescribeResponse) GetBatchFileCheck() []byte {
+	if x != nil {
+		return x.BatchFileCheck
+	}
+	return nil
 }
 
 type Header struct {
@@ -904,12 +917,13 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweir/handler/v1/handler.proto\x12\x0fweir.handler.v1\"E\n" +
 	"\x0fDescribeRequest\x122\n" +
-	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\x95\x01\n" +
+	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\xbf\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12(\n" +
-	"\x10reads_batch_file\x18\x04 \x01(\bR\x0ereadsBatchFile\"?\n" +
+	"\x10reads_batch_file\x18\x04 \x01(\bR\x0ereadsBatchFile\x12(\n" +
+	"\x10batch_file_check\x18\x05 \x01(\fR\x0ebatchFileCheck\"?\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
