@@ -12,18 +12,26 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// sharedBatch writes b's records into a batch file at slot 1 and returns
-// the batch as the host sends it then, and the file's reader.
-func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
+// testBatchFile is a host's batch file for the test (which it skips where
+// there are no memfds: CI runs on Linux).
+func testBatchFile(t *testing.T, slots, slotSize, replyCap int) *batchFile {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("batch files are Linux memfds")
 	}
-	bf, err := newBatchFile(2, 1<<20, 1<<20)
+	bf, err := newBatchFile(slots, slotSize, replyCap)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { bf.Close() })
+	return bf
+}
+
+// sharedBatch writes b's records into a batch file at slot 1 and returns
+// the batch as the host sends it then, and the file's reader.
+func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
+	t.Helper()
+	bf := testBatchFile(t, 2, 1<<20, 1<<20)
 	w := encodeRecords(b)
 	w.setHead(b)
 	off, err := bf.write(1, w.recs)
@@ -92,14 +100,7 @@ func TestSharedRecordsOutsideTheFileFail(t *testing.T) {
 // returns too.
 func replyThroughFile(t *testing.T, n int) (*wireReply, *batchFile) {
 	t.Helper()
-	if runtime.GOOS != "linux" {
-		t.Skip("batch files are Linux memfds")
-	}
-	bf, err := newBatchFile(1, 1<<20, 1<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bf.Close() })
+	bf := testBatchFile(t, 1, 1<<20, 1<<10)
 	return &wireReply{n: n, shared: bf, replyAt: bf.replyAt(0), replyCap: bf.replyCap}, bf
 }
 
