@@ -1,5 +1,7 @@
 package plugins
 
+import "os"
+
 // Test hooks for the external tests in package plugins_test.
 
 // PIDs returns the process id of each instance's current process.
@@ -22,4 +24,25 @@ func BatchFileResults() int64 { return batchFileResults.Load() }
 // one.
 func ServeWithWrongBatchFileCheck(h Handler) {
 	serve(h, &batchReader{check: make([]byte, batchCheckSize)}, nil)
+}
+
+// HostMadeTLSKeys says, for each instance, whether its process serves TLS
+// with the key the host made for it.
+func (p *Pool) HostMadeTLSKeys() []bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]bool, len(p.all))
+	for i, inst := range p.all {
+		out[i] = inst.hostKeys
+	}
+	return out
+}
+
+// ServeMakingItsOwnTLSKey serves h as Serve does, except that it ignores
+// the TLS key the host passed, as a handler built with an SDK before
+// EnvTLSFD does: go-plugin makes one and sends its certificate in the
+// handshake.
+func ServeMakingItsOwnTLSKey(h Handler) {
+	os.Unsetenv(EnvTLSFD)
+	Serve(h)
 }

@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/weirhq/weir/plugins/pb"
@@ -26,6 +28,9 @@ type grpcClient struct {
 	// with batchFileCheck.
 	readsBatchFile bool
 	batchFileCheck []byte
+	// peerCert is the certificate the process presented (DER), nil
+	// without TLS.
+	peerCert []byte
 	// batches, if set (by the Pool, after Describe, before any Handle),
 	// is the process's batch file: Handle writes records there.
 	batches *batchFile
@@ -60,9 +65,14 @@ func (c *grpcClient) bind(ctx context.Context) (context.Context, func()) {
 func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
 	ctx, done := c.bind(ctx)
 	defer done()
-	resp, err := c.client.Describe(ctx, &pb.DescribeRequest{HostProtocolVersion: ProtocolVersion}, callOptions...)
+	var from peer.Peer
+	resp, err := c.client.Describe(ctx, &pb.DescribeRequest{HostProtocolVersion: ProtocolVersion},
+		append([]grpc.CallOption{grpc.Peer(&from)}, callOptions...)...)
 	if err != nil {
 		return Info{}, c.callError(ctx, "describe", err)
+	}
+	if ti, ok := from.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+		c.peerCert = ti.State.PeerCertificates[0].Raw
 	}
 	c.readsBatchFile, c.batchFileCheck = resp.GetReadsBatchFile(), resp.GetBatchFileCheck()
 	return Info{

@@ -2,6 +2,8 @@ package plugins
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"os"
 	"strconv"
 
@@ -87,7 +89,18 @@ func Serve(h Handler) {
 // serve serves h, saying in Describe what described says of the batch file
 // and reading batches from read.
 func serve(h Handler, described, read *batchReader) {
+	// The key the host made for this process, if it made one; without it
+	// go-plugin makes one itself, as it always has.
+	tlsConfig, err := serverTLS()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "weir handler: %v; making a TLS key of its own instead\n", err)
+	}
+	var tlsProvider func() (*tls.Config, error)
+	if tlsConfig != nil {
+		tlsProvider = func() (*tls.Config, error) { return tlsConfig, nil }
+	}
 	plugin.Serve(&plugin.ServeConfig{
+		TLSProvider:     tlsProvider,
 		HandshakeConfig: Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
 			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, batches: described}},

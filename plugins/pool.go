@@ -229,6 +229,9 @@ type instance struct {
 	client *plugin.Client
 	h      *grpcClient
 	pid    int
+	// hostKeys is set when the current process serves TLS with the key
+	// the host made for it (mtls.go).
+	hostKeys bool
 	// logs of the current process, flushed when it is gone.
 	logs []*lineLogger
 	// failures counts restarts since the last successful call.
@@ -428,6 +431,23 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 			cmd.Env = append(cmd.Env, EnvBatchFD+"=3")
 		}
 	}
+	var creds *handlerTLS
+	if p.cfg.AutoMTLS {
+		var err error
+		if creds, err = newHandlerTLS(); err != nil {
+			_ = batches.Close()
+			return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+		}
+		keys, err := creds.pipe()
+		if err != nil {
+			_ = batches.Close()
+			return Info{}, fmt.Errorf("instance %d: %w", inst.n, err)
+		}
+		// The process has its own copy once started (or failed to).
+		defer keys.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, keys)
+		cmd.Env = append(cmd.Env, EnvTLSFD+"="+strconv.Itoa(2+len(cmd.ExtraFiles)), "PLUGIN_CLIENT_CERT="+creds.clientPEM)
+	}
 	stderr := newLineLogger(inst.log, "stderr")
 	syncStderr := newLineLogger(inst.log, "stderr")
 	syncStdout := newLineLogger(inst.log, "stdout")
@@ -437,7 +457,9 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		Cmd:              cmd,
 		SkipHostEnv:      true, // never the host's environment: cmd.Env is all it gets
 		SecureConfig:     secure,
-		AutoMTLS:         p.cfg.AutoMTLS,
+		// Mutual TLS with keys of our own (mtls.go), not go-plugin's
+		// automatic mTLS, which makes slow P-521 keys at every start.
+		TLSConfig:        creds.clientConfig(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     p.cfg.StartTimeout,
 		// The process's own stderr (what it writes before go-plugin takes
@@ -506,6 +528,10 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		_ = batches.Close()
 	default:
 		_ = batches.Close()
+	}
+	inst.hostKeys = creds != nil && bytes.Equal(h.peerCert, creds.serverDER)
+	if creds != nil && !inst.hostKeys {
+		inst.log.Debug().Str("handler", info.Name).Msg("the handler made its own TLS key (an SDK that does not read " + EnvTLSFD + "), which makes its start slower")
 	}
 	inst.client, inst.h, inst.pid, inst.logs = client, h, pid, logs
 	inst.log.Debug().Int("pid", pid).Str("handler", info.Name).Str("version", info.Version).Msg("plugin instance started")

@@ -32,6 +32,10 @@ func TestMain(m *testing.M) {
 		plugins.ServeWithWrongBatchFileCheck(testHandlers()[name])
 		os.Exit(0)
 	}
+	if name := os.Getenv(plugins.EnvBuiltinHandler); name != "" && os.Getenv("WEIR_TEST_OWN_TLS_KEY") != "" {
+		plugins.ServeMakingItsOwnTLSKey(testHandlers()[name])
+		os.Exit(0)
+	}
 	plugins.ServeBuiltinIfRequested(testHandlers())
 	os.Exit(m.Run())
 }

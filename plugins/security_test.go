@@ -72,9 +72,41 @@ func TestAutoMTLS(t *testing.T) {
 	if !strings.Contains(env["PLUGIN_CLIENT_CERT"], "BEGIN CERTIFICATE") {
 		t.Fatal("no PLUGIN_CLIENT_CERT: the connection is not mutual TLS")
 	}
+	if env[plugins.EnvTLSFD] == "" {
+		t.Fatalf("no %s: the handler was not passed the key the host made for it", plugins.EnvTLSFD)
+	}
 	env = environOf(t, plugins.PoolConfig{Builtin: "environ", Instances: 1})
 	if _, ok := env["PLUGIN_CLIENT_CERT"]; ok {
 		t.Fatal("PLUGIN_CLIENT_CERT without AutoMTLS")
+	}
+	if _, ok := env[plugins.EnvTLSFD]; ok {
+		t.Fatalf("%s without AutoMTLS", plugins.EnvTLSFD)
+	}
+}
+
+// With AutoMTLS a Go handler serves TLS with the key the host made for it
+// (fast: no P-521 keys at start); one built with an SDK that does not read
+// that key makes its own, as go-plugin does, and the host trusts that one.
+func TestAutoMTLSKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"the host's key", nil, true},
+		{"its own key", map[string]string{"WEIR_TEST_OWN_TLS_KEY": "1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := newPool(t, plugins.PoolConfig{Builtin: "echo", Instances: 2, AutoMTLS: true, Env: tc.env})
+			if _, err := p.Handle(context.Background(), batchOf("x")); err != nil {
+				t.Fatal(err)
+			}
+			for i, host := range p.HostMadeTLSKeys() {
+				if host != tc.want {
+					t.Errorf("instance %d serves the host's key: %v, want %v", i, host, tc.want)
+				}
+			}
+		})
 	}
 }
 
