@@ -179,6 +179,11 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchReport, error) {
 				logf("  %s ...", m)
 				group := fmt.Sprintf("%s-r%d-m%d", topic, round, i+1)
 				var row BenchRow
+				// Each measurement starts from a collected heap, so that
+				// none pays for the garbage of the seeding or of the one
+				// before it (the first limit of a run was slowed by the
+				// seeding's, by a quarter at times).
+				runtime.GC()
 				cpuSelf0, cpuChildren0 := loadtest.CPUTimes()
 				switch m {
 				case MeasureRaw:
