@@ -112,6 +112,11 @@ func testHandlers() map[string]plugins.Handler {
 		res.Output(0, "out", nil, []byte(strconv.Itoa(runtime.GOMAXPROCS(0))))
 		return nil
 	})
+	// memprofilerate answers with the process's runtime.MemProfileRate.
+	hs["memprofilerate"] = sdk.New(named("memprofilerate"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Output(0, "out", nil, []byte(strconv.Itoa(runtime.MemProfileRate)))
+		return nil
+	})
 	hs["future"] = futureHandler{}
 	return hs
 }
@@ -719,5 +724,24 @@ func TestHandlerProcessProcs(t *testing.T) {
 	p3, _ := newPool(t, plugins.PoolConfig{Builtin: "procs", Instances: 1, Env: map[string]string{"GOMAXPROCS": "3"}})
 	if got := procs(p3, "one"); got != "3" {
 		t.Errorf("GOMAXPROCS with GOMAXPROCS=3 in the environment = %s, want 3", got)
+	}
+}
+
+// A handler process does not profile its allocations, unless its
+// environment asks for it.
+func TestHandlerProcessMemProfile(t *testing.T) {
+	for env, want := range map[string]string{"": "0", "memprofilerate=4096": "4096"} {
+		cfg := plugins.PoolConfig{Builtin: "memprofilerate", Instances: 1}
+		if env != "" {
+			cfg.Env = map[string]string{"GODEBUG": env}
+		}
+		p, _ := newPool(t, cfg)
+		res, err := p.Handle(context.Background(), batchOf("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Outputs) != 1 || string(res.Outputs[0].Value) != want {
+			t.Errorf("GODEBUG=%q: MemProfileRate %+v, want %s", env, res.Outputs, want)
+		}
 	}
 }

@@ -49,3 +49,19 @@ func TestProcLimiter(t *testing.T) {
 	}
 	want(3)
 }
+
+// Memory profiling goes off at the default rate, and stays at a rate the
+// process chose.
+func TestStopMemProfile(t *testing.T) {
+	defer func(r int) { runtime.MemProfileRate = r }(runtime.MemProfileRate)
+	runtime.MemProfileRate = defaultMemProfileRate
+	stopMemProfile()
+	if r := runtime.MemProfileRate; r != 0 {
+		t.Errorf("MemProfileRate = %d after stopMemProfile at the default rate, want 0", r)
+	}
+	runtime.MemProfileRate = 4096
+	stopMemProfile()
+	if r := runtime.MemProfileRate; r != 4096 {
+		t.Errorf("MemProfileRate = %d after stopMemProfile at a rate of 4096, want it kept", r)
+	}
+}
