@@ -58,7 +58,7 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return out, nil
 	case *handleReply:
-		out, err := encodeResult(m.res, mem.DefaultBufferPool())
+		out, err := encodeResult(m.res, &resultBufs)
 		if err != nil || m.file == nil {
 			return out, err
 		}
@@ -879,30 +879,40 @@ func countSub(buf []byte, num protowire.Number) (int, error) {
 // protobuf runtime encodes resultToPB(r): a negative index is sent as 0,
 // and a string field that is not valid UTF-8 fails the encoding as it does
 // there. The buffer comes from pool when it is large enough to be worth
-// pooling; gRPC frees it once it is written.
+// pooling; gRPC frees it once it is written. A first pass checks the
+// strings and bounds the size from above; the second sizes each output and
+// failure as it encodes it.
 func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
 	if r == nil || len(r.Outputs)+len(r.Failures) == 0 {
 		return nil, nil
 	}
+	const maxLen = 1 + binary.MaxVarintLen64 // a tag and a length or varint
 	size := 0
+	validSink := "" // the last sink name found valid UTF-8
 	for i := range r.Outputs {
 		o := &r.Outputs[i]
-		if !utf8.ValidString(o.Sink) {
-			return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+		if o.Sink != validSink {
+			if !utf8.ValidString(o.Sink) {
+				return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+			}
+			validSink = o.Sink
 		}
 		for j := range o.Headers {
-			if !utf8.ValidString(o.Headers[j].Key) {
+			h := &o.Headers[j]
+			if !utf8.ValidString(h.Key) {
 				return nil, wireErr("output %d: header %d key: invalid UTF-8", i, j)
 			}
+			size += 3*maxLen + len(h.Key) + len(h.Value)
 		}
-		size += 1 + protowire.SizeBytes(outputSize(o))
+		// The output, its index, sink, key, value and timestamp.
+		size += 6*maxLen + len(o.Sink) + len(o.Key) + len(o.Value)
 	}
 	for i := range r.Failures {
 		f := &r.Failures[i]
 		if !utf8.ValidString(f.Message) {
 			return nil, wireErr("failure %d: message: invalid UTF-8", i)
 		}
-		size += 1 + protowire.SizeBytes(failureSize(f))
+		size += 5*maxLen + len(f.Message) // the failure, index, message, retryable, class
 	}
 	var (
 		buf []byte
@@ -931,6 +941,33 @@ func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
 	}
 	*ref = buf
 	return mem.BufferSlice{mem.NewBuffer(ref, pool)}, nil
+}
+
+// resultBufs is the pool of the buffers encodeResult encodes a handler
+// process's results into (wireCodec): gRPC's pools clear a buffer each
+// time they hand it out, a few hundred KiB for a batch's outputs, where
+// encodeResult overwrites what it uses.
+var resultBufs resultPool
+
+// resultPool is a mem.BufferPool that hands out its buffers as they are.
+type resultPool struct{ p sync.Pool }
+
+// maxPooledResult bounds the buffers resultPool keeps.
+const maxPooledResult = 16 << 20
+
+func (rp *resultPool) Get(size int) *[]byte {
+	if b, ok := rp.p.Get().(*[]byte); ok && cap(*b) >= size {
+		*b = (*b)[:size]
+		return b
+	}
+	b := make([]byte, size)
+	return &b
+}
+
+func (rp *resultPool) Put(b *[]byte) {
+	if cap(*b) <= maxPooledResult {
+		rp.p.Put(b)
+	}
 }
 
 func outputSize(o *Output) int {

@@ -416,27 +416,36 @@ func wireResults() map[string]*Result {
 // encoder of a result writes the very bytes the protobuf runtime writes for
 // it (through resultToPB), and refuses what the protobuf runtime refuses: a
 // string field that is not UTF-8.
+//
+// Through resultBufs, which hands out its buffers uncleared, each result
+// is encoded twice, in random order with the others, into buffers that held
+// other results.
 func TestWireResultIsTheProtobufEncoding(t *testing.T) {
-	for name, r := range wireResults() {
-		t.Run(name, func(t *testing.T) {
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(resultToPB(r))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := encodeResult(r, mem.DefaultBufferPool())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer got.Free()
-			if !bytes.Equal(got.Materialize(), want) {
-				t.Fatalf("encoding differs from protobuf's:\n got %x\nwant %x", got.Materialize(), want)
-			}
-		})
+	for pool, p := range map[string]mem.BufferPool{"gRPC's pool": mem.DefaultBufferPool(), "resultBufs": &resultBufs} {
+		for name, r := range wireResults() {
+			t.Run(pool+"/"+name, func(t *testing.T) {
+				want, err := proto.MarshalOptions{Deterministic: true}.Marshal(resultToPB(r))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					got, err := encodeResult(r, p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got.Materialize(), want) {
+						t.Fatalf("encoding differs from protobuf's:\n got %x\nwant %x", got.Materialize(), want)
+					}
+					got.Free()
+				}
+			})
+		}
 	}
 	for name, r := range map[string]*Result{
-		"sink":       {Outputs: []Output{{Sink: "\xff"}}},
-		"header key": {Outputs: []Output{{Sink: "out", Message: record.Message{Headers: []record.Header{{Key: "a\xc3"}}}}}},
-		"message":    {Failures: []Failure{{Message: "\xfe"}}},
+		"sink":        {Outputs: []Output{{Sink: "\xff"}}},
+		"second sink": {Outputs: []Output{{Sink: "out"}, {Sink: "out"}, {Sink: "o\xff"}}},
+		"header key":  {Outputs: []Output{{Sink: "out", Message: record.Message{Headers: []record.Header{{Key: "a\xc3"}}}}}},
+		"message":     {Failures: []Failure{{Message: "\xfe"}}},
 	} {
 		if _, err := proto.Marshal(resultToPB(r)); err == nil {
 			t.Fatalf("%s: protobuf accepts it", name)
