@@ -88,6 +88,13 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte("\xc8\xc8\xc8\xc800"))
 	f.Add(appendSharedRecords(marshalBatch(wireBatches()["no records"]), shared{offset: 1 << 20, length: 300, replyOffset: 2 << 20, replyCap: 1 << 20}))
 	f.Add([]byte(":\x0500000")) // shared records that are not a message
+	ok, bad := oddRecords()
+	for _, r := range ok {
+		f.Add(r)
+	}
+	for _, r := range bad {
+		f.Add(r)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var got Batch
 		err := decodeBatch(bytes.Clone(data), &got)

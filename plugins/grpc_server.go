@@ -161,6 +161,8 @@ func (r *handleReply) ProtoReflect() protoreflect.Message {
 // handle is Handle of a request, whose result goes into the batch file if
 // the request offered room there.
 func (s *grpcServer) handle(ctx context.Context, in *handleRequest) (*handleReply, error) {
+	handlerProcs.enter()
+	defer handlerProcs.exit()
 	resp, err := s.Handle(ctx, in.get())
 	if err == nil && s.batches != nil && in.shared.replyCap > 0 {
 		resp.file, resp.replyAt, resp.replyCap = s.batches.f, int64(in.shared.replyOffset), int(in.shared.replyCap)

@@ -77,11 +77,15 @@ func (p *GRPCPlugin) GRPCClient(ctx context.Context, _ *plugin.GRPCBroker, conn 
 // Unless GOGC or GOMEMLIMIT is set, Serve lets the process's garbage grow to
 // about 16 MiB before a collection (GOGC=100 once the live heap is larger):
 // a batch's garbage would otherwise make the collector run every few calls.
+// Unless GOMAXPROCS is set, it runs the process with one P, and one more for
+// each call served at once beyond the first, and it turns memory profiling
+// off unless the process set a rate (see runtimetune.go).
 //
 // Handler authors call sdk.Serve instead; the weir binary serves its built-in
 // handlers through ServeBuiltinIfRequested.
 func Serve(h Handler) {
 	startGCTuner()
+	tuneRuntime()
 	batches := openBatchFile()
 	serve(h, batches, batches)
 }

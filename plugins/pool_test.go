@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,31 @@ func testHandlers() map[string]plugins.Handler {
 		for i, r := range b.Records {
 			res.Output(i, "out", r.Key, append(r.Value[:len(r.Value):len(r.Value)], n...), r.Headers...)
 		}
+		return nil
+	})
+	// procs answers with the process's GOMAXPROCS. A batch whose first
+	// value is "hold" waits (up to a minute) for a call whose first value
+	// is "release" before it answers, so that the two are served at once.
+	released := make(chan struct{})
+	var releaseOnce sync.Once
+	hs["procs"] = sdk.New(named("procs"), func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
+		switch string(b.Records[0].Value) {
+		case "hold":
+			select {
+			case <-released:
+			case <-time.After(time.Minute):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case "release":
+			defer releaseOnce.Do(func() { close(released) })
+		}
+		res.Output(0, "out", nil, []byte(strconv.Itoa(runtime.GOMAXPROCS(0))))
+		return nil
+	})
+	// memprofilerate answers with the process's runtime.MemProfileRate.
+	hs["memprofilerate"] = sdk.New(named("memprofilerate"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Output(0, "out", nil, []byte(strconv.Itoa(runtime.MemProfileRate)))
 		return nil
 	})
 	hs["future"] = futureHandler{}
@@ -653,5 +679,73 @@ func TestMaxConcurrencyPerInstance(t *testing.T) {
 	}
 	if n := p.IdleCount(); n != 3 {
 		t.Fatalf("idle tokens after the restart = %d, want 3", n)
+	}
+}
+
+// A handler process runs with one P while it serves one call at a time,
+// gets a second when it serves two at once, and keeps GOMAXPROCS as the
+// environment sets it.
+func TestHandlerProcessProcs(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: a handler process has one P anyway")
+	}
+	procs := func(p *plugins.Pool, value string) string {
+		t.Helper()
+		res, err := p.Handle(context.Background(), batchOf(value))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Outputs) != 1 {
+			t.Fatalf("outputs %+v, want one", res.Outputs)
+		}
+		return string(res.Outputs[0].Value)
+	}
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "procs", Instances: 1, MaxConcurrency: 2, Timeout: 2 * time.Minute})
+	if got := procs(p, "one"); got != "1" {
+		t.Errorf("GOMAXPROCS serving one call = %s, want 1", got)
+	}
+	held := make(chan string, 1)
+	go func() {
+		res, err := p.Handle(context.Background(), batchOf("hold"))
+		if err != nil || len(res.Outputs) != 1 {
+			held <- fmt.Sprintf("error %v, outputs %+v", err, res)
+			return
+		}
+		held <- string(res.Outputs[0].Value)
+	}()
+	// The held call waits for this one, so both are served at once
+	// (whichever of them the process got first).
+	if got := procs(p, "release"); got != "2" {
+		t.Errorf("GOMAXPROCS serving two calls at once = %s, want 2", got)
+	}
+	if got := <-held; got != "2" {
+		t.Errorf("held call: GOMAXPROCS = %s, want 2", got)
+	}
+	if got := procs(p, "one"); got != "2" {
+		t.Errorf("GOMAXPROCS after serving two calls at once = %s, want it kept at 2", got)
+	}
+
+	p3, _ := newPool(t, plugins.PoolConfig{Builtin: "procs", Instances: 1, Env: map[string]string{"GOMAXPROCS": "3"}})
+	if got := procs(p3, "one"); got != "3" {
+		t.Errorf("GOMAXPROCS with GOMAXPROCS=3 in the environment = %s, want 3", got)
+	}
+}
+
+// A handler process does not profile its allocations, unless its
+// environment asks for it.
+func TestHandlerProcessMemProfile(t *testing.T) {
+	for env, want := range map[string]string{"": "0", "memprofilerate=4096": "4096"} {
+		cfg := plugins.PoolConfig{Builtin: "memprofilerate", Instances: 1}
+		if env != "" {
+			cfg.Env = map[string]string{"GODEBUG": env}
+		}
+		p, _ := newPool(t, cfg)
+		res, err := p.Handle(context.Background(), batchOf("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Outputs) != 1 || string(res.Outputs[0].Value) != want {
+			t.Errorf("GODEBUG=%q: MemProfileRate %+v, want %s", env, res.Outputs, want)
+		}
 	}
 }

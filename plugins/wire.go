@@ -1,8 +1,10 @@
 package plugins
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"sync"
 	"unicode/utf8"
 
@@ -56,7 +58,7 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 		}
 		return out, nil
 	case *handleReply:
-		out, err := encodeResult(m.res, mem.DefaultBufferPool())
+		out, err := encodeResult(m.res, &resultBufs)
 		if err != nil || m.file == nil {
 			return out, err
 		}
@@ -423,7 +425,7 @@ func decodeHeader(buf []byte) (key string, value []byte, err error) {
 // the top-level tags and lengths); the records are one slab, their headers
 // a few (headerRuns).
 func decodeBatch(buf []byte, b *Batch) error {
-	n, err := countSub(buf, 6)
+	n, err := countRecords(buf)
 	if err != nil {
 		return fmt.Errorf("decoding a batch: %w", err)
 	}
@@ -436,6 +438,19 @@ func decodeBatch(buf []byte, b *Batch) error {
 	)
 	rd := reader{buf: buf}
 	for len(rd.buf) > 0 {
+		// A record whose length takes one or two bytes, inline.
+		if p := rd.buf; p[0] == 6<<3|byte(bytesT) {
+			if rec, rest, ok := lenPrefixed(p[1:]); ok {
+				b.Records = b.Records[:len(b.Records)+1]
+				r := &b.Records[len(b.Records)-1]
+				r.Partition = part
+				if err := decodeRecord(rec, r, &hs, n-len(b.Records)+1, len(rest)); err != nil {
+					return fmt.Errorf("decoding a batch: %w", err)
+				}
+				rd.buf = rest
+				continue
+			}
+		}
 		f, err := rd.next()
 		if err != nil {
 			return fmt.Errorf("decoding a batch: %w", err)
@@ -540,34 +555,32 @@ func (h *headerRuns) run() []record.Header {
 func decodeRecord(buf []byte, r *record.Record, hs *headerRuns, left, after int) error {
 	hs.begin()
 	var ts int64
-	rd := reader{buf: buf}
-	for len(rd.buf) > 0 {
-		// The key and value with a length of one byte, the timestamp and
-		// the offset, inline; anything else through next.
-		if b := rd.buf; len(b) >= 2 {
-			switch b[0] {
-			case 1<<3 | byte(bytesT), 2<<3 | byte(bytesT):
-				if end := 2 + int(b[1]); b[1] < 0x80 && end <= len(b) {
-					if b[0] == 1<<3|byte(bytesT) {
-						r.Key = b[2:end:end]
-					} else {
-						r.Value = b[2:end:end]
-					}
-					rd.buf = b[end:]
-					continue
-				}
-			case 4<<3 | byte(varintT), 5<<3 | byte(varintT):
-				if v, n := protowire.ConsumeVarint(b[1:]); n > 0 {
-					if b[0] == 4<<3|byte(varintT) {
-						ts = int64(v)
-					} else {
-						r.Position.Offset = int64(v)
-					}
-					rd.buf = b[1+n:]
-					continue
-				}
-			}
+	// The fields as the host encodes them (appendRecord), in order, inline:
+	// the key, the value, a timestamp and an offset, each if there. The
+	// loop below decodes what is left, in any order.
+	b := buf
+	if len(b) > 1 && b[0] == 1<<3|byte(bytesT) {
+		if v, rest, ok := lenPrefixed(b[1:]); ok {
+			r.Key, b = v, rest
 		}
+	}
+	if len(b) > 1 && b[0] == 2<<3|byte(bytesT) {
+		if v, rest, ok := lenPrefixed(b[1:]); ok {
+			r.Value, b = v, rest
+		}
+	}
+	if len(b) > 1 && b[0] == 4<<3|byte(varintT) {
+		if v, n := uvarint(b[1:]); n > 0 {
+			ts, b = int64(v), b[1+n:]
+		}
+	}
+	if len(b) > 1 && b[0] == 5<<3|byte(varintT) {
+		if v, n := uvarint(b[1:]); n > 0 {
+			r.Position.Offset, b = int64(v), b[1+n:]
+		}
+	}
+	rd := reader{buf: b}
+	for len(rd.buf) > 0 {
 		f, err := rd.next()
 		if err != nil {
 			return err
@@ -769,6 +782,83 @@ func countTop(buf []byte, a, b protowire.Number) (na, nb int, err error) {
 	return na, nb, nil
 }
 
+// countRecords counts the records (field 6) of the Batch in buf, those
+// whose length takes one or two bytes inline.
+func countRecords(buf []byte) (int, error) {
+	n := 0
+	rd := reader{buf: buf}
+	for len(rd.buf) > 0 {
+		if b := rd.buf; b[0] == 6<<3|byte(bytesT) {
+			if _, rest, ok := lenPrefixed(b[1:]); ok {
+				n++
+				rd.buf = rest
+				continue
+			}
+		}
+		f, err := rd.next()
+		if err != nil {
+			return 0, err
+		}
+		if f.is(6, bytesT) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// lenPrefixed returns the value of the bytes field whose tag buf follows,
+// and what follows it, if its length takes one or two bytes and the value
+// is all there (ok is false otherwise: reader.next then decodes the field
+// or reports what is wrong with it).
+func lenPrefixed(buf []byte) (v, rest []byte, ok bool) {
+	if len(buf) == 0 {
+		return nil, nil, false
+	}
+	n, start := int(buf[0]), 1
+	if n >= 0x80 {
+		if len(buf) < 2 || buf[1] >= 0x80 {
+			return nil, nil, false
+		}
+		n, start = n&0x7f|int(buf[1])<<7, 2
+	}
+	if end := start + n; end <= len(buf) {
+		return buf[start:end:end], buf[end:], true
+	}
+	return nil, nil, false
+}
+
+// uvarint decodes the varint at the start of buf, returning its value and
+// length; the length is 0 if it is malformed (reader.next then reports
+// what is wrong with it). With nine bytes at least in buf, a varint of at
+// most nine bytes (a timestamp in nanoseconds takes nine) decodes eight
+// bytes at once.
+func uvarint(buf []byte) (uint64, int) {
+	if len(buf) < 9 {
+		v, n := protowire.ConsumeVarint(buf)
+		return v, max(n, 0)
+	}
+	x := binary.LittleEndian.Uint64(buf)
+	ends := ^x & 0x8080808080808080 // the high bit of each byte that ends it
+	if ends == 0 {
+		if buf[8] >= 0x80 {
+			v, n := protowire.ConsumeVarint(buf)
+			return v, max(n, 0)
+		}
+		return compact7(x) | uint64(buf[8])<<56, 9
+	}
+	n := (bits.TrailingZeros64(ends) + 1) / 8
+	return compact7(x & (1<<(8*n) - 1)), n
+}
+
+// compact7 packs the low seven bits of the eight bytes of x, little endian,
+// into the 56 low bits of the result.
+func compact7(x uint64) uint64 {
+	x &= 0x7f7f7f7f7f7f7f7f
+	x = x&0x007f007f007f007f | x&0x7f007f007f007f00>>1
+	x = x&0x00003fff00003fff | x&0x3fff00003fff0000>>2
+	return x&0x000000000fffffff | x&0x0fffffff00000000>>4
+}
+
 // countSub counts the bytes fields numbered num at the top level of buf.
 func countSub(buf []byte, num protowire.Number) (int, error) {
 	n := 0
@@ -789,30 +879,40 @@ func countSub(buf []byte, num protowire.Number) (int, error) {
 // protobuf runtime encodes resultToPB(r): a negative index is sent as 0,
 // and a string field that is not valid UTF-8 fails the encoding as it does
 // there. The buffer comes from pool when it is large enough to be worth
-// pooling; gRPC frees it once it is written.
+// pooling; gRPC frees it once it is written. A first pass checks the
+// strings and bounds the size from above; the second sizes each output and
+// failure as it encodes it.
 func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
 	if r == nil || len(r.Outputs)+len(r.Failures) == 0 {
 		return nil, nil
 	}
+	const maxLen = 1 + binary.MaxVarintLen64 // a tag and a length or varint
 	size := 0
+	validSink := "" // the last sink name found valid UTF-8
 	for i := range r.Outputs {
 		o := &r.Outputs[i]
-		if !utf8.ValidString(o.Sink) {
-			return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+		if o.Sink != validSink {
+			if !utf8.ValidString(o.Sink) {
+				return nil, wireErr("output %d: sink name: invalid UTF-8", i)
+			}
+			validSink = o.Sink
 		}
 		for j := range o.Headers {
-			if !utf8.ValidString(o.Headers[j].Key) {
+			h := &o.Headers[j]
+			if !utf8.ValidString(h.Key) {
 				return nil, wireErr("output %d: header %d key: invalid UTF-8", i, j)
 			}
+			size += 3*maxLen + len(h.Key) + len(h.Value)
 		}
-		size += 1 + protowire.SizeBytes(outputSize(o))
+		// The output, its index, sink, key, value and timestamp.
+		size += 6*maxLen + len(o.Sink) + len(o.Key) + len(o.Value)
 	}
 	for i := range r.Failures {
 		f := &r.Failures[i]
 		if !utf8.ValidString(f.Message) {
 			return nil, wireErr("failure %d: message: invalid UTF-8", i)
 		}
-		size += 1 + protowire.SizeBytes(failureSize(f))
+		size += 5*maxLen + len(f.Message) // the failure, index, message, retryable, class
 	}
 	var (
 		buf []byte
@@ -841,6 +941,33 @@ func encodeResult(r *Result, pool mem.BufferPool) (mem.BufferSlice, error) {
 	}
 	*ref = buf
 	return mem.BufferSlice{mem.NewBuffer(ref, pool)}, nil
+}
+
+// resultBufs is the pool of the buffers encodeResult encodes a handler
+// process's results into (wireCodec): gRPC's pools clear a buffer each
+// time they hand it out, a few hundred KiB for a batch's outputs, where
+// encodeResult overwrites what it uses.
+var resultBufs resultPool
+
+// resultPool is a mem.BufferPool that hands out its buffers as they are.
+type resultPool struct{ p sync.Pool }
+
+// maxPooledResult bounds the buffers resultPool keeps.
+const maxPooledResult = 16 << 20
+
+func (rp *resultPool) Get(size int) *[]byte {
+	if b, ok := rp.p.Get().(*[]byte); ok && cap(*b) >= size {
+		*b = (*b)[:size]
+		return b
+	}
+	b := make([]byte, size)
+	return &b
+}
+
+func (rp *resultPool) Put(b *[]byte) {
+	if cap(*b) <= maxPooledResult {
+		rp.p.Put(b)
+	}
 }
 
 func outputSize(o *Output) int {

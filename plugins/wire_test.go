@@ -108,6 +108,83 @@ func TestDecodeBatchMatchesProtobuf(t *testing.T) {
 	}
 }
 
+// oddRecords are records (Batch field 6, each with its tag and length)
+// that the host's encoder does not write but a decoder must take as the
+// protobuf runtime does: fields out of order or repeated (the last one
+// wins), values whose length takes three bytes, varints that are longer
+// than they need be, ten bytes long, or cut short. The one-record batches
+// the decoder must refuse are last.
+func oddRecords() (ok, bad map[string][]byte) {
+	field := func(num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	varint := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v)
+	}
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	rec := func(fields ...[]byte) []byte { return field(6, cat(fields...)) }
+	ts := uint64(time.Unix(1700000000, 123456789).UnixNano())
+	key, value := field(1, []byte("k")), field(2, []byte("v"))
+	ok = map[string][]byte{
+		"value, key":                  rec(value, key),
+		"offset, timestamp, value":    rec(varint(5, 7), varint(4, ts), value),
+		"key twice":                   rec(key, value, field(1, []byte("second"))),
+		"timestamp twice":             rec(key, varint(4, ts), varint(4, ts+1)),
+		"offset, then key":            rec(varint(5, 42), key),
+		"a header between":            rec(key, field(3, field(1, []byte("h"))), value, varint(4, ts)),
+		"a value of 20000 bytes":      rec(key, field(2, bytes.Repeat([]byte("x"), 20000)), varint(4, ts)),
+		"a negative offset":           rec(key, value, varint(4, ts), varint(5, uint64(1<<64-1))),
+		"a negative timestamp":        rec(key, varint(4, uint64(1<<64-5e9)), varint(5, 1)),
+		"a longer timestamp":          rec(key, []byte{4 << 3, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, value),
+		"a zero in two bytes":         rec(key, []byte{5 << 3, 0x80, 0x00}, value, varint(4, ts)),
+		"a timestamp of eight bytes":  rec(key, varint(4, 1<<55), varint(5, 1)),
+		"nine bytes, then a key":      rec(varint(4, ts), key),
+		"an offset ending the record": rec(key, value, varint(5, 1<<20)),
+		"a length of zero":            rec(field(1, nil), field(2, nil)),
+	}
+	bad = map[string][]byte{
+		"a timestamp cut short":   rec(key, []byte{4 << 3, 0x81, 0x80, 0x80}),
+		"a varint of 11 bytes":    rec(key, []byte{4 << 3, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00}),
+		"a varint overflowing":    rec(key, []byte{4 << 3, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02}),
+		"a value cut short":       rec(key, []byte{2 << 3, 0x05, 'a', 'b'}),
+		"a record cut short":      []byte{6<<3 | 2, 0x90, 0x01, 1 << 3, 0},
+		"a long value cut short":  rec(key, []byte{2 << 3, 0x80, 0x01, 'a'}),
+		"a key of the wrong type": rec([]byte{1<<3 | 5, 1, 2}),
+	}
+	return ok, bad
+}
+
+// TestDecodeOddRecords: records the host does not write but protobuf
+// accepts decode as the protobuf runtime decodes them, alone and among
+// others; those it refuses are refused.
+func TestDecodeOddRecords(t *testing.T) {
+	ok, bad := oddRecords()
+	normal := marshalBatch(wireBatches()["null and empty"])
+	for name, r := range ok {
+		for variant, buf := range map[string][]byte{"alone": r, "among others": append(append(bytes.Clone(normal), r...), normal...)} {
+			var p pb.Batch
+			if err := proto.Unmarshal(buf, &p); err != nil {
+				t.Fatalf("%s, %s: protobuf refuses it: %v", name, variant, err)
+			}
+			var got Batch
+			if err := decodeBatch(bytes.Clone(buf), &got); err != nil {
+				t.Fatalf("%s, %s: %v", name, variant, err)
+			}
+			if want := batchFromPB(&p); !reflect.DeepEqual(&got, want) {
+				t.Fatalf("%s, %s: decoded\n%+v\nwant\n%+v", name, variant, &got, want)
+			}
+		}
+	}
+	for name, r := range bad {
+		if err := proto.Unmarshal(r, &pb.Batch{}); err == nil {
+			t.Fatalf("%s: protobuf accepts it", name)
+		}
+		if err := decodeBatch(bytes.Clone(r), &Batch{}); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+}
+
 func wireResult() *pb.Result {
 	res, _ := (&mirrorHandler{}).Handle(context.Background(), wireBatches()["null and empty"])
 	res.Outputs = append(res.Outputs, Output{Index: 1, Sink: "other"}, Output{Index: 2, Sink: "out"})
@@ -339,27 +416,36 @@ func wireResults() map[string]*Result {
 // encoder of a result writes the very bytes the protobuf runtime writes for
 // it (through resultToPB), and refuses what the protobuf runtime refuses: a
 // string field that is not UTF-8.
+//
+// Through resultBufs, which hands out its buffers uncleared, each result
+// is encoded twice, in random order with the others, into buffers that held
+// other results.
 func TestWireResultIsTheProtobufEncoding(t *testing.T) {
-	for name, r := range wireResults() {
-		t.Run(name, func(t *testing.T) {
-			want, err := proto.MarshalOptions{Deterministic: true}.Marshal(resultToPB(r))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := encodeResult(r, mem.DefaultBufferPool())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer got.Free()
-			if !bytes.Equal(got.Materialize(), want) {
-				t.Fatalf("encoding differs from protobuf's:\n got %x\nwant %x", got.Materialize(), want)
-			}
-		})
+	for pool, p := range map[string]mem.BufferPool{"gRPC's pool": mem.DefaultBufferPool(), "resultBufs": &resultBufs} {
+		for name, r := range wireResults() {
+			t.Run(pool+"/"+name, func(t *testing.T) {
+				want, err := proto.MarshalOptions{Deterministic: true}.Marshal(resultToPB(r))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					got, err := encodeResult(r, p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got.Materialize(), want) {
+						t.Fatalf("encoding differs from protobuf's:\n got %x\nwant %x", got.Materialize(), want)
+					}
+					got.Free()
+				}
+			})
+		}
 	}
 	for name, r := range map[string]*Result{
-		"sink":       {Outputs: []Output{{Sink: "\xff"}}},
-		"header key": {Outputs: []Output{{Sink: "out", Message: record.Message{Headers: []record.Header{{Key: "a\xc3"}}}}}},
-		"message":    {Failures: []Failure{{Message: "\xfe"}}},
+		"sink":        {Outputs: []Output{{Sink: "\xff"}}},
+		"second sink": {Outputs: []Output{{Sink: "out"}, {Sink: "out"}, {Sink: "o\xff"}}},
+		"header key":  {Outputs: []Output{{Sink: "out", Message: record.Message{Headers: []record.Header{{Key: "a\xc3"}}}}}},
+		"message":     {Failures: []Failure{{Message: "\xfe"}}},
 	} {
 		if _, err := proto.Marshal(resultToPB(r)); err == nil {
 			t.Fatalf("%s: protobuf accepts it", name)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -138,6 +139,7 @@ func Noop(context.Context, *plugins.Batch, *sdk.Result) error { return nil }
 // value contains it (a testing aid).
 func Echo(sink string, crashOn []byte) sdk.Func {
 	return func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		res.Outputs = slices.Grow(res.Outputs, len(b.Records)) // one output per record
 		for i := range b.Records {
 			r := &b.Records[i]
 			if len(crashOn) > 0 && bytes.Contains(r.Value, crashOn) {

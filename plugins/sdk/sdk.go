@@ -44,6 +44,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/weirhq/weir/plugins"
@@ -163,6 +164,12 @@ func PerRecord(fn RecordFunc) Func {
 				}
 				res.FailErr(i, err)
 				continue
+			}
+			if need := len(res.Outputs) + len(outs); need > cap(res.Outputs) && len(res.Outputs) >= i {
+				// Every record so far had an output: room for as many
+				// per record to the end of the batch, at once rather
+				// than by doubling (which clears and copies each array).
+				res.Outputs = slices.Grow(res.Outputs, len(outs)*(len(b.Records)-i))
 			}
 			for _, o := range outs {
 				res.Outputs = append(res.Outputs, plugins.Output{
