@@ -1,9 +1,11 @@
 package host
 
 import (
+	"math"
 	"math/bits"
 	"sync"
 
+	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
 	"github.com/weirhq/weir/sources"
 )
@@ -16,6 +18,12 @@ import (
 type delivery struct {
 	recs  []record.Record
 	items []item
+	// wire, with a pipeline whose dispatcher takes encoded records, holds
+	// recs in the handler protocol's wire form (see encode); nil
+	// otherwise.
+	wire []byte
+	// arrived is when the records were delivered (Unix nanoseconds).
+	arrived int64
 	// left counts its records not yet in a batch that ended. Only the
 	// lane's goroutine touches it (takeIncoming hands the items over
 	// under the lane's mutex).
@@ -59,6 +67,7 @@ func (d *delivery) ended(n int) {
 		return
 	}
 	sources.PutRecords(d.recs)
+	putWire(d.wire)
 	// Not cleared: lane.deliver overwrites each item it takes.
 	items := d.items[:cap(d.items)]
 	if c := bits.Len(uint(cap(items) - 1)); cap(items) > 0 && cap(items) == 1<<c && c <= maxPooledItemClass {
@@ -85,5 +94,60 @@ func endDeliveries(items []*item) {
 	}
 	if d != nil {
 		d.ended(n)
+	}
+}
+
+// encode writes d's records, size bytes in all (plugins.RecordWireSize),
+// into d.wire in the handler protocol's wire form, notes in each item where
+// its record is, and points the records' keys, values and header values at
+// their copies there, giving back the source's buffer of them at once. A
+// record is encoded while the source has just written it and it is still
+// in the processor's cache; its batch, later, copies the bytes
+// (batchRun.encoded) instead of reading each record again to encode it.
+// Memory stays as it was: the encoded records replace the source's copy of
+// their bytes, with the same lifetime (the delivery's).
+func (d *delivery) encode(size int) {
+	if size > math.MaxUint32 {
+		return // (never, with the sources' delivery sizes) sent as records
+	}
+	buf := getWire(size)
+	for i := range d.recs {
+		start := len(buf)
+		buf = plugins.AppendRecord(buf, &d.recs[i])
+		it := &d.items[i]
+		it.wireAt, it.wireLen = uint32(start), uint32(len(buf)-start)
+	}
+	d.wire = buf
+	sources.ReleaseBytes(d.recs)
+}
+
+// maxWireClass is the largest size class of pooled wire buffers (16 MiB).
+const maxWireClass = 24
+
+var wireBufs [maxWireClass + 1]sync.Pool // class c: *[]byte of capacity 1<<c
+
+// getWire returns an empty buffer with room for n bytes.
+func getWire(n int) []byte {
+	c := 0
+	if n > 1 {
+		c = bits.Len(uint(n - 1))
+	}
+	if c > maxWireClass {
+		return make([]byte, 0, n)
+	}
+	if p, ok := wireBufs[c].Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, 1<<c)
+}
+
+// putWire gives buf, from getWire, back.
+func putWire(buf []byte) {
+	if cap(buf) == 0 {
+		return
+	}
+	if c := bits.Len(uint(cap(buf) - 1)); cap(buf) == 1<<c && c <= maxWireClass {
+		buf = buf[:0]
+		wireBufs[c].Put(&buf)
 	}
 }

@@ -88,10 +88,16 @@ func (bf *batchFile) put(slot int) {
 	bf.mu.Unlock()
 }
 
-// write copies recs into slot and returns where they are.
-func (bf *batchFile) write(slot int, recs []byte) (offset int64, err error) {
+// write copies w's records (recs, or its parts) into slot and returns
+// where they are.
+func (bf *batchFile) write(slot int, w *wireBatch) (offset int64, err error) {
 	offset = int64(slot) * 2 * int64(bf.slotSize)
-	if _, err := bf.f.WriteAt(recs, offset); err != nil {
+	if w.parts != nil {
+		err = writeParts(bf.f, w.parts, offset)
+	} else {
+		_, err = bf.f.WriteAt(w.recs, offset)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("writing a batch to the batch file: %w", err)
 	}
 	return offset, nil
