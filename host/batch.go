@@ -103,7 +103,7 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item, unsendable int)
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
 	pl.stats.batchSize.observe(float64(len(items)))
-	go r.run()
+	l.runBatch(r)
 	return r
 }
 

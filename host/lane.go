@@ -109,6 +109,9 @@ type lane struct {
 	done     chan struct{}
 	// holds receives the exactly-once barrier's holds (see hold).
 	holds chan hold
+	// idle hands a batch to a batch goroutine waiting for one (see
+	// runBatch).
+	idle chan *batchRun
 
 	// owned by run
 	queue []*item
@@ -155,7 +158,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		pl: pl, part: part, gen: gen,
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
+		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1), idle: make(chan *batchRun),
 		tracker: newTracker(), keys: map[string]*keyState{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
 		live: map[int64]*batchRun{}, lagReq: make(chan chan laneLag), lastOffset: -1,
@@ -440,6 +443,33 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 		clear(batch) // the batch has its own copy (see take)
 	}
 	return 0
+}
+
+// runBatch runs r on a goroutine of the lane's that ended its batch and
+// waits for another, or on a new one. Those goroutines are the lane's: each
+// waits for the next batch until the lane's goroutine has ended (which is
+// only once every batch has), then exits. Their stacks, grown deep by the
+// handler call (gRPC), serve batch after batch, instead of a new goroutine
+// growing one again, in several copies, for each batch.
+func (l *lane) runBatch(r *batchRun) {
+	select {
+	case l.idle <- r:
+	default:
+		go l.batchLoop(r)
+	}
+}
+
+// batchLoop runs r, then the batches runBatch hands it, until the lane
+// ends.
+func (l *lane) batchLoop(r *batchRun) {
+	for {
+		r.run()
+		select {
+		case r = <-l.idle:
+		case <-l.done:
+			return
+		}
+	}
 }
 
 // dispatched takes batch's records off the lane's waiting counts, and
