@@ -108,7 +108,9 @@ func endDeliveries(items []*item) {
 // their bytes, with the same lifetime (the delivery's).
 func (d *delivery) encode(size int) {
 	if size > math.MaxUint32 {
-		return // (never, with the sources' delivery sizes) sent as records
+		// Never, with the sources' delivery sizes; sent as records.
+		d.own()
+		return
 	}
 	buf := getWire(size)
 	for i := range d.recs {
@@ -119,6 +121,31 @@ func (d *delivery) encode(size int) {
 	}
 	d.wire = buf
 	sources.ReleaseBytes(d.recs)
+}
+
+// own copies the keys, values and header values of d's records into a
+// buffer of d's own, for a delivery encode does not encode: the source may
+// have lent them only for the delivery (see pipeline.CopiesBytes).
+func (d *delivery) own() {
+	n := 0
+	for i := range d.recs {
+		n += d.recs[i].Size()
+	}
+	buf := make([]byte, 0, n)
+	take := func(v []byte) []byte {
+		if v == nil {
+			return nil
+		}
+		buf = append(buf, v...)
+		return buf[len(buf)-len(v) : len(buf) : len(buf)]
+	}
+	for i := range d.recs {
+		r := &d.recs[i]
+		r.Key, r.Value = take(r.Key), take(r.Value)
+		for j := range r.Headers {
+			r.Headers[j].Value = take(r.Headers[j].Value)
+		}
+	}
 }
 
 // maxWireClass is the largest size class of pooled wire buffers (16 MiB).

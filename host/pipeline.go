@@ -583,6 +583,11 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 	}
 }
 
+// CopiesBytes implements sources.BytesCopier: with a dispatcher that takes
+// encoded records, a lane copies each record's bytes as it encodes it
+// (delivery.encode), so the source need not copy them first.
+func (pl *pipeline) CopiesBytes() bool { return pl.encoded != nil }
+
 // laneDrained resumes l's partition once its lane, paused for having
 // enough records waiting, is down to half of that.
 func (pl *pipeline) laneDrained(l *lane) {

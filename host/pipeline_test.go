@@ -710,3 +710,45 @@ func TestRevokeUnderKeyOrderingFillsGapsBeforeCommitting(t *testing.T) {
 		}
 	}
 }
+
+// A pipeline whose dispatcher takes encoded records copies each record's
+// bytes as it is delivered (the Kafka source then lends it the fetch's own
+// bytes, which it recycles once Deliver returns); one without does not ask
+// for that. delivery.own copies bytes for a delivery encode would not take.
+func TestDeliveredBytesAreCopiedWhenLent(t *testing.T) {
+	if newHarness(t, testPipelineConfig(), handlerFunc(nil), false).pl.CopiesBytes() {
+		t.Fatal("a pipeline whose dispatcher takes only records asks to be lent bytes it will not copy")
+	}
+	h := newHarness(t, testPipelineConfig(), &encodedProbe{t: t}, false)
+	if !h.pl.CopiesBytes() {
+		t.Fatal("a pipeline whose dispatcher takes encoded records does not say it copies bytes")
+	}
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
+	recs := records(p, 0, 50, 7)
+	lent := make([][]byte, 0, 2*len(recs))
+	for i := range recs {
+		lent = append(lent, recs[i].Key, recs[i].Value)
+	}
+	notLent := func(what string, recs []record.Record) {
+		t.Helper()
+		for i := range recs {
+			for j, b := range [][]byte{recs[i].Key, recs[i].Value} {
+				if &b[0] == &lent[2*i+j][0] || !bytes.Equal(b, lent[2*i+j]) {
+					t.Fatalf("%s: record %d: %q still at the lent bytes, or not a copy of %q", what, i, b, lent[2*i+j])
+				}
+			}
+		}
+	}
+	h.pl.Deliver(p, recs)
+	notLent("delivered", recs)
+	h.waitCompleted(int64(len(recs)))
+
+	owned := records(p, 0, 50, 7)
+	lent = lent[:0]
+	for i := range owned {
+		lent = append(lent, owned[i].Key, owned[i].Value)
+	}
+	(&delivery{recs: owned}).own()
+	notLent("owned", owned)
+}
