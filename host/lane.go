@@ -615,10 +615,18 @@ func (l *lane) finish(c completion) {
 	}
 	l.pl.release(bytes)
 	bytes = 0
+	// Runs of consecutive records (a whole batch, under ordering
+	// partition) are completed in the tracker at once.
+	run, runN := int64(-1), 0
 	for _, w := range c.works {
 		it := w.item
-		if l.tracker.complete(it.seq) {
-			moved = true
+		if runN > 0 && it.seq == run+int64(runN) {
+			runN++
+		} else {
+			if runN > 0 && l.tracker.completeRun(run, runN) {
+				moved = true
+			}
+			run, runN = it.seq, 1
 		}
 		bytes += it.cost()
 		if ks := it.ks; ks != nil {
@@ -627,6 +635,9 @@ func (l *lane) finish(c completion) {
 				delete(l.keys, ks.key)
 			}
 		}
+	}
+	if runN > 0 && l.tracker.completeRun(run, runN) {
+		moved = true
 	}
 	l.tracker.trim(time.Now())
 	l.pl.completed(len(c.works), bytes)
