@@ -114,10 +114,9 @@ func (d *delivery) encode(size int) {
 	}
 	buf := getWire(size)
 	for i := range d.recs {
-		start := len(buf)
-		buf = plugins.AppendRecord(buf, &d.recs[i])
 		it := &d.items[i]
-		it.wireAt, it.wireLen = uint32(start), uint32(len(buf)-start)
+		it.wireAt = uint32(len(buf))
+		buf = plugins.AppendSizedRecord(buf, &d.recs[i], int(it.wireLen)) // which lane.deliver took
 	}
 	d.wire = buf
 	sources.ReleaseBytes(d.recs)

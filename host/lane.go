@@ -195,7 +195,9 @@ func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 		bytes += it.cost()
 		sizes += it.size
 		if encode {
-			wireSize += plugins.RecordWireSize(r)
+			n := plugins.RecordWireSize(r)
+			it.wireLen = uint32(n) // for encode; (a record is less than 4 GiB)
+			wireSize += n
 		}
 	}
 	if encode {

@@ -209,7 +209,22 @@ func RecordWireSize(r *record.Record) int {
 func AppendRecord(buf []byte, r *record.Record) []byte {
 	ts := unixNano(r.Timestamp)
 	body := recordBodySize(r, ts)
-	n := 1 + varintSize(uint64(body)) + body
+	return appendRecord6(buf, r, ts, body, 1+varintSize(uint64(body))+body)
+}
+
+// AppendSizedRecord is AppendRecord of r, whose RecordWireSize the caller
+// has already taken: size.
+func AppendSizedRecord(buf []byte, r *record.Record, size int) []byte {
+	body := size - 2
+	for body > 0 && 1+varintSize(uint64(body))+body > size {
+		body--
+	}
+	return appendRecord6(buf, r, unixNano(r.Timestamp), body, size)
+}
+
+// appendRecord6 appends r (timestamp ts) as Batch field 6: n bytes, body of
+// them the Record message.
+func appendRecord6(buf []byte, r *record.Record, ts int64, body, n int) []byte {
 	at := len(buf)
 	buf = slices.Grow(buf, n)[:at+n]
 	// Written in place, not appended: a lane encodes every record it is
