@@ -35,12 +35,28 @@ func newBatchFile(slots, slotSize, replyCap int) (*batchFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("writing the batch file's check: %w", err)
 	}
+	// Mapped, records are written with a copy (see batchFile.mapped);
+	// where mapping fails, with pwrite.
+	if m, err := unix.Mmap(fd, 0, slots*2*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
+		bf.mapped = m
+	}
 	free := make([]int, slots)
 	for i := range free {
 		free[i] = slots - 1 - i // slot 0 is taken first
 	}
 	bf.free = free
 	return bf, nil
+}
+
+// unmap undoes the mapping of a batch file (nil: none).
+func unmap(m []byte) error {
+	if m == nil {
+		return nil
+	}
+	if err := unix.Munmap(m); err != nil {
+		return fmt.Errorf("unmapping the batch file: %w", err)
+	}
+	return nil
 }
 
 // maxIovecs is how many parts writeParts hands the kernel in one call

@@ -23,3 +23,6 @@ func writeParts(f *os.File, parts [][]byte, offset int64) error {
 	}
 	return nil
 }
+
+// unmap does nothing: batch files are not mapped here.
+func unmap([]byte) error { return nil }
