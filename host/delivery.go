@@ -100,12 +100,13 @@ func endDeliveries(items []*item) {
 // encode writes d's records, size bytes in all (plugins.RecordWireSize),
 // into d.wire in the handler protocol's wire form, notes in each item where
 // its record is, and points the records' keys, values and header values at
-// their copies there, giving back the source's buffer of them at once. A
-// record is encoded while the source has just written it and it is still
-// in the processor's cache; its batch, later, copies the bytes
-// (batchRun.encoded) instead of reading each record again to encode it.
-// Memory stays as it was: the encoded records replace the source's copy of
-// their bytes, with the same lifetime (the delivery's).
+// their copies there. A batch then sends its records by copying runs of
+// these bytes (batchRun.encoded), instead of copying each record into a
+// slice of its own and encoding it. This is the only copy of the records'
+// bytes the host makes: the Kafka source lends them from its fetch for the
+// delivery (see pipeline.CopiesBytes), and a source's own buffer of them,
+// if it made one (sources.GetBytes), goes back at once. So memory stays as
+// it was, with the delivery's lifetime.
 func (d *delivery) encode(size int) {
 	if size > math.MaxUint32 {
 		// Never, with the sources' delivery sizes; sent as records.
