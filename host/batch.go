@@ -79,6 +79,9 @@ type batchRun struct {
 	parked bool
 	// started is when the batch was dispatched.
 	started time.Time
+	// unsendable counts the batch's records the handler protocol cannot
+	// carry (see rejectUnsendable).
+	unsendable int
 	// retrying is set once a record of the batch failed and is being
 	// tried again: its records (and, under ordering key, later records of
 	// their keys) wait on it, not on a free worker. Read by the lane's lag
@@ -86,8 +89,8 @@ type batchRun struct {
 	retrying atomic.Bool
 }
 
-func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
-	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now()}
+func (pl *pipeline) startBatch(l *lane, id int64, items []*item, unsendable int) *batchRun {
+	r := &batchRun{pl: pl, lane: l, id: id, ctx: l.hardCtx, started: time.Now(), unsendable: unsendable}
 	r.slab = getWorkSlab(len(items))
 	ws := r.slab.ws
 	r.all = r.slab.all
@@ -100,7 +103,7 @@ func (pl *pipeline) startBatch(l *lane, id int64, items []*item) *batchRun {
 		Str("last", items[len(items)-1].rec.Position.String()).Logger()
 	pl.stats.Batches.Add(1)
 	pl.stats.batchSize.observe(float64(len(items)))
-	go r.run()
+	l.runBatch(r)
 	return r
 }
 
@@ -152,6 +155,8 @@ func (r *batchRun) run() {
 type workSlab struct {
 	ws  []work
 	all []*work
+	// parts is the scratch of batchRun.encoded.
+	parts [][]byte
 }
 
 var workSlabs sync.Pool // of *workSlab
@@ -306,16 +311,22 @@ func (r *batchRun) settle(todo []*work, maxAttempts int) error {
 //
 // It also returns the pipeline's count of successful calls before this one.
 func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
-	recs := getRecords(len(todo))
-	defer putRecords(recs)
 	attempt := 1
-	for i, w := range todo {
-		recs[i] = *w.rec
+	for _, w := range todo {
 		attempt = max(attempt, w.attempts+1)
 	}
 	b := &plugins.Batch{
 		Pipeline: r.pl.cfg.Name, Stream: r.lane.part.Stream, Partition: r.lane.part.ID,
-		Attempt: attempt, Records: recs,
+		Attempt: attempt,
+	}
+	enc, encoded := r.encoded(todo)
+	if !encoded {
+		recs := getRecords(len(todo))
+		defer putRecords(recs)
+		for i, w := range todo {
+			recs[i] = *w.rec
+		}
+		b.Records = recs
 	}
 	var (
 		res    *plugins.Result
@@ -325,7 +336,11 @@ func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
 	ok := r.pl.handlerBreaker.do(r.ctx, func() error {
 		before = r.pl.successes.Load()
 		start := time.Now()
-		res, err = r.pl.handler.Handle(r.ctx, b)
+		if encoded {
+			res, err = r.pl.encoded.HandleEncoded(r.ctx, b, enc)
+		} else {
+			res, err = r.pl.handler.Handle(r.ctx, b)
+		}
 		r.pl.stats.observeCall(time.Since(start))
 		if err == nil {
 			err = validateResult(res, len(todo))
@@ -343,6 +358,41 @@ func (r *batchRun) call(todo []*work) (*plugins.Result, int64, error) {
 		return nil, before, fmt.Errorf("handling batch %d of %s: %w", r.id, r.lane.part, err)
 	}
 	return res, before, nil
+}
+
+// encoded returns todo's records in their wire form, if the pipeline's
+// dispatcher takes them so and the lane encoded each of them as it came
+// (delivery.encode): the parts are runs of records that follow each other
+// in a delivery's wire buffer, one or a few for a batch under ordering
+// partition. They are valid until the batch ends.
+func (r *batchRun) encoded(todo []*work) (plugins.EncodedRecords, bool) {
+	if r.pl.encoded == nil {
+		return plugins.EncodedRecords{}, false
+	}
+	parts := r.slab.parts[:0]
+	var d *delivery
+	var start, end uint32
+	for _, w := range todo {
+		it := w.item
+		if it.d.wire == nil {
+			return plugins.EncodedRecords{}, false
+		}
+		if it.d == d && it.wireAt == end {
+			end += it.wireLen
+			continue
+		}
+		if d != nil {
+			parts = append(parts, d.wire[start:end])
+		}
+		d, start, end = it.d, it.wireAt, it.wireAt+it.wireLen
+	}
+	if d != nil {
+		parts = append(parts, d.wire[start:end])
+	}
+	// Not cleared afterwards: the slab's next batch overwrites what it
+	// takes (see recycle).
+	r.slab.parts = parts
+	return plugins.EncodedRecords{Parts: parts, N: len(todo)}, true
 }
 
 // recordsPool recycles the record slices of handler calls (a Dispatcher

@@ -23,15 +23,28 @@ func unsendable(rec *record.Record) string {
 	return ""
 }
 
+// sendable is unsendable(rec) == "", without making the message.
+func sendable(rec *record.Record) bool {
+	for i := range rec.Headers {
+		if !utf8.ValidString(rec.Headers[i].Key) {
+			return false
+		}
+	}
+	return true
+}
+
 // rejectUnsendable dead-letters, at once and without calling the handler,
 // the records of todo that cannot be sent to it (class invalid_input), and
 // returns the others in order. Without it, one such record fails its whole
 // batch until bisection isolates it, counting against the handler breaker
 // on the way.
 func (r *batchRun) rejectUnsendable(todo []*work) ([]*work, error) {
+	if r.unsendable == 0 {
+		return todo, nil // the lane checked each record as it came
+	}
 	var bad []*work
 	for _, w := range todo {
-		if unsendable(w.rec) != "" {
+		if w.item.unsendable {
 			bad = append(bad, w)
 		}
 	}
@@ -41,7 +54,8 @@ func (r *batchRun) rejectUnsendable(todo []*work) ([]*work, error) {
 	keep := make([]*work, 0, len(todo)-len(bad))
 	now := time.Now()
 	for _, w := range todo {
-		if msg := unsendable(w.rec); msg != "" {
+		if w.item.unsendable {
+			msg := unsendable(w.rec)
 			w.failed(now, plugins.ClassInvalidInput, msg, false, r.pl.successes.Load())
 			r.pl.stats.Failures.Add(1)
 			continue

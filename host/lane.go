@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/weirhq/weir/host/config"
+	"github.com/weirhq/weir/plugins"
 	"github.com/weirhq/weir/record"
 )
 
@@ -18,10 +19,15 @@ import (
 type item struct {
 	// rec is in the slice the source delivered, which the host owns: the
 	// record is not copied again on its way to the handler's encoder.
-	rec     *record.Record
-	seq     int64
-	size    int64 // rec.Size(): what counts against batch.max_bytes
-	arrived int64 // Unix nanoseconds
+	rec  *record.Record
+	seq  int64
+	size int64 // rec.Size(): what counts against batch.max_bytes
+	// wireAt and wireLen say where the record is in its delivery's wire
+	// form (delivery.encode), if it has one.
+	wireAt, wireLen uint32
+	// unsendable is set for a record the handler protocol cannot carry
+	// (see unsendable).
+	unsendable bool
 	// ks is the state of the record's key in its lane, under ordering key.
 	ks *keyState
 	// d is the delivery the record came in (see delivery.ended).
@@ -103,6 +109,9 @@ type lane struct {
 	done     chan struct{}
 	// holds receives the exactly-once barrier's holds (see hold).
 	holds chan hold
+	// idle hands a batch to a batch goroutine waiting for one (see
+	// runBatch).
+	idle chan *batchRun
 
 	// owned by run
 	queue []*item
@@ -149,7 +158,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 		pl: pl, part: part, gen: gen,
 		log:  pl.log.With().Str("stream", part.Stream).Str("partition", part.ID).Logger(),
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1),
+		hardCtx: hardCtx, hardStop: hardStop, holds: make(chan hold, 1), idle: make(chan *batchRun),
 		tracker: newTracker(), keys: map[string]*keyState{},
 		maxConcurrent: conc, results: make(chan completion, 2*conc), maxDispatched: -1,
 		live: map[int64]*batchRun{}, lagReq: make(chan chan laneLag), lastOffset: -1,
@@ -158,7 +167,7 @@ func newLane(pl *pipeline, part record.Partition, gen int64) *lane {
 
 // RecordOverhead is what the host holds in memory per record besides its
 // key, value and headers (record.Size): the record in its delivery (152
-// bytes) and its lane item (48), the queue's pointers, its slot in the
+// bytes) and its lane item (56), the queue's pointers, its slot in the
 // commit tracker (33, more while the ring is larger than the backlog), the
 // part of a delivery (its records and their bytes) kept alive by its
 // records not yet complete, and the Kafka client's decoded copy while a
@@ -174,14 +183,25 @@ const RecordOverhead = 384
 // records waiting that its partition should pause.
 func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 	d := newDelivery(recs)
+	d.arrived = now.UnixNano()
 	var bytes, sizes int64
-	at := now.UnixNano()
+	encode := l.pl.encoded != nil
+	wireSize := 0
 	for i := range recs {
+		r := &recs[i]
 		it := &d.items[i]
 		// The whole item: pooled items are not cleared (see ended).
-		*it = item{rec: &recs[i], size: int64(recs[i].Size()), arrived: at, d: d}
+		*it = item{rec: r, size: int64(r.Size()), d: d, unsendable: !sendable(r)}
 		bytes += it.cost()
 		sizes += it.size
+		if encode {
+			n := plugins.RecordWireSize(r)
+			it.wireLen = uint32(n) // for encode; (a record is less than 4 GiB)
+			wireSize += n
+		}
+	}
+	if encode {
+		d.encode(wireSize)
 	}
 	waiting := l.waiting.Add(int64(len(recs)))
 	waitingBytes := l.waitingBytes.Add(sizes)
@@ -350,7 +370,7 @@ func (l *lane) takeIncoming() {
 	byKey := l.pl.cfg.Ordering == config.OrderingKey
 	l.makeRoom(len(in))
 	for _, it := range in {
-		it.seq = l.tracker.add(it.rec.Position, it.arrived)
+		it.seq = l.tracker.add(it.rec.Position, it.d.arrived)
 		if byKey {
 			ks := l.keys[string(it.rec.Key)]
 			if ks == nil {
@@ -417,24 +437,56 @@ func (l *lane) dispatch(now time.Time, limit int64, force bool) time.Duration {
 			return wait
 		}
 		l.maxDispatched = max(l.maxDispatched, batch[len(batch)-1].seq)
-		l.dispatched(batch)
+		unsendable := l.dispatched(batch)
 		l.inflight++
 		l.workers++
 		l.batchN++
-		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch)
+		l.live[l.batchN] = l.pl.startBatch(l, l.batchN, batch, unsendable)
 		clear(batch) // the batch has its own copy (see take)
 	}
 	return 0
 }
 
-// dispatched takes batch's records off the lane's waiting counts.
-func (l *lane) dispatched(batch []*item) {
+// runBatch runs r on a goroutine of the lane's that ended its batch and
+// waits for another, or on a new one. Those goroutines are the lane's: each
+// waits for the next batch until the lane's goroutine has ended (which is
+// only once every batch has), then exits. Their stacks, grown deep by the
+// handler call (gRPC), serve batch after batch, instead of a new goroutine
+// growing one again, in several copies, for each batch.
+func (l *lane) runBatch(r *batchRun) {
+	select {
+	case l.idle <- r:
+	default:
+		go l.batchLoop(r)
+	}
+}
+
+// batchLoop runs r, then the batches runBatch hands it, until the lane
+// ends.
+func (l *lane) batchLoop(r *batchRun) {
+	for {
+		r.run()
+		select {
+		case r = <-l.idle:
+		case <-l.done:
+			return
+		}
+	}
+}
+
+// dispatched takes batch's records off the lane's waiting counts, and
+// returns how many of them the handler protocol cannot carry.
+func (l *lane) dispatched(batch []*item) (unsendable int) {
 	var sizes int64
 	for _, it := range batch {
 		sizes += it.size
+		if it.unsendable {
+			unsendable++
+		}
 	}
 	l.waiting.Add(-int64(len(batch)))
 	l.waitingBytes.Add(-sizes)
+	return unsendable
 }
 
 // maybeResume resumes the lane's partition, paused for having enough
@@ -468,7 +520,7 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 	}
 	full := force || n == b.MaxRecords || n < len(l.queue)
 	if !full {
-		if wait := time.Duration(l.queue[0].arrived + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
+		if wait := time.Duration(l.queue[0].d.arrived + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
 			return nil, wait
 		}
 	}
@@ -519,7 +571,7 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 			continue
 		}
 		if len(picked) == 0 {
-			oldest = it.arrived
+			oldest = it.d.arrived
 		}
 		picked = append(picked, i)
 		bytes += it.size
@@ -565,10 +617,18 @@ func (l *lane) finish(c completion) {
 	}
 	l.pl.release(bytes)
 	bytes = 0
+	// Runs of consecutive records (a whole batch, under ordering
+	// partition) are completed in the tracker at once.
+	run, runN := int64(-1), 0
 	for _, w := range c.works {
 		it := w.item
-		if l.tracker.complete(it.seq) {
-			moved = true
+		if runN > 0 && it.seq == run+int64(runN) {
+			runN++
+		} else {
+			if runN > 0 && l.tracker.completeRun(run, runN) {
+				moved = true
+			}
+			run, runN = it.seq, 1
 		}
 		bytes += it.cost()
 		if ks := it.ks; ks != nil {
@@ -577,6 +637,9 @@ func (l *lane) finish(c completion) {
 				delete(l.keys, ks.key)
 			}
 		}
+	}
+	if runN > 0 && l.tracker.completeRun(run, runN) {
+		moved = true
 	}
 	l.tracker.trim(time.Now())
 	l.pl.completed(len(c.works), bytes)

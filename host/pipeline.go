@@ -22,6 +22,16 @@ type Dispatcher interface {
 	Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error)
 }
 
+// encodedDispatcher is a Dispatcher that also takes a batch's records in
+// their wire form (the handler pools, through rollingHandler): the lanes
+// then encode each record as it arrives, and a batch is sent by copying
+// bytes (see delivery.encode). HandleEncoded ignores b.Records and must not
+// keep recs' parts after it returns.
+type encodedDispatcher interface {
+	Dispatcher
+	HandleEncoded(ctx context.Context, b *plugins.Batch, recs plugins.EncodedRecords) (*plugins.Result, error)
+}
+
 // Sink is where outputs (and, for the DLQ, envelopes) are written; see
 // sinks.Sink for the contract of Write.
 type Sink interface {
@@ -63,6 +73,8 @@ type pipeline struct {
 	log     zerolog.Logger
 	src     Source
 	handler Dispatcher
+	// encoded is handler if it takes encoded records; nil otherwise.
+	encoded encodedDispatcher
 	info    plugins.Info
 	sinks   map[string]Sink
 	dlq     Sink // nil: a record that fails for good stops the pipeline
@@ -153,6 +165,7 @@ func newPipeline(cfg *config.Pipeline, log zerolog.Logger, d pipelineDeps) *pipe
 		openBreakers: map[string]bool{}, full: map[record.Partition]bool{},
 		lagInterval: d.lagInterval,
 	}
+	pl.encoded, _ = d.handler.(encodedDispatcher)
 	if _, ok := d.src.(sources.OffsetReporter); ok {
 		pl.srcErr = errNotMeasured
 	}
@@ -569,6 +582,11 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 		}
 	}
 }
+
+// CopiesBytes implements sources.BytesCopier: with a dispatcher that takes
+// encoded records, a lane copies each record's bytes as it encodes it
+// (delivery.encode), so the source need not copy them first.
+func (pl *pipeline) CopiesBytes() bool { return pl.encoded != nil }
 
 // laneDrained resumes l's partition once its lane, paused for having
 // enough records waiting, is down to half of that.

@@ -27,15 +27,43 @@ func BenchmarkPipelineNoop(b *testing.B) {
 	}
 }
 
+// BenchmarkPipelinePool is BenchmarkPipelineNoop with the handler of weir
+// loadtest bench: a pool of two builtin noop processes (automatic mTLS, the
+// batch file), behind the rollingHandler weir runs. Each delivery's keys and
+// values are copied into a buffer of its own, as the Kafka source does. One
+// op is one record; cpu-ns/op is this process's (the host's) CPU, without
+// the handler processes'.
+func BenchmarkPipelinePool(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := testPipelineConfig()
+	cfg.Handler.Instances = 2
+	rh, err := newRollingHandler(ctx, "bench", "", 10*time.Second, zerolog.Nop(), func(ctx context.Context) (*plugins.Pool, error) {
+		return plugins.NewPool(ctx, plugins.PoolConfig{Builtin: "noop", Instances: 2, AutoMTLS: true})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = rh.Close(context.Background()) }()
+	benchPipelineWith(b, config.OrderingPartition, rh, true)
+}
+
 func benchPipeline(b *testing.B, ord config.Ordering) {
+	noop := handlerFunc(func(context.Context, *plugins.Batch) (*plugins.Result, error) {
+		return &plugins.Result{}, nil
+	})
+	benchPipelineWith(b, ord, noop, false)
+}
+
+// benchPipelineWith runs the pipeline benchmark with handler; with own,
+// each delivery's bytes are copied into a buffer of the delivery's own.
+func benchPipelineWith(b *testing.B, ord config.Ordering, handler Dispatcher, own bool) {
 	cfg := testPipelineConfig()
 	cfg.Ordering = ord
 	cfg.Batch = config.Batch{MaxRecords: 1000, MaxBytes: 1 << 20, MaxWait: 5 * time.Millisecond}
 	cfg.Handler.Instances = 2
 	cfg.CommitInterval = 100 * time.Millisecond
-	noop := handlerFunc(func(context.Context, *plugins.Batch) (*plugins.Result, error) {
-		return &plugins.Result{}, nil
-	})
+	noop := handler
 	src := newFakeSource()
 	pl := newPipeline(cfg, zerolog.Nop(), pipelineDeps{src: src, handler: noop,
 		info: plugins.Info{Name: "noop"}, sinks: map[string]Sink{}, hostID: "bench"})
@@ -74,10 +102,21 @@ func benchPipeline(b *testing.B, ord config.Ordering) {
 		// A slice per fetch, as the Kafka source builds it (the host owns
 		// it, and gives it back to the pool when its records are done).
 		recs := sources.GetRecords(n)[:n]
+		var buf []byte
+		if own {
+			buf = sources.GetBytes(recs, n*(len(value)+8))
+		}
 		for i := range recs {
 			off := next[p]
 			next[p]++
-			recs[i] = record.Record{Key: keyOf[off%keys], Value: value, Timestamp: now,
+			key, val := keyOf[off%keys], value
+			if own {
+				buf = append(buf, key...)
+				key = buf[len(buf)-len(key):]
+				buf = append(buf, value...)
+				val = buf[len(buf)-len(value):]
+			}
+			recs[i] = record.Record{Key: key, Value: val, Timestamp: now,
 				Partition: ps[p], Position: record.Position{Offset: off}}
 		}
 		pl.Deliver(ps[p], recs)

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,10 +13,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/weirhq/weir/dlq"
 	"github.com/weirhq/weir/host/config"
 	"github.com/weirhq/weir/plugins"
+	"github.com/weirhq/weir/plugins/pb"
 	"github.com/weirhq/weir/record"
 	"github.com/weirhq/weir/sources"
 )
@@ -233,6 +236,45 @@ func (c *concurrencyProbe) Handle(ctx context.Context, b *plugins.Batch) (*plugi
 	return echo(b), nil
 }
 
+// encodedProbe is a concurrencyProbe taking records in their wire form,
+// as the handler pools do: each batch's parts are decoded as a handler
+// process would, and must hold exactly the batch's records.
+type encodedProbe struct {
+	concurrencyProbe
+	t      *testing.T
+	mu     sync.Mutex
+	parts  int // parts seen, over all batches
+	handle int // calls of Handle, which a pipeline must not make
+}
+
+func (e *encodedProbe) Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+	e.mu.Lock()
+	e.handle++
+	e.mu.Unlock()
+	return e.concurrencyProbe.Handle(ctx, b)
+}
+
+func (e *encodedProbe) HandleEncoded(ctx context.Context, b *plugins.Batch, recs plugins.EncodedRecords) (*plugins.Result, error) {
+	var msg pb.Batch
+	if err := proto.Unmarshal(bytes.Join(recs.Parts, nil), &msg); err != nil {
+		e.t.Errorf("the encoded records do not decode: %v", err)
+		return nil, err
+	}
+	if len(msg.Records) != recs.N {
+		e.t.Errorf("%d records decoded, the batch says %d", len(msg.Records), recs.N)
+	}
+	e.mu.Lock()
+	e.parts += len(recs.Parts)
+	e.mu.Unlock()
+	d := *b
+	d.Records = nil
+	for _, r := range msg.Records {
+		d.Records = append(d.Records, record.Record{Key: r.Key, Value: r.Value,
+			Partition: record.Partition{Stream: b.Stream, ID: b.Partition}, Position: record.Position{Offset: r.Offset}})
+	}
+	return e.concurrencyProbe.Handle(ctx, &d)
+}
+
 func TestOrderingModes(t *testing.T) {
 	for _, tc := range []struct {
 		ordering      config.Ordering
@@ -244,45 +286,67 @@ func TestOrderingModes(t *testing.T) {
 		{config.OrderingKey, true, true, false},
 		{config.OrderingNone, true, false, false},
 	} {
-		t.Run(string(tc.ordering), func(t *testing.T) {
-			cfg := testPipelineConfig()
-			cfg.Ordering = tc.ordering
-			cfg.Batch.MaxRecords = 20
-			probe := &concurrencyProbe{}
-			h := newHarness(t, cfg, probe, false)
-			p := record.KafkaPartition("in", 0)
-			h.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
-			const n = 2000
-			for i := 0; i < n; i += 100 {
-				h.pl.Deliver(p, records(p, i, 100, 37))
+		for _, encoded := range []bool{false, true} {
+			name := string(tc.ordering)
+			if encoded {
+				name += "/encoded"
 			}
-			h.waitCompleted(n)
-			h.pl.Revoke(context.Background(), []record.Partition{p})
+			t.Run(name, func(t *testing.T) {
+				testOrderingMode(t, tc.ordering, encoded, tc.wantParallel, tc.wantKeyOrder, tc.wantFullOrder)
+			})
+		}
+	}
+}
 
-			if got, _ := h.src.lastCommit(p); got != n-1 {
-				t.Fatalf("last commit = %d, want %d", got, n-1)
+// testOrderingMode is one case of TestOrderingModes: with encoded, through
+// a dispatcher that takes the records encoded, in deliveries that batches
+// straddle.
+func testOrderingMode(t *testing.T, ordering config.Ordering, encoded, wantParallel, wantKeyOrder, wantFullOrder bool) {
+	cfg := testPipelineConfig()
+	cfg.Ordering = ordering
+	cfg.Batch.MaxRecords = 20
+	probe := &concurrencyProbe{}
+	var handler Dispatcher = probe
+	var enc *encodedProbe
+	if encoded {
+		enc = &encodedProbe{t: t}
+		probe, handler = &enc.concurrencyProbe, enc
+	}
+	h := newHarness(t, cfg, handler, false)
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
+	const n, delivery = 2000, 33
+	for i := 0; i < n; i += delivery {
+		h.pl.Deliver(p, records(p, i, min(delivery, n-i), 37))
+	}
+	h.waitCompleted(n)
+	h.pl.Revoke(context.Background(), []record.Partition{p})
+
+	if got, _ := h.src.lastCommit(p); got != n-1 {
+		t.Fatalf("last commit = %d, want %d", got, n-1)
+	}
+	msgs := h.out.all()
+	if len(msgs) != n {
+		t.Fatalf("outputs = %d, want %d", len(msgs), n)
+	}
+	if wantKeyOrder {
+		perKeyOrder(t, msgs)
+	}
+	if wantFullOrder {
+		for i, m := range msgs {
+			if string(m.Value) != strconv.Itoa(i) {
+				t.Fatalf("output %d is offset %s: partition order broken", i, m.Value)
 			}
-			msgs := h.out.all()
-			if len(msgs) != n {
-				t.Fatalf("outputs = %d, want %d", len(msgs), n)
-			}
-			if tc.wantKeyOrder {
-				perKeyOrder(t, msgs)
-			}
-			if tc.wantFullOrder {
-				for i, m := range msgs {
-					if string(m.Value) != strconv.Itoa(i) {
-						t.Fatalf("output %d is offset %s: partition order broken", i, m.Value)
-					}
-				}
-			}
-			if tc.wantParallel != (probe.maxInflight > 1) {
-				t.Fatalf("max concurrent batches = %d, parallel wanted: %v", probe.maxInflight, tc.wantParallel)
-			}
-			if tc.ordering != config.OrderingNone && probe.keyClash != "" {
-				t.Fatalf("key %s was in two concurrent batches", probe.keyClash)
-			}
-		})
+		}
+	}
+	if wantParallel != (probe.maxInflight > 1) {
+		t.Fatalf("max concurrent batches = %d, parallel wanted: %v", probe.maxInflight, wantParallel)
+	}
+	if ordering != config.OrderingNone && probe.keyClash != "" {
+		t.Fatalf("key %s was in two concurrent batches", probe.keyClash)
+	}
+	if enc != nil && (enc.handle > 0 || enc.parts == 0) {
+		t.Fatalf("%d batches sent as records, %d encoded parts: want every batch encoded", enc.handle, enc.parts)
 	}
 }
 
@@ -645,4 +709,46 @@ func TestRevokeUnderKeyOrderingFillsGapsBeforeCommitting(t *testing.T) {
 			t.Fatalf("offset %d handled %d times", off, handled[off])
 		}
 	}
+}
+
+// A pipeline whose dispatcher takes encoded records copies each record's
+// bytes as it is delivered (the Kafka source then lends it the fetch's own
+// bytes, which it recycles once Deliver returns); one without does not ask
+// for that. delivery.own copies bytes for a delivery encode would not take.
+func TestDeliveredBytesAreCopiedWhenLent(t *testing.T) {
+	if newHarness(t, testPipelineConfig(), handlerFunc(nil), false).pl.CopiesBytes() {
+		t.Fatal("a pipeline whose dispatcher takes only records asks to be lent bytes it will not copy")
+	}
+	h := newHarness(t, testPipelineConfig(), &encodedProbe{t: t}, false)
+	if !h.pl.CopiesBytes() {
+		t.Fatal("a pipeline whose dispatcher takes encoded records does not say it copies bytes")
+	}
+	p := record.KafkaPartition("in", 0)
+	h.pl.Assign(context.Background(), []sources.Claim{{Partition: p, Generation: 1}})
+	recs := records(p, 0, 50, 7)
+	lent := make([][]byte, 0, 2*len(recs))
+	for i := range recs {
+		lent = append(lent, recs[i].Key, recs[i].Value)
+	}
+	notLent := func(what string, recs []record.Record) {
+		t.Helper()
+		for i := range recs {
+			for j, b := range [][]byte{recs[i].Key, recs[i].Value} {
+				if &b[0] == &lent[2*i+j][0] || !bytes.Equal(b, lent[2*i+j]) {
+					t.Fatalf("%s: record %d: %q still at the lent bytes, or not a copy of %q", what, i, b, lent[2*i+j])
+				}
+			}
+		}
+	}
+	h.pl.Deliver(p, recs)
+	notLent("delivered", recs)
+	h.waitCompleted(int64(len(recs)))
+
+	owned := records(p, 0, 50, 7)
+	lent = lent[:0]
+	for i := range owned {
+		lent = append(lent, owned[i].Key, owned[i].Value)
+	}
+	(&delivery{recs: owned}).own()
+	notLent("owned", owned)
 }

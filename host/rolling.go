@@ -203,6 +203,22 @@ func handlerOf(err error) (plugins.Info, bool) {
 // other version has a batch of b's partition in flight. The result's
 // Handler (or the error, see handlerOf) names the version that handled it.
 func (rh *rollingHandler) Handle(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
+	return rh.handle(ctx, b, len(b.Records), func(p *plugins.Pool) (*plugins.Result, error) {
+		return p.Handle(ctx, b)
+	})
+}
+
+// HandleEncoded implements encodedDispatcher: Handle of a batch whose
+// records come encoded (see plugins.Pool.HandleEncoded).
+func (rh *rollingHandler) HandleEncoded(ctx context.Context, b *plugins.Batch, recs plugins.EncodedRecords) (*plugins.Result, error) {
+	return rh.handle(ctx, b, recs.N, func(p *plugins.Pool) (*plugins.Result, error) {
+		return p.HandleEncoded(ctx, b, recs)
+	})
+}
+
+// handle makes a call of a batch of n records (b says which partition) on
+// the version it must go to.
+func (rh *rollingHandler) handle(ctx context.Context, b *plugins.Batch, n int, call func(*plugins.Pool) (*plugins.Result, error)) (*plugins.Result, error) {
 	part := record.Partition{Stream: b.Stream, ID: b.Partition}
 	for {
 		g, wait := rh.enter(part)
@@ -214,8 +230,8 @@ func (rh *rollingHandler) Handle(ctx context.Context, b *plugins.Batch) (*plugin
 				return nil, fmt.Errorf("waiting for the previous handler version to finish partition %s: %w", part, ctx.Err())
 			}
 		}
-		res, err := g.pool.Handle(ctx, b)
-		if retry := rh.leave(g, part, res, err, len(b.Records)); retry {
+		res, err := call(g.pool)
+		if retry := rh.leave(g, part, res, err, n); retry {
 			continue // the version was replaced and closed between enter and the call
 		}
 		if err != nil {

@@ -16,12 +16,16 @@ import (
 // and the newest one. A tracker is owned by its lane's goroutine and is not
 // safe for concurrent use.
 type tracker struct {
-	base int64             // seq of slots[head]
-	head int               // ring index of base
-	n    int               // slots in use
-	done []bool            // ring buffer, len is a power of two
-	pos  []record.Position // positions, same ring
-	at   []int64           // arrival times (Unix nanoseconds), same ring
+	base int64  // seq of slots[head]
+	head int    // ring index of base
+	n    int    // slots in use
+	done []bool // ring buffer, len is a power of two
+	// offs and seqs are the positions (Offset, Seq), same ring: apart, so
+	// that a Kafka position (no Seq) is stored without writing a pointer
+	// (see add).
+	offs []int64
+	seqs []string
+	at   []int64 // arrival times (Unix nanoseconds), same ring
 
 	last    record.Position // position of the newest completed-contiguous record
 	hasLast bool
@@ -34,7 +38,13 @@ type tracker struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{done: make([]bool, trackerMinSize), pos: make([]record.Position, trackerMinSize), at: make([]int64, trackerMinSize)}
+	return &tracker{done: make([]bool, trackerMinSize), offs: make([]int64, trackerMinSize),
+		seqs: make([]string, trackerMinSize), at: make([]int64, trackerMinSize)}
+}
+
+// posAt is the position in ring slot i.
+func (t *tracker) posAt(i int) record.Position {
+	return record.Position{Offset: t.offs[i], Seq: t.seqs[i]}
 }
 
 // add registers the next record in arrival order, which arrived at the
@@ -45,7 +55,12 @@ func (t *tracker) add(p record.Position, arrived int64) int64 {
 	}
 	i := (t.head + t.n) & (len(t.done) - 1)
 	t.done[i] = false
-	t.pos[i] = p
+	t.offs[i] = p.Offset
+	// A string is a pointer, whose every write the garbage collector's
+	// write barrier sees while it runs: Kafka positions write none.
+	if p.Seq != "" || t.seqs[i] != "" {
+		t.seqs[i] = p.Seq
+	}
 	t.at[i] = arrived
 	t.n++
 	return t.base + int64(t.n-1)
@@ -84,15 +99,17 @@ func (t *tracker) trim(now time.Time) {
 // t.n), the oldest slot first.
 func (t *tracker) resize(size int) {
 	done := make([]bool, size)
-	pos := make([]record.Position, size)
+	offs := make([]int64, size)
+	seqs := make([]string, size)
 	at := make([]int64, size)
 	for k := 0; k < t.n; k++ {
 		j := (t.head + k) & (len(t.done) - 1)
 		done[k] = t.done[j]
-		pos[k] = t.pos[j]
+		offs[k] = t.offs[j]
+		seqs[k] = t.seqs[j]
 		at[k] = t.at[j]
 	}
-	t.done, t.pos, t.at, t.head = done, pos, at, 0
+	t.done, t.offs, t.seqs, t.at, t.head = done, offs, seqs, at, 0
 }
 
 // complete marks seq complete. It reports whether the contiguous watermark
@@ -112,18 +129,55 @@ func (t *tracker) complete(seq int64) bool {
 		t.doneAhead++
 		return false
 	}
-	for first := true; t.n > 0 && t.done[t.head]; first = false {
-		if !first {
+	t.done[i] = false
+	t.advance(1)
+	return true
+}
+
+// completeRun marks the n seqs from seq on complete, as complete does one
+// by one, and reports whether the watermark moved. A run that starts at
+// the watermark (every batch under ordering partition) moves it in one
+// step.
+func (t *tracker) completeRun(seq int64, n int) bool {
+	if seq != t.base || n > t.n || n < 1 {
+		moved := false
+		for i := range int64(n) {
+			if t.complete(seq + i) {
+				moved = true
+			}
+		}
+		return moved
+	}
+	mask := len(t.done) - 1
+	for k := 0; k < n; k++ {
+		if i := (t.head + k) & mask; t.done[i] {
+			// completed before, out of order
+			t.done[i] = false
 			t.doneAhead--
 		}
-		t.last = t.pos[t.head]
-		t.hasLast = true
+	}
+	t.advance(n)
+	return true
+}
+
+// advance moves the watermark over the n slots from the head, which are
+// complete and cleared, and then over the slots completed ahead of them.
+func (t *tracker) advance(n int) {
+	mask := len(t.done) - 1
+	last := (t.head + n - 1) & mask
+	t.head = (t.head + n) & mask
+	t.base += int64(n)
+	t.n -= n
+	for t.n > 0 && t.done[t.head] {
+		t.doneAhead--
 		t.done[t.head] = false
+		last = t.head
 		t.head = (t.head + 1) & mask
 		t.base++
 		t.n--
 	}
-	return true
+	t.last = t.posAt(last)
+	t.hasLast = true
 }
 
 // incomplete returns the number of records added and not complete.
@@ -155,5 +209,5 @@ func (t *tracker) oldest() (p record.Position, arrived int64, ok bool) {
 	if t.n == 0 {
 		return record.Position{}, 0, false
 	}
-	return t.pos[t.head], t.at[t.head], true
+	return t.posAt(t.head), t.at[t.head], true
 }

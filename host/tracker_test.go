@@ -2,6 +2,7 @@ package host
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -182,5 +183,55 @@ func TestTrackerShrinksAfterABacklog(t *testing.T) {
 	}
 	if pos, _ := tr.watermark(); pos.Offset != n-1 || tr.pending() != 0 {
 		t.Fatalf("watermark %d, %d pending after completing everything", pos.Offset, tr.pending())
+	}
+}
+
+// completeRun is complete of each seq of the run, whatever was completed
+// before it, in or out of order: the same watermark, the same counts, after
+// every run.
+func TestTrackerCompleteRunIsCompleteOfEach(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for round := range 200 {
+		one, runs := newTracker(), newTracker()
+		n := 1 + rng.IntN(3000) // past the ring's first size, so it grows
+		for i := range n {
+			p := record.Position{Offset: int64(10 * i)}
+			if i%3 == 0 {
+				p.Seq = "s" + strconv.Itoa(i) // Kinesis positions keep their Seq
+			}
+			one.add(p, int64(i))
+			runs.add(p, int64(i))
+		}
+		for done := 0; done < 4*n; {
+			seq, k := int64(rng.IntN(n)), 1+rng.IntN(50)
+			if rng.IntN(4) == 0 {
+				seq = runs.base // a run from the watermark
+			}
+			k = min(k, n-int(seq))
+			if k < 1 {
+				continue
+			}
+			want := false
+			for i := range int64(k) {
+				if one.complete(seq + i) {
+					want = true
+				}
+			}
+			if got := runs.completeRun(seq, k); got != want {
+				t.Fatalf("round %d: completeRun(%d, %d) moved: %v, complete of each: %v", round, seq, k, got, want)
+			}
+			wp, wok := one.watermark()
+			gp, gok := runs.watermark()
+			if wp != gp || wok != gok || one.incomplete() != runs.incomplete() || one.pending() != runs.pending() {
+				t.Fatalf("round %d: after completeRun(%d, %d): watermark %v %v, incomplete %d, pending %d; complete of each: %v %v, %d, %d",
+					round, seq, k, gp, gok, runs.incomplete(), runs.pending(), wp, wok, one.incomplete(), one.pending())
+			}
+			op, oa, ook := one.oldest()
+			rp, ra, rok := runs.oldest()
+			if op != rp || oa != ra || ook != rok {
+				t.Fatalf("round %d: oldest %v %d %v, want %v %d %v", round, rp, ra, rok, op, oa, ook)
+			}
+			done += k
+		}
 	}
 }

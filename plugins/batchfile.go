@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,15 @@ type batchFile struct {
 
 	mu   sync.Mutex
 	free []int // slot numbers; the last one freed is taken first
+
+	// mapped is the file mapped into the host's memory (Linux), which
+	// write copies records into: a copy, where pwrite also looked up and
+	// locked each page of the file in the kernel. nil if it is not mapped
+	// (any more): then write uses pwrite. mapMu keeps Close from unmapping
+	// it under a write. The host only writes there: results are read with
+	// pread (readResult), into memory the handler cannot change.
+	mapMu  sync.RWMutex
+	mapped []byte
 }
 
 // take reserves a slot for n bytes of records; ok is false if n does not
@@ -88,13 +98,58 @@ func (bf *batchFile) put(slot int) {
 	bf.mu.Unlock()
 }
 
-// write copies recs into slot and returns where they are.
-func (bf *batchFile) write(slot int, recs []byte) (offset int64, err error) {
+// write copies w's records (recs, or its parts) into slot and returns
+// where they are.
+func (bf *batchFile) write(slot int, w *wireBatch) (offset int64, err error) {
 	offset = int64(slot) * 2 * int64(bf.slotSize)
-	if _, err := bf.f.WriteAt(recs, offset); err != nil {
+	if bf.writeMapped(offset, w) {
+		return offset, nil
+	}
+	if w.parts != nil {
+		err = writeParts(bf.f, w.parts, offset)
+	} else {
+		_, err = bf.f.WriteAt(w.recs, offset)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("writing a batch to the batch file: %w", err)
 	}
 	return offset, nil
+}
+
+// writeMapped copies w's records into the mapped file at offset; false if
+// the file is not mapped (any more), or the copy faulted.
+func (bf *batchFile) writeMapped(offset int64, w *wireBatch) bool {
+	bf.mapMu.RLock()
+	defer bf.mapMu.RUnlock()
+	if bf.mapped == nil || offset+int64(w.size) > int64(len(bf.mapped)) {
+		return false
+	}
+	return copyRecords(bf.mapped[offset:offset+int64(w.size)], w)
+}
+
+// copyRecords copies w's records (its parts, or recs) into dst, which has
+// their size, and reports whether it could: a fault on dst (a SIGBUS, if
+// the kernel could not back a page of the file) fails the copy instead of
+// the process. The file is sealed against shrinking, so no page of it can
+// go away under the mapping.
+func copyRecords(dst []byte, w *wireBatch) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fault := r.(interface{ Addr() uintptr }); !fault {
+				panic(r)
+			}
+			ok = false
+		}
+	}()
+	if w.parts == nil {
+		copy(dst, w.recs)
+		return true
+	}
+	for _, p := range w.parts {
+		dst = dst[copy(dst, p):]
+	}
+	return true
 }
 
 // replyAt is where the result of slot's call may be written.
@@ -102,14 +157,20 @@ func (bf *batchFile) replyAt(slot int) int64 {
 	return int64(slot)*2*int64(bf.slotSize) + int64(bf.slotSize)
 }
 
-// Close closes the host's descriptor of the file; the memory goes once the
-// handler process has exited too. A write racing with it fails (and that
-// call sends its records inline).
+// Close unmaps the file and closes the host's descriptor of it; the memory
+// goes once the handler process has exited too. A write racing with it
+// waits for the unmapping, or fails (and that call sends its records
+// inline).
 func (bf *batchFile) Close() error {
 	if bf == nil {
 		return nil
 	}
-	return bf.f.Close()
+	bf.mapMu.Lock()
+	m := bf.mapped
+	bf.mapped = nil
+	bf.mapMu.Unlock()
+	err := unmap(m)
+	return errors.Join(err, bf.f.Close())
 }
 
 // shared is a SharedRecords message.

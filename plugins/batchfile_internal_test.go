@@ -34,7 +34,7 @@ func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
 	bf := testBatchFile(t, 2, 1<<20, 1<<20)
 	w := encodeRecords(b)
 	w.setHead(b)
-	off, err := bf.write(1, w.recs)
+	off, err := bf.write(1, w)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,10 +35,70 @@ func newBatchFile(slots, slotSize, replyCap int) (*batchFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("writing the batch file's check: %w", err)
 	}
+	// Mapped, records are written with a copy (see batchFile.mapped);
+	// where mapping fails, with pwrite.
+	if m, err := unix.Mmap(fd, 0, slots*2*slotSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
+		bf.mapped = m
+	}
 	free := make([]int, slots)
 	for i := range free {
 		free[i] = slots - 1 - i // slot 0 is taken first
 	}
 	bf.free = free
 	return bf, nil
+}
+
+// unmap undoes the mapping of a batch file (nil: none).
+func unmap(m []byte) error {
+	if m == nil {
+		return nil
+	}
+	if err := unix.Munmap(m); err != nil {
+		return fmt.Errorf("unmapping the batch file: %w", err)
+	}
+	return nil
+}
+
+// maxIovecs is how many parts writeParts hands the kernel in one call
+// (Linux's IOV_MAX is 1024).
+const maxIovecs = 1024
+
+// writeParts writes parts one after the other into f at offset, with one
+// system call per maxIovecs parts (pwritev), without copying them together
+// first.
+func writeParts(f *os.File, parts [][]byte, offset int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(parts) > 0 {
+		iovs := parts[:min(len(parts), maxIovecs)]
+		parts = parts[len(iovs):]
+		var n int
+		var werr error
+		// Through the file's own descriptor, which a Close cannot
+		// release under the write.
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), iovs, offset)
+			return true
+		}); err != nil {
+			return err
+		}
+		if werr != nil {
+			return werr
+		}
+		// A short write (which a memfd does not do): the rest one part
+		// at a time.
+		for _, p := range iovs {
+			if n >= len(p) {
+				n -= len(p)
+			} else if _, err := f.WriteAt(p[n:], offset+int64(n)); err != nil {
+				return err
+			} else {
+				n = 0
+			}
+			offset += int64(len(p))
+		}
+	}
+	return nil
 }

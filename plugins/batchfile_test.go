@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,13 @@ func viaFile(t *testing.T, p *plugins.Pool, b *plugins.Batch) int {
 	if err != nil {
 		t.Fatalf("Handle: %v", err)
 	}
+	return checkEchoes(t, res, b)
+}
+
+// checkEchoes checks that res, of the viafile handler, echoes b's records,
+// and returns how many batches the handler had read from its batch file.
+func checkEchoes(t *testing.T, res *plugins.Result, b *plugins.Batch) int {
+	t.Helper()
 	if len(res.Outputs) != len(b.Records) {
 		t.Fatalf("%d outputs for %d records", len(res.Outputs), len(b.Records))
 	}
@@ -67,6 +75,48 @@ func TestBatchFileCarriesAGoHandlersRecords(t *testing.T) {
 		if got := plugins.BatchFileResults() - results; got != int64(i) {
 			t.Fatalf("batch %d: %d results came through the batch file, want %d", i, got, i)
 		}
+	}
+}
+
+// encodedCall is viaFile of b with its records encoded first, as a lane
+// does, and given to HandleEncoded in three parts.
+func encodedCall(t *testing.T, p *plugins.Pool, b *plugins.Batch) int {
+	t.Helper()
+	recs := make([]record.Record, len(b.Records))
+	var parts [][]byte
+	for i, r := range b.Records {
+		var buf []byte
+		if len(parts) < 3 && i%(len(b.Records)/3+1) == 0 {
+			parts = append(parts, nil)
+		}
+		r.Headers = slices.Clone(r.Headers)
+		buf = plugins.AppendRecord(parts[len(parts)-1], &r)
+		parts[len(parts)-1] = buf
+		recs[i] = r
+	}
+	res, err := p.HandleEncoded(context.Background(), &plugins.Batch{Pipeline: b.Pipeline, Stream: b.Stream, Partition: b.Partition},
+		plugins.EncodedRecords{Parts: parts, N: len(recs)})
+	if err != nil {
+		t.Fatalf("HandleEncoded: %v", err)
+	}
+	// The outputs must echo the records: check them as viaFile does.
+	return checkEchoes(t, res, b)
+}
+
+// TestHandleEncodedCarriesRecords: records encoded as they arrive, in
+// parts, reach the handler whole, through the batch file (written from the
+// parts) and inline.
+func TestHandleEncodedCarriesRecords(t *testing.T) {
+	needBatchFiles(t)
+	p, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, AutoMTLS: true})
+	for i := 1; i <= 2; i++ {
+		if reads := encodedCall(t, p, batchOfSize("e"+strconv.Itoa(i), 200, 100)); reads != i {
+			t.Fatalf("batch %d: the handler had read %d batches from its batch file, want %d", i, reads, i)
+		}
+	}
+	inline, _ := newPool(t, plugins.PoolConfig{Builtin: "viafile", Instances: 1, BatchFileSlot: -1})
+	if reads := encodedCall(t, inline, batchOfSize("e", 200, 100)); reads != 0 {
+		t.Fatalf("the handler read %d batches from a batch file it should not have", reads)
 	}
 }
 

@@ -106,19 +106,22 @@ func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, err
 	ctx, done := c.bind(ctx)
 	defer done()
 	resp := &wireReply{n: w.n}
-	if bf := c.batches; bf != nil && len(w.recs) > 0 {
-		if slot, ok := bf.take(len(w.recs)); ok {
+	if bf := c.batches; bf != nil && w.size > 0 {
+		if slot, ok := bf.take(w.size); ok {
 			// The slot is free again once the call has returned: with a
 			// reply, the handler is done with it; without one, the
 			// process is replaced before it gets another call.
 			defer bf.put(slot)
-			if off, err := bf.write(slot, w.recs); err == nil {
+			if off, err := bf.write(slot, w); err == nil {
 				resp.shared, resp.replyAt, resp.replyCap = bf, bf.replyAt(slot), bf.replyCap
-				w.head = appendSharedRecords(w.head, shared{offset: uint64(off), length: uint64(len(w.recs)),
+				w.head = appendSharedRecords(w.head, shared{offset: uint64(off), length: uint64(w.size),
 					replyOffset: uint64(resp.replyAt), replyCap: uint64(resp.replyCap)})
 				w.shared = true
 			}
 		}
+	}
+	if !w.shared {
+		w.inline()
 	}
 	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
 		return nil, c.callError(ctx, "handle", err)

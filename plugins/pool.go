@@ -585,7 +585,25 @@ func (p *Pool) Handle(ctx context.Context, b *Batch) (*Result, error) {
 	defer p.leave()
 	// The records are encoded while waiting for no instance: an instance
 	// is held only for the call.
-	w := encodeRecords(b)
+	return p.handle(ctx, b, encodeRecords(b))
+}
+
+// HandleEncoded is Handle of a batch whose records come encoded: recs
+// replaces b.Records, which it ignores. The caller may reuse recs' parts
+// once it returns.
+func (p *Pool) HandleEncoded(ctx context.Context, b *Batch, recs EncodedRecords) (*Result, error) {
+	if b == nil {
+		return nil, errors.New("plugins: HandleEncoded called with a nil batch")
+	}
+	if err := p.enter(); err != nil {
+		return nil, err
+	}
+	defer p.leave()
+	return p.handle(ctx, b, encodedRecords(recs))
+}
+
+// handle sends b, its records encoded in w, to an idle instance.
+func (p *Pool) handle(ctx context.Context, b *Batch, w *wireBatch) (*Result, error) {
 	inst, err := p.acquire(ctx)
 	if err != nil {
 		return nil, err

@@ -5,9 +5,11 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -48,6 +50,57 @@ func TestWireBatchIsTheProtobufEncoding(t *testing.T) {
 			}
 			if got := marshalBatch(b); !bytes.Equal(got, want) {
 				t.Fatalf("encoding differs from protobuf's:\n got %x\nwant %x", got, want)
+			}
+		})
+	}
+}
+
+// TestAppendRecordIsTheWireEncoding: records encoded one at a time as a
+// lane does (AppendRecord) are the bytes of the batch's records field, and
+// each record then points into them, null and empty kept apart, without the
+// buffer moving when it was given the room RecordWireSize says.
+func TestAppendRecordIsTheWireEncoding(t *testing.T) {
+	for name, b := range wireBatches() {
+		t.Run(name, func(t *testing.T) {
+			want := encodeRecords(b).recs
+			recs := slices.Clone(b.Records)
+			for i := range recs {
+				recs[i].Headers = slices.Clone(recs[i].Headers)
+			}
+			size := 0
+			for i := range recs {
+				size += RecordWireSize(&recs[i])
+			}
+			buf := make([]byte, 0, size)
+			for i := range recs {
+				if i%2 == 0 {
+					buf = AppendRecord(buf, &recs[i])
+				} else {
+					buf = AppendSizedRecord(buf, &recs[i], RecordWireSize(&recs[i]))
+				}
+			}
+			if !bytes.Equal(buf, want) {
+				t.Fatalf("AppendRecord wrote\n%x\nwant\n%x", buf, want)
+			}
+			if cap(buf) != size {
+				t.Fatalf("the buffer moved: capacity %d, was %d", cap(buf), size)
+			}
+			within := func(what string, got, orig []byte) {
+				t.Helper()
+				if (got == nil) != (orig == nil) || !bytes.Equal(got, orig) {
+					t.Fatalf("%s: %q after encoding, was %q (nil: %v, was nil: %v)", what, got, orig, got == nil, orig == nil)
+				}
+				at, start := uintptr(unsafe.Pointer(unsafe.SliceData(got))), uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+				if len(got) > 0 && (at < start || at+uintptr(len(got)) > start+uintptr(len(buf))) {
+					t.Fatalf("%s does not point into the encoding", what)
+				}
+			}
+			for i := range recs {
+				within(fmt.Sprintf("record %d key", i), recs[i].Key, b.Records[i].Key)
+				within(fmt.Sprintf("record %d value", i), recs[i].Value, b.Records[i].Value)
+				for j := range recs[i].Headers {
+					within(fmt.Sprintf("record %d header %d", i, j), recs[i].Headers[j].Value, b.Records[i].Headers[j].Value)
+				}
 			}
 		})
 	}
@@ -487,5 +540,26 @@ func BenchmarkDecodeResult1000x100(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_, _ = decodeResult(buf, 1000, &Result{})
+	}
+}
+
+// The host side's encoding of records one at a time as they arrive, into
+// a buffer with room for them (what a lane does with each delivery).
+func BenchmarkAppendRecord1000x100(b *testing.B) {
+	batch := loadBatch(1000, 100)
+	size := 0
+	for i := range batch.Records {
+		size += RecordWireSize(&batch.Records[i])
+	}
+	buf := make([]byte, 0, size)
+	recs := make([]record.Record, len(batch.Records))
+	b.SetBytes(int64(len(marshalBatch(batch))))
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(recs, batch.Records)
+		buf = buf[:0]
+		for i := range recs {
+			buf = AppendRecord(buf, &recs[i])
+		}
 	}
 }

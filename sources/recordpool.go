@@ -111,6 +111,16 @@ func GetBytes(recs []record.Record, n int) []byte {
 	return buf
 }
 
+// ReleaseBytes gives back the buffer of recs (GetBytes) before recs itself,
+// for a holder of recs that has pointed every record elsewhere: the next
+// GetBytes may hand the buffer out again at once. PutRecords then gives
+// back recs alone.
+func ReleaseBytes(recs []record.Record) {
+	if cap(recs) > 0 {
+		putBytes(uintptr(unsafe.Pointer(unsafe.SliceData(recs))))
+	}
+}
+
 // putBytes gives back the buffer of the record slice whose first element is
 // at first, if it has one.
 func putBytes(first uintptr) {

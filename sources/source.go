@@ -67,6 +67,16 @@ type Lanes interface {
 	Deliver(p record.Partition, recs []record.Record)
 }
 
+// BytesCopier is implemented by a Lanes that may copy, during Deliver, the
+// keys, values and header values of the records it is given, so that a
+// source need not copy them out of its client's memory first. When
+// CopiesBytes reports true, a source may deliver records whose byte slices
+// are valid only until Deliver returns; the answer does not change over a
+// Lanes' life. Header keys (strings) must stay valid.
+type BytesCopier interface {
+	CopiesBytes() bool
+}
+
 // Source is one consumer of a stream for one pipeline.
 type Source interface {
 	// Run consumes until ctx is done or a fatal error occurs, calling l as

@@ -236,3 +236,38 @@ func TestDeliverSplitsAndOwnsBytes(t *testing.T) {
 		}
 	}
 }
+
+// copier is a recorder that says it copies what it is delivered.
+type copier struct{ *recorder }
+
+func (copier) CopiesBytes() bool { return true }
+
+// Lanes that copy the bytes themselves are lent the fetch's bytes, not a
+// copy of them; other lanes get copies (TestConvertCopies).
+func TestDeliverLendsBytesToACopier(t *testing.T) {
+	s, err := New(Config{Topics: []string{"t"}, Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(nil)
+	if copiesBytes(rec) || !copiesBytes(copier{rec}) {
+		t.Fatal("copiesBytes does not follow sources.BytesCopier")
+	}
+	s.lanes, s.lent = copier{rec}, true
+	p := record.KafkaPartition("t", 0)
+	rec.owned[p] = 1
+	s.parts[p] = &partState{gen: 1, next: -1}
+	fetchBuf := []byte("keyvalueh1")
+	var lent [][]byte
+	rec.onDeliver = func(_ record.Partition, recs []record.Record) {
+		for _, r := range recs {
+			lent = append(lent, r.Key, r.Value, r.Headers[0].Value)
+		}
+	}
+	fp := kgo.FetchPartition{Partition: 0, Records: []*kgo.Record{{Topic: "t", Offset: 3,
+		Key: fetchBuf[0:3], Value: fetchBuf[3:8], Headers: []kgo.RecordHeader{{Key: "h", Value: fetchBuf[8:10]}}}}}
+	kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{fp}}}}}.EachPartition(s.deliver)
+	if len(lent) != 3 || &lent[0][0] != &fetchBuf[0] || &lent[1][0] != &fetchBuf[3] || &lent[2][0] != &fetchBuf[8] {
+		t.Fatalf("the copier was not lent the fetch's bytes: %q", lent)
+	}
+}

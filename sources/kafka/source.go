@@ -102,7 +102,11 @@ type Source struct {
 	// running is true between the client's creation and Run's shutdown.
 	running atomic.Bool
 	lanes   sources.Lanes // set by Run before the client exists
-	txn     *txnState     // exactly-once mode only
+	// lent is set (by Run) when lanes copies the bytes of what it is
+	// delivered (sources.BytesCopier): deliver then lends it the fetch's
+	// own bytes instead of copying them into a buffer first.
+	lent bool
+	txn  *txnState // exactly-once mode only
 
 	// lanesMu serializes calls into lanes. kgo already keeps the rebalance
 	// callbacks and the poll loop apart (BlockRebalanceOnPoll); this makes
@@ -280,6 +284,7 @@ func (s *Source) Run(ctx context.Context, l sources.Lanes) error {
 		return ErrRunCalled
 	}
 	s.lanes = l
+	s.lent = copiesBytes(l)
 	if s.txn != nil {
 		return s.runTxn(ctx)
 	}
@@ -437,6 +442,9 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 	// in one buffer of its own: both come from pools the host gives them
 	// back to (sources.PutRecords), so a steady stream reuses memory, and
 	// one record held by a lane keeps at most one delivery's worth alive.
+	//
+	// Lanes that copy the bytes themselves (sources.BytesCopier) are lent
+	// the fetch's: the records are recycled only once Deliver returned.
 	parts := s.deliveries[:0]
 	for rest := kept; len(rest) > 0; {
 		n, size := 0, 0
@@ -449,9 +457,16 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			n++
 		}
 		recs := sources.GetRecords(n)
-		buf := sources.GetBytes(recs, size)
-		for _, r := range rest[:n] {
-			recs = append(recs, convert(p, r, &buf))
+		if s.lent {
+			recs = recs[:n]
+			for i, r := range rest[:n] {
+				lend(&recs[i], p, r)
+			}
+		} else {
+			buf := sources.GetBytes(recs, size)
+			for _, r := range rest[:n] {
+				recs = append(recs, convert(p, r, &buf))
+			}
 		}
 		parts = append(parts, recs)
 		rest = rest[n:]
@@ -515,6 +530,31 @@ func convert(p record.Partition, r *kgo.Record, buf *[]byte) record.Record {
 	}
 	*buf = b
 	return out
+}
+
+// copiesBytes says whether l copies the bytes of the records it is
+// delivered (sources.BytesCopier).
+func copiesBytes(l sources.Lanes) bool {
+	c, ok := l.(sources.BytesCopier)
+	return ok && c.CopiesBytes()
+}
+
+// lend is convert without the copy, into out (every field of it): the
+// record refers to r's key, value and header values, which are valid until
+// r is recycled. It writes the fields one by one, where a record built and
+// then stored was copied whole, twice, through the stack.
+func lend(out *record.Record, p record.Partition, r *kgo.Record) {
+	out.Key, out.Value = r.Key, r.Value
+	out.Headers = nil
+	if len(r.Headers) > 0 {
+		out.Headers = make([]record.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			out.Headers[i] = record.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	out.Timestamp = r.Timestamp
+	out.Partition = p
+	out.Position = record.Position{Offset: r.Offset}
 }
 
 // onAssigned records the new claims, then starts their lanes. Claims start
