@@ -89,6 +89,10 @@ type lane struct {
 	incoming []*item
 	spare    []*item       // the other of incoming's two buffers
 	wake     chan struct{} // capacity 1; a send means "look at incoming"
+	// incomingToEnd is set when incoming's newest record is the
+	// partition's last for now (deliveredToEnd), and cleared by the next
+	// delivery.
+	incomingToEnd bool
 
 	// waiting and waitingBytes count the records delivered and not yet
 	// dispatched (and their sizes); full is set, by the pipeline under its
@@ -119,7 +123,12 @@ type lane struct {
 	// further on: taking batches moves the window's start, and the queue
 	// moves back to the array's start rather than into a new one (see
 	// makeRoom).
-	queueBuf      []*item
+	queueBuf []*item
+	// atEnd is set while the queue's newest record is the partition's last
+	// for now, and lastFull when the last batch taken was full (not closed
+	// by max_wait): together they close a batch at once (see take).
+	atEnd, lastFull bool
+
 	picked        []int   // takeByKey's scratch: indexes of the batch's records
 	keyBatch      []*item // takeByKey's scratch: the batch
 	tracker       *tracker
@@ -209,9 +218,19 @@ func (l *lane) deliver(recs []record.Record, now time.Time) (int64, bool) {
 	for i := range d.items {
 		l.incoming = append(l.incoming, &d.items[i])
 	}
+	l.incomingToEnd = false
 	l.mu.Unlock()
 	l.poke()
 	return bytes, waiting >= l.pauseRecords || waitingBytes >= l.pauseBytes
+}
+
+// deliveredToEnd notes that the newest record delivered is, for now, the
+// partition's last.
+func (l *lane) deliveredToEnd() {
+	l.mu.Lock()
+	l.incomingToEnd = true
+	l.mu.Unlock()
+	l.poke()
 }
 
 // poke wakes the lane's goroutine to look at its incoming records and
@@ -360,7 +379,12 @@ func (l *lane) takeIncoming() {
 	l.mu.Lock()
 	in := l.incoming
 	l.incoming, l.spare = l.spare, nil // swap buffers: deliver reuses the last one
+	toEnd := l.incomingToEnd
+	l.incomingToEnd = false
 	l.mu.Unlock()
+	if len(in) > 0 || toEnd {
+		l.atEnd = toEnd
+	}
 	if len(in) == 0 {
 		l.mu.Lock()
 		l.spare = in
@@ -500,8 +524,11 @@ func (l *lane) maybeResume() {
 }
 
 // take removes the next batch from the queue, or returns how long until one
-// is due. The batch is valid until the lane takes incoming records. A batch closes at max_records or max_bytes, or when its oldest
-// record has waited max_wait.
+// is due. The batch is valid until the lane takes incoming records. A batch
+// closes at max_records or max_bytes, or when its oldest record has waited
+// max_wait; or at once when it holds the rest of a backlog: the batch
+// before it was full and the partition has nothing past its newest record
+// (endOfBacklog).
 func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Duration) {
 	b := l.pl.cfg.Batch
 	if l.pl.cfg.Ordering == config.OrderingKey {
@@ -519,11 +546,12 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 		return nil, 0
 	}
 	full := force || n == b.MaxRecords || n < len(l.queue)
-	if !full {
+	if !full && !l.endOfBacklog(n == len(l.queue)) {
 		if wait := time.Duration(l.queue[0].d.arrived + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
 			return nil, wait
 		}
 	}
+	l.lastFull = full
 	// The batch is the queue's first n records, in place: dispatch clears
 	// them once the batch has taken them, so that the queue's array does
 	// not keep them (and the deliveries they point into) reachable.
@@ -533,6 +561,18 @@ func (l *lane) take(now time.Time, limit int64, force bool) ([]*item, time.Durat
 		l.queue = l.queueBuf[:0]
 	}
 	return batch, 0
+}
+
+// endOfBacklog says whether a batch that is not full may close before
+// max_wait because it holds the rest of a backlog: the lane's last batch
+// was full, whole says the batch takes every record the queue could give
+// it, and the partition has nothing past the newest of them. max_wait is
+// there to gather records arriving one by one into fewer calls; at the end
+// of a backlog nothing more is arriving, and waiting would only hold the
+// backlog's last records back, each time a lane catches up. Records that
+// then trickle in wait as usual: the batch before them was not full.
+func (l *lane) endOfBacklog(whole bool) bool {
+	return whole && l.lastFull && l.atEnd
 }
 
 // keyScanLimit bounds how far past the head takeByKey looks for records of
@@ -580,11 +620,12 @@ func (l *lane) takeByKey(now time.Time, limit int64, force bool) ([]*item, time.
 		return nil, 0 // every key at the head is busy: a completion will wake us
 	}
 	full := force || len(picked) == b.MaxRecords || sizeFull
-	if !full {
+	if !full && !l.endOfBacklog(scan == len(l.queue)) {
 		if wait := time.Duration(oldest + int64(b.MaxWait) - now.UnixNano()); wait > 0 {
 			return nil, wait
 		}
 	}
+	l.lastFull = full
 	// The batch goes in the lane's scratch slice: dispatch clears it once
 	// the batch has taken its records.
 	batch := l.keyBatch[:0]

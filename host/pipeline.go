@@ -583,6 +583,17 @@ func (pl *pipeline) Deliver(p record.Partition, recs []record.Record) {
 	}
 }
 
+// DeliveredToEnd implements sources.EndNoter: the lane of p learns that its
+// newest record is, for now, the partition's last (see lane.take).
+func (pl *pipeline) DeliveredToEnd(p record.Partition) {
+	pl.mu.Lock()
+	l := pl.lanes[p]
+	pl.mu.Unlock()
+	if l != nil {
+		l.deliveredToEnd()
+	}
+}
+
 // CopiesBytes implements sources.BytesCopier: with a dispatcher that takes
 // encoded records, a lane copies each record's bytes as it encodes it
 // (delivery.encode), so the source need not copy them first.

@@ -752,3 +752,49 @@ func TestDeliveredBytesAreCopiedWhenLent(t *testing.T) {
 	(&delivery{recs: owned}).own()
 	notLent("owned", owned)
 }
+
+// A backlog's last, partial batch goes at once when the partition has
+// nothing past it, instead of waiting out max_wait for records that are not
+// coming; records that then arrive one by one wait for max_wait as usual,
+// and so does a partial batch when the partition has more.
+func TestEndOfBacklogDoesNotWaitMaxWait(t *testing.T) {
+	for _, ord := range []config.Ordering{config.OrderingPartition, config.OrderingKey} {
+		t.Run(string(ord), func(t *testing.T) {
+			p := record.KafkaPartition("in", 0)
+			cfg := testPipelineConfig()
+			cfg.Ordering = ord
+			cfg.Batch.MaxRecords, cfg.Batch.MaxWait = 10, time.Hour
+			var mu sync.Mutex
+			var sizes []int
+			h := newHarness(t, cfg, handlerFunc(func(_ context.Context, b *plugins.Batch) (*plugins.Result, error) {
+				mu.Lock()
+				sizes = append(sizes, len(b.Records))
+				mu.Unlock()
+				return &plugins.Result{}, nil
+			}), false)
+			h.pl.Assign(context.Background(), []sources.Claim{{Partition: p}})
+			// Not the end: the partial batch waits.
+			h.pl.Deliver(p, records(p, 0, 24, 24))
+			h.waitCompleted(20)
+			time.Sleep(50 * time.Millisecond)
+			if n := h.pl.stats.Completed.Load(); n != 20 {
+				t.Fatalf("completed %d records before the end of the partition was known; want the 2 full batches only", n)
+			}
+			// The end: the rest of the backlog goes without waiting.
+			h.pl.DeliveredToEnd(p)
+			h.waitCompleted(24)
+			// A record trickling in after a partial batch waits, end or not.
+			h.pl.Deliver(p, records(p, 24, 1, 24))
+			h.pl.DeliveredToEnd(p)
+			time.Sleep(50 * time.Millisecond)
+			if n := h.pl.stats.Completed.Load(); n != 24 {
+				t.Fatalf("completed %d records: a record after a partial batch did not wait for max_wait", n)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(sizes) != 3 || sizes[2] != 4 {
+				t.Fatalf("batch sizes %v; want 10, 10, 4", sizes)
+			}
+		})
+	}
+}

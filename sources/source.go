@@ -77,6 +77,16 @@ type BytesCopier interface {
 	CopiesBytes() bool
 }
 
+// EndNoter is implemented by a Lanes that wants to know when the records
+// delivered of a partition reach its end: the last record there was to
+// fetch when the source last looked (Kafka: the high watermark). A source
+// calls DeliveredToEnd, from the goroutine that calls Deliver, after the
+// Deliver of those records. The next Deliver of the partition brings
+// records past that end.
+type EndNoter interface {
+	DeliveredToEnd(p record.Partition)
+}
+
 // Source is one consumer of a stream for one pipeline.
 type Source interface {
 	// Run consumes until ctx is done or a fatal error occurs, calling l as

@@ -271,3 +271,49 @@ func TestDeliverLendsBytesToACopier(t *testing.T) {
 		t.Fatalf("the copier was not lent the fetch's bytes: %q", lent)
 	}
 }
+
+// endNoter is a recorder that notes the partitions delivered to their end.
+type endNoter struct {
+	*recorder
+	ends []record.Partition
+}
+
+func (e *endNoter) DeliveredToEnd(p record.Partition) { e.ends = append(e.ends, p) }
+
+// A fetch whose last record is the partition's last (below the high
+// watermark, and the last stable offset) is followed by DeliveredToEnd;
+// one with more past it is not.
+func TestDeliverNotesTheEndOfAPartition(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		hwm     int64
+		lso     int64
+		wantEnd bool
+	}{
+		{"at the high watermark", 5, 5, true},
+		{"below the high watermark", 9, 9, false},
+		{"at the last stable offset", 9, 5, true},
+		{"a marker past the last record", 6, 6, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(Config{Topics: []string{"t"}, Group: "g"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := record.KafkaPartition("t", 0)
+			rec := &endNoter{recorder: newRecorder(nil)}
+			rec.owned[p] = 1
+			s.lanes = rec
+			s.parts[p] = &partState{gen: 1, next: -1}
+			var recs []*kgo.Record
+			for off := int64(3); off < 5; off++ {
+				recs = append(recs, &kgo.Record{Topic: "t", Offset: off, Value: []byte("v")})
+			}
+			fp := kgo.FetchPartition{Partition: 0, HighWatermark: tc.hwm, LastStableOffset: tc.lso, Records: recs}
+			kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "t", Partitions: []kgo.FetchPartition{fp}}}}}.EachPartition(s.deliver)
+			if got := len(rec.ends) == 1 && rec.ends[0] == p; got != tc.wantEnd || len(rec.ends) > 1 {
+				t.Fatalf("DeliveredToEnd calls %v; want the end noted: %v", rec.ends, tc.wantEnd)
+			}
+		})
+	}
+}

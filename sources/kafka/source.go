@@ -471,6 +471,7 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 		parts = append(parts, recs)
 		rest = rest[n:]
 	}
+	atEnd := len(kept) > 0 && kept[len(kept)-1].Offset+1 >= fetchEnd(ftp)
 	clear(kept)
 	s.kept = kept[:0]
 	if len(parts) > 0 {
@@ -478,10 +479,26 @@ func (s *Source) deliver(ftp kgo.FetchTopicPartition) {
 			for _, recs := range parts {
 				s.lanes.Deliver(p, recs)
 			}
+			if en, ok := s.lanes.(sources.EndNoter); ok && atEnd {
+				en.DeliveredToEnd(p)
+			}
 		})
 	}
 	clear(parts)
 	s.deliveries = parts[:0]
+}
+
+// fetchEnd is the offset past the last record a fetch of ftp's partition
+// could have returned: its high watermark, or its last stable offset when
+// that is lower (a consumer reading committed records gets none past it).
+// A record batch ending in a transaction's marker ends below it, so the
+// records before the marker are not seen as the end.
+func fetchEnd(ftp kgo.FetchTopicPartition) int64 {
+	end := ftp.HighWatermark
+	if ftp.LastStableOffset >= 0 && ftp.LastStableOffset < end {
+		end = ftp.LastStableOffset
+	}
+	return end
 }
 
 // deliverChunk is the most records deliver hands the host in one slice.
