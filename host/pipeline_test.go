@@ -401,7 +401,7 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 	cfg := testPipelineConfig()
 	cfg.MaxInflightBytes = cost + 300 // the small records fit ...
 	// (and their lane does not have enough waiting to pause on its own:
-	// that is at four batches)
+	// that is at eight batches)
 	cfg.Batch.MaxRecords = 30
 	gate := make(chan struct{})
 	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
@@ -431,14 +431,14 @@ func TestBackpressurePausesAndResumes(t *testing.T) {
 	}
 }
 
-// TestLaneWithEnoughWaitingPausesItsPartition: a lane with four batches'
+// TestLaneWithEnoughWaitingPausesItsPartition: a lane with eight batches'
 // worth of records waiting pauses its partition (and only it) well under
 // the in-flight budget, and resumes it once it has dispatched down to half
 // of that; every record completes.
 func TestLaneWithEnoughWaitingPausesItsPartition(t *testing.T) {
 	p, other := record.KafkaPartition("in", 0), record.KafkaPartition("in", 1)
 	cfg := testPipelineConfig()
-	cfg.Batch.MaxRecords = 10 // pause at 40 waiting, resume at 20
+	cfg.Batch.MaxRecords = 5 // pause at 40 waiting, resume at 20
 	gate := make(chan struct{})
 	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
 		if b.Partition == p.ID {
@@ -452,7 +452,7 @@ func TestLaneWithEnoughWaitingPausesItsPartition(t *testing.T) {
 	if h.src.pauses.Load() != 0 {
 		t.Fatal("paused with 30 records waiting, under the mark of 40")
 	}
-	h.pl.Deliver(p, records(p, 30, 20, 3)) // 40 or 50 waiting, as the first batch is dispatched or not
+	h.pl.Deliver(p, records(p, 30, 20, 3)) // 45 or 50 waiting, as the first batch is dispatched or not
 	h.src.mu.Lock()
 	paused, otherPaused := h.src.paused[p], h.src.paused[other]
 	h.src.mu.Unlock()
@@ -478,7 +478,7 @@ func TestLaneWithEnoughWaitingPausesItsPartition(t *testing.T) {
 func TestRewindResumesAFullLanesPartition(t *testing.T) {
 	p := record.KafkaPartition("in", 0)
 	cfg := testPipelineConfig()
-	cfg.Batch.MaxRecords = 10 // pause at 40 waiting
+	cfg.Batch.MaxRecords = 5 // pause at 40 waiting
 	h := newHarness(t, cfg, handlerFunc(func(ctx context.Context, b *plugins.Batch) (*plugins.Result, error) {
 		<-ctx.Done() // never finishes: the lane stays full until it is rewound
 		return nil, ctx.Err()
