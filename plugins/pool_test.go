@@ -97,21 +97,33 @@ func testHandlers() map[string]plugins.Handler {
 		return nil
 	})
 	// procs answers with the process's GOMAXPROCS. A batch whose first
-	// value is "hold" waits (up to a minute) for a call whose first value
-	// is "release" before it answers, so that the two are served at once.
-	released := make(chan struct{})
-	var releaseOnce sync.Once
+	// value is "hold" and one whose first value is "release" each wait (up
+	// to a minute) for the other to be served before they answer, so that
+	// the two are served at once whichever arrives first.
+	holding, released := make(chan struct{}), make(chan struct{})
+	var holdOnce, releaseOnce sync.Once
+	wait := func(ctx context.Context, c <-chan struct{}) error {
+		select {
+		case <-c:
+			return nil
+		case <-time.After(time.Minute):
+			return errors.New("the other call never came")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	hs["procs"] = sdk.New(named("procs"), func(ctx context.Context, b *plugins.Batch, res *sdk.Result) error {
 		switch string(b.Records[0].Value) {
 		case "hold":
-			select {
-			case <-released:
-			case <-time.After(time.Minute):
-			case <-ctx.Done():
-				return ctx.Err()
+			holdOnce.Do(func() { close(holding) })
+			if err := wait(ctx, released); err != nil {
+				return err
 			}
 		case "release":
 			defer releaseOnce.Do(func() { close(released) })
+			if err := wait(ctx, holding); err != nil {
+				return err
+			}
 		}
 		res.Output(0, "out", nil, []byte(strconv.Itoa(runtime.GOMAXPROCS(0))))
 		return nil
