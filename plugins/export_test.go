@@ -29,13 +29,7 @@ func ServeWithWrongBatchFileCheck(h Handler) {
 // HostMadeTLSKeys says, for each instance, whether its process serves TLS
 // with the key the host made for it.
 func (p *Pool) HostMadeTLSKeys() []bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make([]bool, len(p.all))
-	for i, inst := range p.all {
-		out[i] = inst.hostKeys
-	}
-	return out
+	return eachInstance(p, func(inst *instance) bool { return inst.hostKeys })
 }
 
 // ServeMakingItsOwnTLSKey serves h as Serve does, except that it ignores

@@ -884,11 +884,16 @@ func (p *Pool) close(ctx context.Context) error {
 // pids returns the process id of each instance's current process (a test
 // hook).
 func (p *Pool) pids() []int {
+	return eachInstance(p, func(inst *instance) int { return inst.pid })
+}
+
+// eachInstance returns f of each instance, in order, under p.mu.
+func eachInstance[T any](p *Pool, f func(*instance) T) []T {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]int, len(p.all))
+	out := make([]T, len(p.all))
 	for i, inst := range p.all {
-		out[i] = inst.pid
+		out[i] = f(inst)
 	}
 	return out
 }
