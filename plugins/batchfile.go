@@ -22,10 +22,10 @@ import (
 // connection, a batch of 100-byte records costs more in TLS encryption, in
 // HTTP/2 framing and in the wake-ups of both sides per 16 KiB frame than
 // encoding and decoding it does; through the file it is one copy in and one
-// out. The connection keeps carrying everything else (the call, its
-// deadline, the reply), authenticated as before: the file is created by the
-// host for one process and passed to it at start, and nothing else can open
-// it.
+// out. The call itself (its deadline, where the records are, the reply)
+// goes over the process's call socket (callsocket.go), or over the
+// connection, authenticated as before: the file is created by the host for
+// one process and passed to it at start, and nothing else can open it.
 //
 // Each of a process's concurrent calls has a slot of the file to itself
 // until the call returns: the records, then as much room for the result. A

@@ -141,7 +141,9 @@ func TestBatchRoundTripThroughGRPC(t *testing.T) {
 		{"timestamp and kafka offset", record.Record{Key: []byte("o"), Timestamp: ts, Position: record.Position{Offset: 1<<40 + 7}}},
 		{"kinesis sequence", record.Record{Key: []byte("s"), Position: record.Position{Seq: "49590338271490256608559692538361571095921575989136588898"}}},
 	}
-	for server, connect := range map[string]func(*testing.T, Handler) Handler{"Serve's server": connect, "go-plugin's default server": connectPlain} {
+	for server, connect := range map[string]func(*testing.T, Handler) Handler{
+		"Serve's server": connect, "go-plugin's default server": connectPlain, "the call socket": connectCallSocket,
+	} {
 		t.Run(server, func(t *testing.T) { testBatchRoundTrip(t, connect, cases) })
 	}
 }
@@ -230,14 +232,7 @@ var errDBDown = errors.New("db down")
 
 func TestErrorsCrossTheBoundary(t *testing.T) {
 	oneRecord := &Batch{Records: []record.Record{{Value: []byte("x")}}}
-	cases := []struct {
-		name      string
-		handle    funcHandler
-		class     ErrorClass
-		retryable bool
-		is        error
-		msg       string
-	}{
+	cases := []errorCrossing{
 		{
 			name: "invalid input",
 			handle: func(context.Context, *Batch) (*Result, error) {
@@ -294,34 +289,49 @@ func TestErrorsCrossTheBoundary(t *testing.T) {
 		},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := connect(t, tc.handle)
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-			defer cancel()
-			_, err := c.Handle(ctx, oneRecord)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if got := ClassOf(err); got != tc.class {
-				t.Errorf("ClassOf = %v, want %v (err %v)", got, tc.class, err)
-			}
-			if got := IsRetryable(err); got != tc.retryable {
-				t.Errorf("IsRetryable = %v, want %v", got, tc.retryable)
-			}
-			if _, ok := errors.AsType[*Error](err); !ok {
-				t.Errorf("%v is not an *Error", err)
-			}
-			if tc.is != nil && !errors.Is(err, tc.is) {
-				t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
-			}
-			if !strings.Contains(err.Error(), tc.msg) {
-				t.Errorf("error %q does not contain %q", err, tc.msg)
-			}
-			// Wrapped once more, as the host does, the class survives.
-			if got := ClassOf(fmt.Errorf("lane: %w", err)); got != tc.class {
-				t.Errorf("wrapped ClassOf = %v", got)
-			}
-		})
+		for via, connect := range map[string]func(*testing.T, Handler) Handler{"grpc": connect, "call socket": connectCallSocket} {
+			t.Run(tc.name+" via "+via, func(t *testing.T) { tc.check(t, connect(t, tc.handle), oneRecord) })
+		}
+	}
+}
+
+// errorCrossing is a handler's error, and what the host must make of it.
+type errorCrossing struct {
+	name      string
+	handle    funcHandler
+	class     ErrorClass
+	retryable bool
+	is        error
+	msg       string
+}
+
+// check calls c (serving tc.handle) with b and checks the error.
+func (tc errorCrossing) check(t *testing.T, c Handler, b *Batch) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Handle(ctx, b)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if got := ClassOf(err); got != tc.class {
+		t.Errorf("ClassOf = %v, want %v (err %v)", got, tc.class, err)
+	}
+	if got := IsRetryable(err); got != tc.retryable {
+		t.Errorf("IsRetryable = %v, want %v", got, tc.retryable)
+	}
+	if _, ok := errors.AsType[*Error](err); !ok {
+		t.Errorf("%v is not an *Error", err)
+	}
+	if tc.is != nil && !errors.Is(err, tc.is) {
+		t.Errorf("errors.Is(%v, %v) = false", err, tc.is)
+	}
+	if !strings.Contains(err.Error(), tc.msg) {
+		t.Errorf("error %q does not contain %q", err, tc.msg)
+	}
+	// Wrapped once more, as the host does, the class survives.
+	if got := ClassOf(fmt.Errorf("lane: %w", err)); got != tc.class {
+		t.Errorf("wrapped ClassOf = %v", got)
 	}
 }
 

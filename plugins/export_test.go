@@ -23,7 +23,7 @@ func BatchFileResults() int64 { return batchFileResults.Load() }
 // the file's, and does not read it: a handler the host must not trust with
 // one.
 func ServeWithWrongBatchFileCheck(h Handler) {
-	serve(h, &batchReader{check: make([]byte, batchCheckSize)}, nil)
+	serve(h, &batchReader{check: make([]byte, batchCheckSize)}, nil, nil)
 }
 
 // HostMadeTLSKeys says, for each instance, whether its process serves TLS
@@ -38,5 +38,17 @@ func (p *Pool) HostMadeTLSKeys() []bool {
 // handshake.
 func ServeMakingItsOwnTLSKey(h Handler) {
 	os.Unsetenv(EnvTLSFD)
+	Serve(h)
+}
+
+// SocketCalls is the number of calls this process (a host) made over call
+// sockets.
+func SocketCalls() int64 { return socketCalls.Load() }
+
+// ServeWithoutCallSocket serves h as Serve does, except that it ignores the
+// call socket the host passed, as a handler built with an SDK before
+// EnvCallFD does: its calls come over gRPC.
+func ServeWithoutCallSocket(h Handler) {
+	os.Unsetenv(EnvCallFD)
 	Serve(h)
 }

@@ -34,6 +34,12 @@ type grpcClient struct {
 	// batches, if set (by the Pool, after Describe, before any Handle),
 	// is the process's batch file: Handle writes records there.
 	batches *batchFile
+	// servesCallSocket is what the process said in Describe: it serves
+	// Handle on the call socket its host passed it. calls, if set (by the
+	// Pool, as batches), is the host's end of that socket: Handle goes
+	// there instead of over gRPC.
+	servesCallSocket bool
+	calls            *callConn
 }
 
 var _ Handler = (*grpcClient)(nil)
@@ -75,6 +81,7 @@ func (c *grpcClient) Describe(ctx context.Context) (Info, error) {
 		c.peerCert = ti.State.PeerCertificates[0].Raw
 	}
 	c.readsBatchFile, c.batchFileCheck = resp.GetReadsBatchFile(), resp.GetBatchFileCheck()
+	c.servesCallSocket = resp.GetServesCallSocket()
 	return Info{
 		Name:            resp.GetName(),
 		Version:         resp.GetVersion(),
@@ -123,7 +130,13 @@ func (c *grpcClient) handleWire(ctx context.Context, w *wireBatch) (*Result, err
 	if !w.shared {
 		w.inline()
 	}
-	if err := c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...); err != nil {
+	var err error
+	if c.calls != nil {
+		err = c.calls.call(ctx, w, resp)
+	} else {
+		err = c.conn.Invoke(ctx, pb.Handler_Handle_FullMethodName, w, resp, handleOptions...)
+	}
+	if err != nil {
 		return nil, c.callError(ctx, "handle", err)
 	}
 	if resp.bad != nil {

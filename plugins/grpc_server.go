@@ -23,6 +23,9 @@ type grpcServer struct {
 	// batches is the process's batch file, if the host passed one and the
 	// server's codec reads it (Serve's server).
 	batches *batchReader
+	// callSocket says the process serves Handle on its call socket too
+	// (Serve's server, when the host passed one).
+	callSocket bool
 }
 
 // serviceDesc is the Handler service of handler.proto (pb.Handler_ServiceDesc)
@@ -109,11 +112,12 @@ func (s *grpcServer) Describe(ctx context.Context, _ *pb.DescribeRequest) (*pb.D
 		info.ProtocolVersion = ProtocolVersion
 	}
 	return &pb.DescribeResponse{
-		Name:            info.Name,
-		Version:         info.Version,
-		ProtocolVersion: clampUint32(info.ProtocolVersion),
-		ReadsBatchFile:  s.batches != nil,
-		BatchFileCheck:  s.batches.checkBytes(),
+		Name:             info.Name,
+		Version:          info.Version,
+		ProtocolVersion:  clampUint32(info.ProtocolVersion),
+		ReadsBatchFile:   s.batches != nil,
+		BatchFileCheck:   s.batches.checkBytes(),
+		ServesCallSocket: s.callSocket,
 	}, nil
 }
 

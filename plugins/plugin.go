@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 
@@ -48,16 +49,20 @@ type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	// Impl is the handler served by GRPCServer; unused by GRPCClient.
 	Impl Handler
-	// batches is the batch file of a process served by Serve, whose gRPC
-	// server's codec reads it; nil otherwise.
-	batches *batchReader
+	// srv, if set, is what GRPCServer registers instead of a server of
+	// Impl: Serve's, which knows its process's batch file and call socket.
+	srv *grpcServer
 }
 
 var _ plugin.GRPCPlugin = (*GRPCPlugin)(nil)
 
 // GRPCServer registers the Handler service serving p.Impl on s.
 func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	s.RegisterService(&serviceDesc, &grpcServer{impl: p.Impl, batches: p.batches})
+	srv := p.srv
+	if srv == nil {
+		srv = &grpcServer{impl: p.Impl}
+	}
+	s.RegisterService(&serviceDesc, srv)
 	return nil
 }
 
@@ -87,12 +92,18 @@ func Serve(h Handler) {
 	startGCTuner()
 	tuneRuntime()
 	batches := openBatchFile()
-	serve(h, batches, batches)
+	serve(h, batches, batches, openCallSocket())
 }
 
 // serve serves h, saying in Describe what described says of the batch file
-// and reading batches from read.
-func serve(h Handler, described, read *batchReader) {
+// and reading batches from read, and serving Handle on calls too, unless it
+// is nil.
+func serve(h Handler, described, read *batchReader, calls net.Conn) {
+	srv := &grpcServer{impl: h, batches: described}
+	if calls != nil {
+		srv.callSocket = true
+		newCallServer(calls, srv, read)
+	}
 	// The key the host made for this process, if it made one; without it
 	// go-plugin makes one itself, as it always has.
 	tlsConfig, err := serverTLS()
@@ -107,7 +118,7 @@ func serve(h Handler, described, read *batchReader) {
 		TLSProvider:     tlsProvider,
 		HandshakeConfig: Handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
-			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, batches: described}},
+			ProtocolVersion: {PluginName: &GRPCPlugin{Impl: h, srv: srv}},
 		},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server { return newGRPCServer(read, opts) },
 		// go-plugin's own server-side logging: only problems, as JSON lines

@@ -448,6 +448,17 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, keys)
 		cmd.Env = append(cmd.Env, EnvTLSFD+"="+strconv.Itoa(2+len(cmd.ExtraFiles)), "PLUGIN_CLIENT_CERT="+creds.clientPEM)
 	}
+	// The call socket: the process's end is its own once started (or
+	// failed to); the host's is the client's once the process says in
+	// Describe that it serves calls there.
+	calls, callsEnd, err := newCallSocket()
+	if err != nil {
+		inst.log.Debug().Err(err).Msg("no call socket: calls go over gRPC")
+	} else {
+		defer callsEnd.Close()
+		cmd.ExtraFiles = append(cmd.ExtraFiles, callsEnd)
+		cmd.Env = append(cmd.Env, EnvCallFD+"="+strconv.Itoa(2+len(cmd.ExtraFiles)))
+	}
 	stderr := newLineLogger(inst.log, "stderr")
 	syncStderr := newLineLogger(inst.log, "stderr")
 	syncStdout := newLineLogger(inst.log, "stdout")
@@ -482,6 +493,9 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		}
 		client.Kill()
 		_ = batches.Close()
+		if calls != nil {
+			_ = calls.Close()
+		}
 		for _, l := range logs {
 			l.Flush()
 		}
@@ -528,6 +542,13 @@ func (p *Pool) launch(ctx context.Context, inst *instance) (Info, error) {
 		_ = batches.Close()
 	default:
 		_ = batches.Close()
+	}
+	if calls != nil {
+		if h.servesCallSocket {
+			h.calls = newCallConn(calls, p.cfg.MaxReplyBytes)
+		} else {
+			_ = calls.Close()
+		}
 	}
 	inst.hostKeys = creds != nil && bytes.Equal(h.peerCert, creds.serverDER)
 	if creds != nil && !inst.hostKeys {
@@ -765,6 +786,7 @@ func kill(inst *instance, hard bool) {
 	inst.client.Kill()
 	if inst.h != nil {
 		_ = inst.h.batches.Close()
+		_ = inst.h.calls.Close()
 	}
 	inst.flushLogs()
 }

@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 		plugins.ServeMakingItsOwnTLSKey(testHandlers()[name])
 		os.Exit(0)
 	}
+	if name := os.Getenv(plugins.EnvBuiltinHandler); name != "" && os.Getenv("WEIR_TEST_NO_CALL_SOCKET") != "" {
+		plugins.ServeWithoutCallSocket(testHandlers()[name])
+		os.Exit(0)
+	}
 	plugins.ServeBuiltinIfRequested(testHandlers())
 	os.Exit(m.Run())
 }

@@ -57,7 +57,7 @@ func TestPluginGetsACleanEnvironment(t *testing.T) {
 			plugins.EnvBuiltinHandler, env[plugins.EnvBuiltinHandler])
 	}
 	allowed := map[string]bool{"GIVEN": true, "PATH": true, "TMPDIR": true, plugins.EnvMaxReplyBytes: true, plugins.EnvBuiltinHandler: true,
-		plugins.Handshake.MagicCookieKey: true, plugins.EnvBatchFD: true}
+		plugins.Handshake.MagicCookieKey: true, plugins.EnvBatchFD: true, plugins.EnvCallFD: true}
 	for k := range env {
 		if !allowed[k] && !strings.HasPrefix(k, "PLUGIN_") {
 			t.Errorf("the plugin got %s, which nothing gave it", k)

@@ -71,25 +71,22 @@ func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
 func (c wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *handleRequest:
-		buf, s, err := c.batches.inline(data.Materialize())
-		if err != nil {
-			return err
-		}
-		m.shared = s
-		return decodeBatch(buf, &m.batch)
+		return c.decodeRequest(data.Materialize(), m)
 	case *wireReply:
-		buf := data.Materialize()
-		if m.shared != nil {
-			var err error
-			if buf, err = m.fromBatchFile(buf); err != nil || m.bad != nil {
-				return err
-			}
-		}
-		var err error
-		m.bad, err = decodeResult(buf, m.n, &m.res)
-		return err
+		return m.decode(data.Materialize())
 	}
 	return protoCodec.Unmarshal(data, v)
+}
+
+// decodeRequest decodes a Batch, aliasing buf, with its records read from
+// the batch file if they are there.
+func (c wireCodec) decodeRequest(buf []byte, m *handleRequest) error {
+	buf, s, err := c.batches.inline(buf)
+	if err != nil {
+		return err
+	}
+	m.shared = s
+	return decodeBatch(buf, &m.batch)
 }
 
 // wireBatch is a Batch encoded for the wire: head holds fields 1 to 5,
@@ -141,6 +138,20 @@ type wireReply struct {
 	shared   *batchFile
 	replyAt  int64
 	replyCap int
+}
+
+// decode decodes a Result, aliasing buf, reading it from the batch file if
+// buf says it is there.
+func (m *wireReply) decode(buf []byte) error {
+	if m.shared != nil {
+		var err error
+		if buf, err = m.fromBatchFile(buf); err != nil || m.bad != nil {
+			return err
+		}
+	}
+	var err error
+	m.bad, err = decodeResult(buf, m.n, &m.res)
+	return err
 }
 
 // fromBatchFile returns the result the reply buf says is in the batch file,

@@ -178,8 +178,14 @@ type DescribeResponse struct {
 	// other bytes gets its batches inline: it would otherwise be handed
 	// batches it cannot see.
 	BatchFileCheck []byte `protobuf:"bytes,5,opt,name=batch_file_check,json=batchFileCheck,proto3" json:"batch_file_check,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// True if the handler serves Handle calls on the call socket the host
+	// passed it (file descriptor WEIR_CALL_FD): the host then sends every
+	// Handle there instead of over gRPC, framed as described in the README
+	// ("The call socket"). A handler that leaves it false gets its calls over
+	// gRPC.
+	ServesCallSocket bool `protobuf:"varint,6,opt,name=serves_call_socket,json=servesCallSocket,proto3" json:"serves_call_socket,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DescribeResponse) Reset() {
@@ -245,6 +251,13 @@ func (x *DescribeResponse) GetBatchFileCheck() []byte {
 		return x.BatchFileCheck
 	}
 	return nil
+}
+
+func (x *DescribeResponse) GetServesCallSocket() bool {
+	if x != nil {
+		return x.ServesCallSocket
+	}
+	return false
 }
 
 type Header struct {
@@ -917,13 +930,14 @@ const file_weir_handler_v1_handler_proto_rawDesc = "" +
 	"\n" +
 	"\x1dweir/handler/v1/handler.proto\x12\x0fweir.handler.v1\"E\n" +
 	"\x0fDescribeRequest\x122\n" +
-	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\xbf\x01\n" +
+	"\x15host_protocol_version\x18\x01 \x01(\rR\x13hostProtocolVersion\"\xed\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\rR\x0fprotocolVersion\x12(\n" +
 	"\x10reads_batch_file\x18\x04 \x01(\bR\x0ereadsBatchFile\x12(\n" +
-	"\x10batch_file_check\x18\x05 \x01(\fR\x0ebatchFileCheck\"?\n" +
+	"\x10batch_file_check\x18\x05 \x01(\fR\x0ebatchFileCheck\x12,\n" +
+	"\x12serves_call_socket\x18\x06 \x01(\bR\x10servesCallSocket\"?\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
