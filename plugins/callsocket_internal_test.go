@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ func connectCallSocket(t *testing.T, h Handler) Handler {
 // callSocketPair returns both ends of a call socket, as net.Conns.
 func callSocketPair(t *testing.T) (host, handler net.Conn) {
 	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("call sockets are Linux only")
+	}
 	host, f, err := newCallSocket()
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !linux
 
 package plugins
 
@@ -8,7 +8,7 @@ import (
 	"os"
 )
 
-// newCallSocket fails off Unix: calls go over gRPC.
+// newCallSocket fails off Linux: calls go over gRPC.
 func newCallSocket() (host net.Conn, handler *os.File, err error) {
-	return nil, nil, errors.New("call sockets are Unix socket pairs")
+	return nil, nil, errors.New("call sockets are only supported on Linux")
 }

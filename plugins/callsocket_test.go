@@ -1,7 +1,6 @@
 package plugins_test
 
 import (
-	"runtime"
 	"strconv"
 	"testing"
 
@@ -12,9 +11,7 @@ import (
 // socket, records in the batch file or inline; a handler that does not
 // serve the socket (an older SDK) gets its calls over gRPC.
 func TestCallsGoOverTheCallSocket(t *testing.T) {
-	if runtime.GOOS == "windows" {
-		t.Skip("call sockets are Unix socket pairs")
-	}
+	needBatchFiles(t) // and call sockets: both Linux only
 	cases := []struct {
 		name string
 		cfg  plugins.PoolConfig
