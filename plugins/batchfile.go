@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/weirhq/weir/record"
 )
 
 // The batch file carries a batch's records from the host to a Go handler
@@ -31,10 +33,11 @@ import (
 // until the call returns: the records, then as much room for the result. A
 // call that returns without a reply (a timeout, an abandoned call, a crash)
 // breaks the process, which gets no other call before it is replaced, so a
-// slot is never rewritten while its handler may still read it. Neither side
-// maps the file: each copies what it writes in and what it reads out, and
-// the host checks a result read from the file as it checks any reply, so
-// what the handler does to the file cannot corrupt the host's memory.
+// slot is never rewritten while its handler may still read it. Both sides
+// map the file (where they can), but each copies what it writes in and what
+// it reads out, and the host checks a result read from the file as it
+// checks any reply, so what the handler does to the file cannot corrupt the
+// host's memory, nor the host's next batch what the handler was given.
 
 // EnvBatchFD names the file descriptor of the batch file in a handler
 // process's environment.
@@ -133,6 +136,21 @@ func (bf *batchFile) writeMapped(offset int64, w *wireBatch) bool {
 // the process. The file is sealed against shrinking, so no page of it can
 // go away under the mapping.
 func copyRecords(dst []byte, w *wireBatch) (ok bool) {
+	return withoutFaults(func() {
+		if w.parts == nil {
+			copy(dst, w.recs)
+			return
+		}
+		for _, p := range w.parts {
+			dst = dst[copy(dst, p):]
+		}
+	})
+}
+
+// withoutFaults runs f, which touches a mapped batch file, and reports
+// whether it ran without a fault: a SIGBUS (a page the kernel could not
+// back) fails f instead of the process.
+func withoutFaults(f func()) (ok bool) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
@@ -142,13 +160,7 @@ func copyRecords(dst []byte, w *wireBatch) (ok bool) {
 			ok = false
 		}
 	}()
-	if w.parts == nil {
-		copy(dst, w.recs)
-		return true
-	}
-	for _, p := range w.parts {
-		dst = dst[copy(dst, p):]
-	}
+	f()
 	return true
 }
 
@@ -210,6 +222,13 @@ type batchReader struct {
 	size int64
 	// check is what the file started with when the process opened it.
 	check []byte
+	// mapped is the file mapped into the process's memory (Linux), nil if
+	// it could not be: records are copied out of it, and results into it,
+	// instead of with pread and pwrite (which look up and lock each page
+	// in the kernel), and a batch's copy goes into memory that need not be
+	// cleared first. What the handler is given is its own copy, as with
+	// pread: the host rewrites a slot once its call has returned.
+	mapped []byte
 }
 
 // file is what a handler process does with its batch file.
@@ -240,7 +259,7 @@ func openBatchFile() *batchReader {
 	if _, err := f.ReadAt(check, 0); err != nil {
 		return nil
 	}
-	return &batchReader{f: f, size: st.Size(), check: check}
+	return &batchReader{f: f, size: st.Size(), check: check, mapped: mapShared(f, st.Size())}
 }
 
 // errNoBatchFile fails a batch whose records are in a batch file this
@@ -253,27 +272,91 @@ var errNoBatchFile = errors.New("the batch's records are in a batch file this ha
 // decoders skip it), and where its result may go. A batch without shared
 // records is returned as is.
 func (r *batchReader) inline(buf []byte) ([]byte, shared, error) {
-	s, found, err := sharedRecords(buf)
+	s, found, err := r.locate(buf)
 	if err != nil || !found {
 		return buf, shared{}, err
 	}
-	if r == nil {
-		return nil, shared{}, errNoBatchFile
-	}
-	if !r.within(s.offset, s.length) || s.length > MaxMessageSize {
-		return nil, shared{}, wireErr("shared records at %d, %d bytes, are outside the batch file of %d bytes", s.offset, s.length, r.size)
-	}
-	if !r.within(s.replyOffset, s.replyCap) {
-		s.replyCap = 0 // the result goes inline
-	}
-	off, n := s.offset, s.length
-	out := make([]byte, len(buf)+int(n))
-	copy(out, buf)
-	if _, err := r.f.ReadAt(out[len(buf):], int64(off)); err != nil {
+	out, err := r.readAppend(buf, s.offset, s.length)
+	if err != nil {
 		return nil, shared{}, fmt.Errorf("reading the batch's records from the batch file: %w", err)
 	}
 	batchFileReads.Add(1)
 	return out, s, nil
+}
+
+// locate returns where buf, a Batch, says its records are in the file,
+// checked, and where its result may go (replyCap 0: inline); found is
+// false for a batch whose records are inline.
+func (r *batchReader) locate(buf []byte) (s shared, found bool, err error) {
+	s, found, err = sharedRecords(buf)
+	if err != nil || !found {
+		return shared{}, false, err
+	}
+	if r == nil {
+		return shared{}, false, errNoBatchFile
+	}
+	if !r.within(s.offset, s.length) || s.length > MaxMessageSize {
+		return shared{}, false, wireErr("shared records at %d, %d bytes, are outside the batch file of %d bytes", s.offset, s.length, r.size)
+	}
+	if !r.within(s.replyOffset, s.replyCap) {
+		s.replyCap = 0 // the result goes inline
+	}
+	return s, true, nil
+}
+
+// decodeInPlace decodes buf, a Batch, into m with its records decoded
+// where they are in the mapped file, into slab (see decodeBatchParts),
+// for a handler that borrows its records (RecordBorrower). done is false,
+// with m untouched, when the records are not in the file or it is not
+// mapped, or reading it faulted (slab is then cleared). The caller then
+// decodes the batch as usual.
+func (r *batchReader) decodeInPlace(buf []byte, m *handleRequest, slab []record.Record) (done bool, err error) {
+	if r == nil || r.mapped == nil {
+		return false, nil
+	}
+	s, found, err := r.locate(buf)
+	if err != nil || !found {
+		return err != nil, err
+	}
+	var b Batch
+	if !withoutFaults(func() { err = decodeBatchParts(buf, r.mapped[s.offset:s.offset+s.length], &b, slab) }) {
+		clear(slab[:cap(slab)])
+		return false, nil
+	}
+	m.batch, m.shared = b, s
+	batchFileReads.Add(1)
+	batchesInPlace.Add(1)
+	return true, err
+}
+
+// batchesInPlace counts the batches this process decoded in place (a test
+// hook).
+var batchesInPlace atomic.Int64
+
+// readAppend returns, in a new buffer, buf followed by the n bytes of the
+// file at off, which are within it.
+func (r *batchReader) readAppend(buf []byte, off, n uint64) ([]byte, error) {
+	if r.mapped != nil {
+		// append copies into memory it does not clear first (make would).
+		var out []byte
+		if withoutFaults(func() { out = append(buf[:len(buf):len(buf)], r.mapped[off:off+n]...) }) {
+			return out, nil
+		}
+	}
+	out := make([]byte, len(buf)+int(n))
+	copy(out, buf)
+	_, err := r.f.ReadAt(out[len(buf):], int64(off))
+	return out, err
+}
+
+// WriteAt writes p into the file at off: a copy into the mapping, or
+// pwrite.
+func (r *batchReader) WriteAt(p []byte, off int64) (int, error) {
+	if r.mapped != nil && off >= 0 && off <= int64(len(r.mapped))-int64(len(p)) &&
+		withoutFaults(func() { copy(r.mapped[off:], p) }) {
+		return len(p), nil
+	}
+	return r.f.WriteAt(p, off)
 }
 
 // checkBytes is what the file started with (nil without a file).

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/mem"
+
+	"github.com/weirhq/weir/record"
 )
 
 // testBatchFile is a host's batch file for the test (which it skips where
@@ -42,7 +44,7 @@ func sharedBatch(t *testing.T, b *Batch) ([]byte, *batchReader) {
 		t.Fatalf("slot 1 at %d", off)
 	}
 	// The handler's own descriptor of the file, as it would inherit it.
-	f, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(bf.f.Fd())))
+	f, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(bf.f.Fd())), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +73,55 @@ func TestSharedBatchDecodesAsInline(t *testing.T) {
 		if !bytes.Equal(g.Key, w.Key) || !bytes.Equal(g.Value, w.Value) || g.Position != w.Position || len(g.Headers) != len(w.Headers) || g.Partition != w.Partition {
 			t.Fatalf("record %d: %+v, want %+v", i, g, w)
 		}
+	}
+}
+
+// TestBorrowedBatchDecodesInPlace: for a handler that borrows its records,
+// a batch in the batch file decodes into the slab given, its bytes where
+// the host wrote them (what changes in the file shows in the records).
+func TestBorrowedBatchDecodesInPlace(t *testing.T) {
+	b := loadBatch(300, 100)
+	msg, r := sharedBatch(t, b)
+	r.mapped = mapShared(r.f.(*os.File), r.size)
+	if r.mapped == nil {
+		t.Fatal("the batch file could not be mapped")
+	}
+	t.Cleanup(func() { _ = unmap(r.mapped) })
+	slab := make([]record.Record, 0, 512)
+	var got handleRequest
+	done, err := r.decodeInPlace(msg, &got, slab)
+	if !done || err != nil {
+		t.Fatalf("decodeInPlace: done %v, err %v", done, err)
+	}
+	var want Batch
+	if err := decodeBatch(marshalBatch(b), &want); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.batch.Records) != len(want.Records) || got.batch.Pipeline != want.Pipeline || got.shared.length == 0 {
+		t.Fatalf("decoded %d records of pipeline %q (shared %+v), want %d of %q", len(got.batch.Records), got.batch.Pipeline, got.shared, len(want.Records), want.Pipeline)
+	}
+	for i := range want.Records {
+		g, w := got.batch.Records[i], want.Records[i]
+		if !bytes.Equal(g.Key, w.Key) || !bytes.Equal(g.Value, w.Value) || g.Position != w.Position || len(g.Headers) != len(w.Headers) {
+			t.Fatalf("record %d: %+v, want %+v", i, g, w)
+		}
+	}
+	if &got.batch.Records[0] != &slab[:1][0] {
+		t.Error("the records were not decoded into the slab given")
+	}
+	// The host rewrites the slot: a borrowed record sees it.
+	s := got.shared
+	for i := s.offset; i < s.offset+s.length; i++ {
+		r.mapped[i] = 'X'
+	}
+	if v := got.batch.Records[0].Value; !bytes.Equal(v, bytes.Repeat([]byte("X"), len(v))) {
+		t.Errorf("record 0's value is %q after the slot was rewritten: a copy, not the file's bytes", v)
+	}
+
+	// A batch sent inline is not decoded in place.
+	var inline handleRequest
+	if done, err := r.decodeInPlace(marshalBatch(b), &inline, slab); done || err != nil {
+		t.Errorf("an inline batch: done %v, err %v; want it left to the usual decoder", done, err)
 	}
 }
 

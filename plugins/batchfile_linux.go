@@ -3,6 +3,7 @@ package plugins
 import (
 	"crypto/rand"
 	"fmt"
+	"math"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -101,4 +102,17 @@ func writeParts(f *os.File, parts [][]byte, offset int64) error {
 		}
 	}
 	return nil
+}
+
+// mapShared maps size bytes of a handler's batch file f, shared, for
+// reading and writing; nil if it cannot.
+func mapShared(f *os.File, size int64) []byte {
+	if size <= 0 || size > math.MaxInt {
+		return nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil
+	}
+	return m
 }

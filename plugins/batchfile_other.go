@@ -26,3 +26,6 @@ func writeParts(f *os.File, parts [][]byte, offset int64) error {
 
 // unmap does nothing: batch files are not mapped here.
 func unmap([]byte) error { return nil }
+
+// mapShared does not map: batch files are only supported on Linux.
+func mapShared(*os.File, int64) []byte { return nil }

@@ -31,22 +31,70 @@ func viaFile(t *testing.T, p *plugins.Pool, b *plugins.Batch) int {
 // and returns how many batches the handler had read from its batch file.
 func checkEchoes(t *testing.T, res *plugins.Result, b *plugins.Batch) int {
 	t.Helper()
+	reads, _ := echoCounts(t, res, b)
+	return reads
+}
+
+// echoCounts checks that res, of a viafile handler, echoes b's records
+// (keys, values and headers, null ones null), and returns how many batches
+// the handler had read from its batch file, and decoded in place.
+func echoCounts(t *testing.T, res *plugins.Result, b *plugins.Batch) (reads, inPlace int) {
+	t.Helper()
 	if len(res.Outputs) != len(b.Records) {
 		t.Fatalf("%d outputs for %d records", len(res.Outputs), len(b.Records))
 	}
-	reads := -1
+	reads, inPlace = -1, -1
 	for i, o := range res.Outputs {
 		r := b.Records[i]
-		value, count, ok := bytes.Cut(o.Value, []byte("|"))
-		if o.Index != i || !bytes.Equal(o.Key, r.Key) || !bytes.Equal(value, r.Value) || !ok {
+		value, counts, ok := bytes.Cut(o.Value, []byte("|"))
+		if o.Index != i || !sameBytes(o.Key, r.Key) || !bytes.Equal(value, r.Value) || !ok {
 			t.Fatalf("output %d: index %d, key %q, value %q; want record %d, key %q, value %q", i, o.Index, o.Key, o.Value, i, r.Key, r.Value)
 		}
 		if len(o.Headers) != len(r.Headers) || len(r.Headers) > 0 && !bytes.Equal(o.Headers[0].Value, r.Headers[0].Value) {
 			t.Fatalf("output %d: headers %v, want %v", i, o.Headers, r.Headers)
 		}
-		reads, _ = strconv.Atoi(string(count))
+		rs, ps, _ := bytes.Cut(counts, []byte("|"))
+		reads, _ = strconv.Atoi(string(rs))
+		inPlace, _ = strconv.Atoi(string(ps))
 	}
-	return reads
+	return reads, inPlace
+}
+
+// sameBytes says a and b are equal, both null or neither.
+func sameBytes(a, b []byte) bool { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+
+// TestBorrowedRecordsAreDecodedInPlace: a handler that borrows its records
+// gets them in place, batch after batch, each batch's and no other's: the
+// storage one batch leaves is cleared for the next (a record without a key
+// or headers after records with them has none).
+func TestBorrowedRecordsAreDecodedInPlace(t *testing.T) {
+	needBatchFiles(t)
+	keyless := batchOfSize("keyless", 300, 80)
+	for i := range keyless.Records {
+		keyless.Records[i].Key, keyless.Records[i].Headers = nil, nil
+	}
+	batches := []*plugins.Batch{batchOfSize("a", 500, 100), keyless, batchOfSize("c", 200, 50), keyless}
+	for _, tc := range []struct {
+		handler string
+		inPlace bool
+	}{{"viafile-borrowed", true}, {"viafile", false}} {
+		t.Run(tc.handler, func(t *testing.T) {
+			p, _ := newPool(t, plugins.PoolConfig{Builtin: tc.handler, Instances: 1, AutoMTLS: true})
+			for i, b := range batches {
+				res, err := p.Handle(context.Background(), b)
+				if err != nil {
+					t.Fatalf("batch %d: %v", i, err)
+				}
+				want := 0
+				if tc.inPlace {
+					want = i + 1
+				}
+				if _, inPlace := echoCounts(t, res, b); inPlace != want {
+					t.Fatalf("batch %d: %d batches decoded in place so far, want %d", i, inPlace, want)
+				}
+			}
+		})
+	}
 }
 
 func batchOfSize(prefix string, n, size int) *plugins.Batch {

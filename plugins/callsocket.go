@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/weirhq/weir/record"
 )
 
 // The call socket carries a Go handler process's Handle calls instead of
@@ -309,6 +311,10 @@ type callServer struct {
 	mu      sync.Mutex
 	cancels map[uint64]context.CancelFunc
 
+	// borrow says the handler borrows its records (RecordBorrower) and the
+	// batch file is mapped: records in the file are decoded in place.
+	borrow bool
+
 	// idle takes a call to a worker waiting for one; a call that finds
 	// none starts a worker (see streamWorkers).
 	idle chan callFrame
@@ -345,14 +351,19 @@ func openCallSocket() net.Conn {
 func newCallServer(conn net.Conn, srv *grpcServer, batches *batchReader) *callServer {
 	s := &callServer{conn: conn, srv: srv, codec: wireCodec{batches: batches}, maxReply: maxReplyBytes(),
 		cancels: map[uint64]context.CancelFunc{}, idle: make(chan callFrame)}
+	if b, ok := srv.impl.(RecordBorrower); ok && b.BorrowsRecords() && batches != nil && batches.mapped != nil {
+		s.borrow = true
+	}
 	go s.read()
 	return s
 }
 
-// read takes the host's frames until the connection ends; it then cancels
-// the calls being served.
+// read takes the host's frames until the connection ends, or a frame
+// breaks the protocol; it then closes the socket (the host fails what it
+// waits for) and cancels the calls being served.
 func (s *callServer) read() {
 	defer s.cancelAll()
+	defer s.conn.Close()
 	br := bufio.NewReaderSize(s.conn, 64<<10)
 	var h [frameHeaderSize]byte
 	for {
@@ -421,7 +432,11 @@ func (s *callServer) serve(f callFrame) {
 		}
 	}()
 	req := new(handleRequest)
-	if err := s.codec.decodeRequest(f.body, req); err != nil {
+	err := s.decode(f.body, req)
+	if req.release != nil {
+		defer req.release() // once answered: the deferred calls run last
+	}
+	if err != nil {
 		s.sendError(f.id, status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err))
 		return
 	}
@@ -451,6 +466,47 @@ func (s *callServer) serve(f callFrame) {
 		bufs[i] = b.ReadOnlyData()
 	}
 	s.send(f.id, frameReply, bufs...)
+}
+
+// decode decodes a call's batch into req: in place, into recycled records,
+// for a handler that borrows its records (their storage goes back once the
+// call is answered: serve returns), or as the gRPC server does.
+func (s *callServer) decode(body []byte, req *handleRequest) error {
+	if s.borrow {
+		slab := getRecordSlab()
+		done, err := s.codec.batches.decodeInPlace(body, req, slab)
+		if done {
+			req.release = func() { putRecordSlab(req.batch.Records) }
+			return err
+		}
+		putRecordSlab(slab)
+	}
+	return s.codec.decodeRequest(body, req)
+}
+
+// recordSlabs recycles the records of batches decoded in place, each slab
+// zero.
+var recordSlabs sync.Pool // of *[]record.Record
+
+// maxRecordSlab bounds the slabs recordSlabs keeps (in records).
+const maxRecordSlab = 1 << 16
+
+func getRecordSlab() []record.Record {
+	if p, ok := recordSlabs.Get().(*[]record.Record); ok {
+		return *p
+	}
+	return nil
+}
+
+// putRecordSlab clears recs, the records of a batch (of a slab: what lies
+// past their length is zero), and keeps their slab for another batch.
+func putRecordSlab(recs []record.Record) {
+	if cap(recs) == 0 || cap(recs) > maxRecordSlab {
+		return
+	}
+	clear(recs)
+	recs = recs[:0]
+	recordSlabs.Put(&recs)
 }
 
 // sendError answers call id with err's gRPC status.

@@ -52,3 +52,7 @@ func ServeWithoutCallSocket(h Handler) {
 	os.Unsetenv(EnvCallFD)
 	Serve(h)
 }
+
+// BatchesDecodedInPlace is the number of batches this process (a handler)
+// decoded where their records were in its batch file.
+func BatchesDecodedInPlace() int64 { return batchesInPlace.Load() }

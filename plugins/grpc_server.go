@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime/debug"
 
@@ -83,6 +84,9 @@ type handleRequest struct {
 	// shared says where the batch's records were in the batch file, and
 	// where its result may go (replyCap 0: inline).
 	shared shared
+	// release, if set, gives back the storage of batch's records, decoded
+	// in place (callServer.decode), once the call is answered.
+	release func()
 }
 
 // ProtoReflect makes handleRequest a proto.Message for the protobuf codec.
@@ -130,7 +134,7 @@ type handleReply struct {
 	// file, if set, is the batch file, where wireCodec writes the result
 	// (at replyAt, if it takes at most replyCap bytes) instead of sending
 	// it.
-	file     file
+	file     io.WriterAt
 	replyAt  int64
 	replyCap int
 }
@@ -169,7 +173,7 @@ func (s *grpcServer) handle(ctx context.Context, in *handleRequest) (*handleRepl
 	defer handlerProcs.exit()
 	resp, err := s.Handle(ctx, in.get())
 	if err == nil && s.batches != nil && in.shared.replyCap > 0 {
-		resp.file, resp.replyAt, resp.replyCap = s.batches.f, int64(in.shared.replyOffset), int(in.shared.replyCap)
+		resp.file, resp.replyAt, resp.replyCap = s.batches, int64(in.shared.replyOffset), int(in.shared.replyCap)
 	}
 	return resp, err
 }

@@ -113,3 +113,14 @@ type Handler interface {
 	// Handle processes one batch. An error fails the whole batch.
 	Handle(ctx context.Context, b *Batch) (*Result, error)
 }
+
+// RecordBorrower is implemented by a Handler that keeps nothing of a batch
+// once its Handle has returned: not the records, nor their keys, values,
+// header slices or header values (it copies what it keeps). Where the host
+// passed the batch's records in the batch file, a handler that says so is
+// given records that point into that file where the host wrote them,
+// decoded into storage reused by later batches: no copy, and no garbage.
+// What such a handler kept past its return would change under it.
+type RecordBorrower interface {
+	BorrowsRecords() bool
+}

@@ -93,13 +93,19 @@ func testHandlers() map[string]plugins.Handler {
 	})
 	// viafile echoes each record's value, with how many batches this
 	// process has read from its batch file so far, after a "|".
-	hs["viafile"] = sdk.New(named("viafile"), func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
-		n := []byte("|" + strconv.FormatInt(plugins.BatchFileReads(), 10))
+	echoReads := func(_ context.Context, b *plugins.Batch, res *sdk.Result) error {
+		n := []byte("|" + strconv.FormatInt(plugins.BatchFileReads(), 10) + "|" + strconv.FormatInt(plugins.BatchesDecodedInPlace(), 10))
 		for i, r := range b.Records {
 			res.Output(i, "out", r.Key, append(r.Value[:len(r.Value):len(r.Value)], n...), r.Headers...)
 		}
 		return nil
-	})
+	}
+	hs["viafile"] = sdk.New(named("viafile"), echoReads)
+	// viafile-borrowed is viafile borrowing its records (its outputs'
+	// values are copies; their keys and headers the records').
+	borrowed := named("viafile-borrowed")
+	borrowed.BorrowRecords = true
+	hs["viafile-borrowed"] = sdk.New(borrowed, echoReads)
 	// procs answers with the process's GOMAXPROCS. A batch whose first
 	// value is "hold" and one whose first value is "release" each wait (up
 	// to a minute) for the other to be served before they answer, so that

@@ -593,61 +593,82 @@ func decodeHeader(buf []byte) (key string, value []byte, err error) {
 // the top-level tags and lengths); the records are one slab, their headers
 // a few (headerRuns).
 func decodeBatch(buf []byte, b *Batch) error {
-	n, err := countRecords(buf)
+	return decodeBatchParts(buf, nil, b, nil)
+}
+
+// decodeBatchParts is decodeBatch of the Batch encoded as head followed by
+// recs (both aliased), its records decoded into slab if it has room for
+// them (its records must be zero), else into a new one.
+func decodeBatchParts(head, recs []byte, b *Batch, slab []record.Record) error {
+	n, err := countRecords(head)
 	if err != nil {
 		return fmt.Errorf("decoding a batch: %w", err)
 	}
-	b.Records = make([]record.Record, 0, n)
+	if len(recs) > 0 {
+		m, err := countRecords(recs)
+		if err != nil {
+			return fmt.Errorf("decoding a batch: %w", err)
+		}
+		n += m
+	}
+	if slab != nil && cap(slab) >= n {
+		b.Records = slab[:0]
+	} else {
+		b.Records = make([]record.Record, 0, n)
+	}
 	var (
 		hs       headerRuns
 		part     record.Partition
 		late     bool // the stream or partition came after a record
 		deadline int64
 	)
-	rd := reader{buf: buf}
-	for len(rd.buf) > 0 {
-		// A record whose length takes one or two bytes, inline.
-		if p := rd.buf; p[0] == 6<<3|byte(bytesT) {
-			if rec, rest, ok := lenPrefixed(p[1:]); ok {
+	for _, buf := range [2][]byte{head, recs} {
+		rd := reader{buf: buf}
+		for len(rd.buf) > 0 {
+			// A record whose length takes one or two bytes, inline.
+			if p := rd.buf; p[0] == 6<<3|byte(bytesT) {
+				if rec, rest, ok := lenPrefixed(p[1:]); ok {
+					b.Records = b.Records[:len(b.Records)+1]
+					r := &b.Records[len(b.Records)-1]
+					r.Partition = part
+					if err := decodeRecord(rec, r, &hs, n-len(b.Records)+1, len(rest)); err != nil {
+						return fmt.Errorf("decoding a batch: %w", err)
+					}
+					rd.buf = rest
+					continue
+				}
+			}
+			f, err := rd.next()
+			if err != nil {
+				return fmt.Errorf("decoding a batch: %w", err)
+			}
+			switch {
+			case f.is(1, bytesT):
+				b.Pipeline, err = f.str("Batch")
+			case f.is(2, bytesT):
+				part.Stream, err = f.str("Batch")
+				late = late || len(b.Records) > 0
+			case f.is(3, bytesT):
+				part.ID, err = f.str("Batch")
+				late = late || len(b.Records) > 0
+			case f.is(4, varintT):
+				b.Attempt = int(uint32(f.v))
+			case f.is(5, varintT):
+				deadline = int64(f.v)
+			case f.is(6, bytesT):
 				b.Records = b.Records[:len(b.Records)+1]
 				r := &b.Records[len(b.Records)-1]
 				r.Partition = part
-				if err := decodeRecord(rec, r, &hs, n-len(b.Records)+1, len(rest)); err != nil {
-					return fmt.Errorf("decoding a batch: %w", err)
-				}
-				rd.buf = rest
-				continue
+				err = decodeRecord(f.b, r, &hs, n-len(b.Records)+1, len(rd.buf))
+			case f.is(7, bytesT):
+				// Where the records were in the batch file (batchReader
+				// has appended them, or decodes them in place):
+				// checked, as the protobuf runtime would.
+				err = checkMessage(f.b)
 			}
-		}
-		f, err := rd.next()
-		if err != nil {
-			return fmt.Errorf("decoding a batch: %w", err)
-		}
-		switch {
-		case f.is(1, bytesT):
-			b.Pipeline, err = f.str("Batch")
-		case f.is(2, bytesT):
-			part.Stream, err = f.str("Batch")
-			late = late || len(b.Records) > 0
-		case f.is(3, bytesT):
-			part.ID, err = f.str("Batch")
-			late = late || len(b.Records) > 0
-		case f.is(4, varintT):
-			b.Attempt = int(uint32(f.v))
-		case f.is(5, varintT):
-			deadline = int64(f.v)
-		case f.is(6, bytesT):
-			b.Records = b.Records[:len(b.Records)+1]
-			r := &b.Records[len(b.Records)-1]
-			r.Partition = part
-			err = decodeRecord(f.b, r, &hs, n-len(b.Records)+1, len(rd.buf))
-		case f.is(7, bytesT):
-			// Where the records were in the batch file (batchReader.inline
-			// has appended them): checked, as the protobuf runtime would.
-			err = checkMessage(f.b)
-		}
-		if err != nil {
-			return fmt.Errorf("decoding a batch: %w", err)
+			if err != nil {
+				return fmt.Errorf("decoding a batch: %w", err)
+			}
 		}
 	}
 	if late {

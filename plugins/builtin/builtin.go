@@ -106,8 +106,10 @@ func Handlers() map[string]plugins.Handler {
 		aids.sleep = d
 	}
 	return map[string]plugins.Handler{
-		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version}, delayed(aids.sleep, Noop)),
-		"echo":       sdk.New(sdk.Options{Name: "echo", Version: version}, aids.wrap(Echo(sink, nil))),
+		// noop and echo keep nothing of a batch (echo's outputs refer to
+		// its records, and are encoded before it returns).
+		"noop":       sdk.New(sdk.Options{Name: "noop", Version: Version, BorrowRecords: true}, delayed(aids.sleep, Noop)),
+		"echo":       sdk.New(sdk.Options{Name: "echo", Version: version, BorrowRecords: true}, aids.wrap(Echo(sink, nil))),
 		"echo-crash": sdk.New(sdk.Options{Name: "echo-crash", Version: version}, aids.wrap(Echo(sink, crashOn))),
 		"echo-leak":  sdk.New(sdk.Options{Name: "echo-leak", Version: version}, aids.wrap(leak([]byte(os.Getenv(EnvLeakOn)), Echo(sink, nil)))),
 		"iot":        iot.Handler(),
