@@ -203,3 +203,39 @@ func TestCallSocketCancelsAnAbandonedCall(t *testing.T) {
 		t.Fatal("the handler's context was not canceled")
 	}
 }
+
+// FuzzCallSocketReply: whatever a handler writes on its call socket, the
+// call waiting for it returns (no hang, no panic), with a result or a
+// classified *Error, and a call after it does too.
+func FuzzCallSocketReply(f *testing.F) {
+	frame := func(n int, id uint64, kind byte, body []byte) []byte {
+		h := frameHeader(n, id, kind)
+		return append(h[:], body...)
+	}
+	status := []byte{0x08, 0x03, 0x12, 0x04, 'b', 'o', 'o', 'm'} // code 3, "boom"
+	f.Add(frame(0, 1, frameReply, nil))
+	f.Add(frame(len(status), 1, frameError, status))
+	f.Add(frame(2, 1, frameReply, []byte{0x0a, 0x00}))
+	f.Add(frame(5000, 1, frameReply, make([]byte, 5000)))
+	f.Add(frame(0, 2, frameReply, nil))
+	f.Add(frame(0, 1, 9, nil))
+	f.Add(frame(100, 1, frameReply, []byte{1, 2}))
+	f.Fuzz(func(t *testing.T, written []byte) {
+		c, end := rawCallSocket(t, 1<<12)
+		errc := callAsync(c, 10*time.Second)
+		readCall(t, end)
+		go func() {
+			_, _ = end.Write(written)
+			_ = end.Close()
+		}()
+		if err := waitErr(t, errc); err != nil {
+			if _, ok := errors.AsType[*Error](err); !ok {
+				t.Fatalf("%v is not an *Error", err)
+			}
+		}
+		// The handler's end is closed: a call now fails at once.
+		if _, err := c.Handle(context.Background(), &Batch{}); ClassOf(err) != ClassCrash {
+			t.Fatalf("a call after the handler's end closed: %v, want a crash", err)
+		}
+	})
+}
