@@ -227,7 +227,8 @@ type batchReader struct {
 	// instead of with pread and pwrite (which look up and lock each page
 	// in the kernel), and a batch's copy goes into memory that need not be
 	// cleared first. What the handler is given is its own copy, as with
-	// pread: the host rewrites a slot once its call has returned.
+	// pread (the host rewrites a slot once its call has returned), unless
+	// it borrows its records (decodeInPlace).
 	mapped []byte
 }
 
