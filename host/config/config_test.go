@@ -242,6 +242,18 @@ pipelines:
 			},
 		},
 		{
+			name: "topic and stream names at their longest and past it",
+			src: "redis: {addr: embedded}\n" + strings.Replace(strings.Replace(minimal, "topics: [in]", "topics: [in, "+strings.Repeat("t", 249)+", "+strings.Repeat("t", 250)+"]", 1),
+				"{out: {kafka: {topic: out}}}", "{out: {kinesis: {stream: "+strings.Repeat("s", 128)+"}}, long: {kinesis: {stream: "+strings.Repeat("s", 129)+"}}, "+
+					"arn: {kinesis: {stream: 'arn:aws:kinesis:us-east-1:123456789012:stream/"+strings.Repeat("s", 128)+"'}}, "+
+					"longarn: {kinesis: {stream: 'arn:aws:kinesis:us-east-1:123456789012:stream/"+strings.Repeat("s", 129)+"'}}}", 1),
+			want: []problem{
+				{6, "pipelines[0].source.kafka.topics[2]", "is not a valid topic name; use at most 249"},
+				{8, "pipelines[0].sinks.long.kinesis.stream", "is not a valid stream name; use 1 to 128"},
+				{8, "pipelines[0].sinks.longarn.kinesis.stream", "is not a stream ARN"},
+			},
+		},
+		{
 			name: "bad start",
 			src:  strings.Replace(minimal, "{topics: [in]}", "{topics: [in], start: yesterday}", 1),
 			want: []problem{{5, "pipelines[0].source.kafka.start", `"yesterday" is not earliest, latest or an RFC 3339 time`}},
