@@ -242,11 +242,7 @@ type file interface {
 // names a descriptor of a regular file); nil otherwise, and the handler
 // then gets its batches inline.
 func openBatchFile() *batchReader {
-	fd, err := strconv.Atoi(os.Getenv(EnvBatchFD))
-	if err != nil || fd < 3 {
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "weir-batches")
+	f := inheritedFile(EnvBatchFD, "weir-batches")
 	if f == nil {
 		return nil
 	}
@@ -261,6 +257,17 @@ func openBatchFile() *batchReader {
 		return nil
 	}
 	return &batchReader{f: f, size: st.Size(), check: check, mapped: mapShared(f, st.Size())}
+}
+
+// inheritedFile is the file descriptor the host passed in the environment
+// variable env (a number from 3 on, the first of the inherited files), as a
+// file called name; nil if env does not name one.
+func inheritedFile(env, name string) *os.File {
+	fd, err := strconv.Atoi(os.Getenv(env))
+	if err != nil || fd < 3 {
+		return nil
+	}
+	return os.NewFile(uintptr(fd), name)
 }
 
 // errNoBatchFile fails a batch whose records are in a batch file this

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -330,11 +329,7 @@ type callFrame struct {
 // openCallSocket opens the call socket the host passed, if it did
 // (EnvCallFD names a socket); nil otherwise, and calls come over gRPC.
 func openCallSocket() net.Conn {
-	fd, err := strconv.Atoi(os.Getenv(EnvCallFD))
-	if err != nil || fd < 3 {
-		return nil
-	}
-	f := os.NewFile(uintptr(fd), "weir-calls")
+	f := inheritedFile(EnvCallFD, "weir-calls")
 	if f == nil {
 		return nil
 	}
